@@ -1,0 +1,24 @@
+// The mesh's extension points on the proxy-wasm ABI: property paths the host
+// answers and the filter may set, and the headers on local responses.
+// Names follow Envoy's attribute vocabulary where Envoy has one.
+
+/** Envoy's `listener_direction`: int64 little-endian. */
+export const LISTENER_DIRECTION = 'listener_direction';
+export const Direction = { Unspecified: 0, Inbound: 1, Outbound: 2 } as const;
+
+/** Peer SPIFFE ID on inbound (from the mTLS peer certificate); the sidecar's own ID on outbound. */
+export const SOURCE_PRINCIPAL = 'source.principal';
+export const SOURCE_ADDRESS = 'source.address';
+export const DESTINATION_ADDRESS = 'destination.address';
+/** The mesh service the request is for. */
+export const DESTINATION_SERVICE = 'destination.service';
+/** Envoy's peer-certificate URI SAN attribute (same value as source.principal on inbound). */
+export const PEER_URI_SAN = 'connection.uri_san_peer_certificate';
+
+/** Set by a filter on outbound: the version (subset) of the destination to route this request to. */
+export const ROUTE_VERSION = 'mesh.route.version';
+
+/** On a filter's local response: the id of the rule that decided. */
+export const RULE_HEADER = 'x-mesh-rule';
+/** On a response the sidecar itself generated: a stable reason code. */
+export const REASON_HEADER = 'x-mesh-reason';
