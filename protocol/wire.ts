@@ -27,6 +27,8 @@ export interface Endpoint {
   address: string;
   port: number;
   version: string;
+  /** SPIFFE ID the endpoint's sidecar must present; the client checks it. */
+  spiffeId: string;
 }
 
 export interface EndpointsPayload {
