@@ -1,5 +1,6 @@
 // PLACEHOLDER (being written): the sidecar's side of the controller stream.
-import type { Sidecar } from './sidecar.ts';
+// import type { Sidecar } from './sidecar.ts';
+type Sidecar = unknown;
 
 export interface ControlClientOptions {
   /** ws://host:port of the controller. */
