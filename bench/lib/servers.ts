@@ -1,0 +1,134 @@
+// Starts the processes a benchmark measures: nginx as the fast fixed-body
+// upstream, haproxy as the reference proxy, and the meshc sidecar. Each runs
+// from a private temp directory and is stopped by the returned handle.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { which } from './tools.ts';
+
+export interface Running {
+  name: string;
+  port: number;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+export async function waitForPort(port: number, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const sock = connect(port, '127.0.0.1');
+      sock.once('connect', () => {
+        sock.destroy();
+        resolve(true);
+      });
+      sock.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing listened on 127.0.0.1:${port} within ${timeoutMs} ms`);
+}
+
+function track(name: string, port: number, child: ChildProcess, dir: string): Running {
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  child.once('exit', (code, signal) => {
+    if (code !== 0 && signal === null && code !== null) process.stderr.write(`${name} exited with ${code}: ${stderr}\n`);
+  });
+  return {
+    name,
+    port,
+    pid: child.pid ?? -1,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** nginx with one worker answering every request with a fixed 13-byte body. */
+export async function startNginx(): Promise<Running> {
+  const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-nginx-'));
+  const port = await freePort();
+  const conf = `daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir};
+  proxy_temp_path ${dir};
+  fastcgi_temp_path ${dir};
+  uwsgi_temp_path ${dir};
+  scgi_temp_path ${dir};
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:${port};
+    location / { return 200 "hello, mesh!\\n"; }
+  }
+}
+`;
+  await writeFile(join(dir, 'nginx.conf'), conf);
+  const child = spawn(which('nginx') ?? 'nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+  await waitForPort(port);
+  return track('nginx', port, child, dir);
+}
+
+/** haproxy, one thread, HTTP mode with keep-alive to the upstream: the reference proxy. */
+export async function startHaproxy(upstreamPort: number): Promise<Running> {
+  const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-haproxy-'));
+  const port = await freePort();
+  const conf = `global
+  nbthread 1
+  maxconn 10000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:${port}
+  default_backend be
+backend be
+  http-reuse always
+  server up 127.0.0.1:${upstreamPort}
+`;
+  await writeFile(join(dir, 'haproxy.cfg'), conf);
+  const child = spawn(which('haproxy') ?? 'haproxy', ['-f', join(dir, 'haproxy.cfg'), '-db'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  await waitForPort(port);
+  return track('haproxy', port, child, dir);
+}
+
+/** The meshc sidecar in standalone mode (`meshc proxy --listen --upstream [--filter ...]`). */
+export async function startSidecar(upstreamPort: number, filterArgs: string[], label: string): Promise<Running> {
+  const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-sidecar-'));
+  const port = await freePort();
+  const bin = new URL('../../bin/meshc', import.meta.url).pathname;
+  const args = [bin, 'proxy', '--listen', `127.0.0.1:${port}`, '--upstream', `http://127.0.0.1:${upstreamPort}`, ...filterArgs];
+  // Access logs off: the benchmark measures the data path, not stdout.
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, MESHC_ACCESS_LOG: 'off' } });
+  await waitForPort(port);
+  return track(label, port, child, dir);
+}
