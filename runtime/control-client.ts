@@ -10,6 +10,8 @@
 import { generateKeyPairSync, createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+// @peculiar/x509 resolves its algorithms through tsyringe, which needs the Reflect metadata polyfill loaded first.
+import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import WebSocket from 'ws';
 import { fromWire, type WireBundle } from '../protocol/bundle.ts';
