@@ -1,0 +1,115 @@
+// The compiler's public API (used by the CLI and the controller).
+// In: .meshpolicy sources (+ optional topology and signing key).
+// Out: diagnostics, and a bundle (protocol/bundle.ts) when there is no error.
+// Pipeline: syntax/to-ast.ts → check/checker.ts → lower.ts (IR) →
+// codegen/emit.ts (AssemblyScript) → codegen/worker-client.ts (asc in a worker).
+import type { KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { makeBundle, PROXY_WASM_ABI, BUNDLE_FORMAT, sha256Hex, type Bundle, type BundleFilter, type BundleManifest, type SourceSpan } from '../protocol/bundle.ts';
+import type { PolicyFile } from './ast.ts';
+import { checkFiles, type Topology } from './check/checker.ts';
+import { emitService } from './codegen/emit.ts';
+import { compileInWorker, shutdownWorker } from './codegen/worker-client.ts';
+import { hasErrors, sortDiagnostics, type Diagnostic } from './diagnostics.ts';
+import type { ServiceIR } from './ir.ts';
+import { lowerFiles } from './lower.ts';
+import type { SourceFile } from './sources.ts';
+import { parseSource } from './syntax/to-ast.ts';
+
+export type { Diagnostic } from './diagnostics.ts';
+export type { Topology } from './check/checker.ts';
+export type { SourceFile } from './sources.ts';
+export { formatDiagnostic } from './diagnostics.ts';
+export { readPolicySources } from './sources.ts';
+
+export interface CompileOptions {
+  topology?: Topology;
+  signKey?: KeyObject;
+}
+
+export interface CompileResult {
+  diagnostics: Diagnostic[];
+  /** Absent iff any diagnostic is an error. */
+  bundle?: Bundle;
+}
+
+export const COMPILER_NAME = 'meshc';
+export const COMPILER_VERSION: string = (
+  JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
+
+interface Front {
+  asts: PolicyFile[];
+  diagnostics: Diagnostic[];
+}
+
+function frontEnd(files: SourceFile[], options: CompileOptions): Front {
+  const diagnostics: Diagnostic[] = [];
+  const asts: PolicyFile[] = [];
+  for (const f of files) {
+    const parsed = parseSource(f.path, f.text);
+    diagnostics.push(...parsed.diagnostics);
+    asts.push(parsed.ast);
+  }
+  // Checking half-parsed files would report errors that are only echoes of syntax errors.
+  if (!hasErrors(diagnostics)) diagnostics.push(...checkFiles(asts, options.topology));
+  return { asts, diagnostics: sortDiagnostics(diagnostics) };
+}
+
+/** Parses and checks; no code generation. */
+export function checkPolicies(files: SourceFile[], options: CompileOptions = {}): Diagnostic[] {
+  return frontEnd(files, options).diagnostics;
+}
+
+function ruleSpans(service: ServiceIR): Record<string, SourceSpan> {
+  const rules: { id: string; span: SourceSpan }[] = [
+    ...service.authz.denies,
+    ...service.authz.allows,
+    ...service.rateLimits,
+    ...service.faults,
+    ...service.routes,
+  ];
+  rules.sort((a, b) => a.span.line - b.span.line || a.span.col - b.span.col);
+  const out: Record<string, SourceSpan> = {};
+  for (const r of rules) out[r.id] = r.span;
+  if (service.authz.defaultDenyId) out[service.authz.defaultDenyId] = service.span;
+  return out;
+}
+
+export async function compilePolicies(files: SourceFile[], options: CompileOptions = {}): Promise<CompileResult> {
+  const { asts, diagnostics } = frontEnd(files, options);
+  if (hasErrors(diagnostics)) return { diagnostics };
+  const ir = lowerFiles(asts);
+  const textByPath = new Map(files.map((f) => [f.path, f.text]));
+  const wasms = await Promise.all(ir.services.map((s) => compileInWorker(emitService(s))));
+  const modules = new Map<string, Uint8Array>();
+  const filters: BundleFilter[] = ir.services.map((service, i) => {
+    const wasm = wasms[i]!;
+    const file = `${service.name}.wasm`;
+    modules.set(file, wasm);
+    return {
+      name: service.name,
+      file,
+      sha256: sha256Hex(wasm),
+      size: wasm.byteLength,
+      service: service.name,
+      rootId: 'meshc',
+      configuration: '',
+      failurePolicy: 'closed',
+      source: { path: service.sourcePath, sha256: sha256Hex(textByPath.get(service.sourcePath) ?? '') },
+      rules: ruleSpans(service),
+    };
+  });
+  const manifest: BundleManifest = {
+    format: BUNDLE_FORMAT,
+    abiVersion: PROXY_WASM_ABI,
+    compiler: { name: COMPILER_NAME, version: COMPILER_VERSION },
+    filters,
+  };
+  return { diagnostics, bundle: makeBundle(manifest, modules, options.signKey) };
+}
+
+/** Ends the compile worker (it is restarted by the next compilePolicies call). */
+export function shutdownCompiler(): Promise<void> {
+  return shutdownWorker();
+}

@@ -1,0 +1,65 @@
+// The proxy-wasm v0.2.1 exports every compiled policy module re-exports.
+// In: host callbacks. Out: filter actions; request headers go to the
+// installed Policy (filters/policy.ts), ticks resume delayed requests.
+// Compiles the abort handler into the module (asc --use abort=filters/abort/meshAbort).
+import "./abort";
+import { ACTION_CONTINUE } from "./constants";
+import { cancel, resumeDue } from "./delays";
+import { nowNanoseconds } from "./hostcalls";
+import { decide } from "./policy";
+
+export function proxy_abi_version_0_2_1(): void {}
+
+/** Host-owned buffers handed to the filter; freed by filters/hostcalls.ts after copying. */
+export function proxy_on_memory_allocate(size: usize): usize {
+  return heap.alloc(size);
+}
+
+export function proxy_on_context_create(contextId: u32, parentContextId: u32): void {}
+
+export function proxy_on_vm_start(rootContextId: u32, vmConfigurationSize: u32): u32 {
+  return 1;
+}
+
+export function proxy_on_configure(rootContextId: u32, pluginConfigurationSize: u32): u32 {
+  return 1;
+}
+
+export function proxy_on_tick(rootContextId: u32): void {
+  resumeDue(nowNanoseconds());
+}
+
+export function proxy_on_request_headers(contextId: u32, numHeaders: u32, endOfStream: u32): i32 {
+  return decide(contextId);
+}
+
+export function proxy_on_request_body(contextId: u32, bodySize: u32, endOfStream: u32): i32 {
+  return ACTION_CONTINUE;
+}
+
+export function proxy_on_request_trailers(contextId: u32, numTrailers: u32): i32 {
+  return ACTION_CONTINUE;
+}
+
+export function proxy_on_response_headers(contextId: u32, numHeaders: u32, endOfStream: u32): i32 {
+  return ACTION_CONTINUE;
+}
+
+export function proxy_on_response_body(contextId: u32, bodySize: u32, endOfStream: u32): i32 {
+  return ACTION_CONTINUE;
+}
+
+export function proxy_on_response_trailers(contextId: u32, numTrailers: u32): i32 {
+  return ACTION_CONTINUE;
+}
+
+export function proxy_on_log(contextId: u32): void {}
+
+export function proxy_on_done(contextId: u32): u32 {
+  cancel(contextId);
+  return 1;
+}
+
+export function proxy_on_delete(contextId: u32): void {
+  cancel(contextId);
+}

@@ -1,0 +1,134 @@
+// Typed wrappers over the raw host imports: strings in, strings out.
+// In: AssemblyScript strings. Out: host calls; host-allocated buffers (made
+// through proxy_on_memory_allocate) are copied into strings and freed here.
+import {
+  proxy_get_current_time_nanoseconds,
+  proxy_get_header_map_value,
+  proxy_get_property,
+  proxy_log,
+  proxy_send_local_response,
+  proxy_set_property,
+} from "./host";
+import { MAP_HTTP_REQUEST_HEADERS, RESULT_OK } from "./constants";
+
+// Two out-parameters (pointer, size) for calls that return host-allocated bytes.
+const OUT_PTR: usize = memory.data(4);
+const OUT_SIZE: usize = memory.data(4);
+const OUT_TIME: usize = memory.data(8);
+
+export function log(level: i32, message: string): void {
+  const bytes = String.UTF8.encode(message);
+  proxy_log(level, changetype<usize>(bytes), <usize>bytes.byteLength);
+}
+
+/** Takes ownership of the host buffer left in OUT_PTR/OUT_SIZE. */
+function takeReturnedString(): string {
+  const ptr = <usize>load<u32>(OUT_PTR);
+  const size = <usize>load<u32>(OUT_SIZE);
+  if (ptr == 0) return "";
+  const text = String.UTF8.decodeUnsafe(ptr, size);
+  heap.free(ptr);
+  return text;
+}
+
+/** A property's raw bytes as a string, or null when the host has no value. */
+export function getPropertyString(path: string): string | null {
+  const key = String.UTF8.encode(path);
+  store<u32>(OUT_PTR, 0);
+  store<u32>(OUT_SIZE, 0);
+  if (proxy_get_property(changetype<usize>(key), <usize>key.byteLength, OUT_PTR, OUT_SIZE) != RESULT_OK) return null;
+  return takeReturnedString();
+}
+
+/** A property holding an int64 little-endian, or `fallback` when absent or malformed. */
+export function getPropertyInt64(path: string, fallback: i64): i64 {
+  const key = String.UTF8.encode(path);
+  store<u32>(OUT_PTR, 0);
+  store<u32>(OUT_SIZE, 0);
+  if (proxy_get_property(changetype<usize>(key), <usize>key.byteLength, OUT_PTR, OUT_SIZE) != RESULT_OK) return fallback;
+  const ptr = <usize>load<u32>(OUT_PTR);
+  const size = load<u32>(OUT_SIZE);
+  if (ptr == 0) return fallback;
+  const value = size >= 8 ? load<i64>(ptr) : fallback;
+  heap.free(ptr);
+  return value;
+}
+
+export function setPropertyString(path: string, value: string): bool {
+  const key = String.UTF8.encode(path);
+  const bytes = String.UTF8.encode(value);
+  return proxy_set_property(changetype<usize>(key), <usize>key.byteLength, changetype<usize>(bytes), <usize>bytes.byteLength) == RESULT_OK;
+}
+
+/** A request header's value, or null when absent. `name` must be lower-case. */
+export function getRequestHeader(name: string): string | null {
+  const key = String.UTF8.encode(name);
+  store<u32>(OUT_PTR, 0);
+  store<u32>(OUT_SIZE, 0);
+  const result = proxy_get_header_map_value(MAP_HTTP_REQUEST_HEADERS, changetype<usize>(key), <usize>key.byteLength, OUT_PTR, OUT_SIZE);
+  if (result != RESULT_OK) return null;
+  return takeReturnedString();
+}
+
+export function nowNanoseconds(): i64 {
+  store<i64>(OUT_TIME, 0);
+  proxy_get_current_time_nanoseconds(OUT_TIME);
+  return load<i64>(OUT_TIME);
+}
+
+/**
+ * Serialises header pairs in the proxy-wasm map format: u32 count, then a
+ * (u32 key length, u32 value length) per pair, then each key and value
+ * followed by a NUL byte.
+ */
+function serializePairs(names: Array<string>, values: Array<string>): ArrayBuffer {
+  const encodedNames = new Array<ArrayBuffer>();
+  const encodedValues = new Array<ArrayBuffer>();
+  let size = 4;
+  for (let i = 0; i < names.length; i++) {
+    const n = String.UTF8.encode(names[i]);
+    const v = String.UTF8.encode(values[i]);
+    encodedNames.push(n);
+    encodedValues.push(v);
+    size += 8 + n.byteLength + 1 + v.byteLength + 1;
+  }
+  const out = new ArrayBuffer(size);
+  const base = changetype<usize>(out);
+  store<u32>(base, <u32>names.length);
+  let offset: usize = 4;
+  for (let i = 0; i < names.length; i++) {
+    store<u32>(base + offset, <u32>encodedNames[i].byteLength);
+    store<u32>(base + offset + 4, <u32>encodedValues[i].byteLength);
+    offset += 8;
+  }
+  for (let i = 0; i < names.length; i++) {
+    const n = encodedNames[i];
+    memory.copy(base + offset, changetype<usize>(n), <usize>n.byteLength);
+    offset += <usize>n.byteLength;
+    store<u8>(base + offset, 0);
+    offset += 1;
+    const v = encodedValues[i];
+    memory.copy(base + offset, changetype<usize>(v), <usize>v.byteLength);
+    offset += <usize>v.byteLength;
+    store<u8>(base + offset, 0);
+    offset += 1;
+  }
+  return out;
+}
+
+/** Answers the current request from the filter (no upstream call). */
+export function sendLocalResponse(status: i32, details: string, body: string, headerNames: Array<string>, headerValues: Array<string>): void {
+  const detailBytes = String.UTF8.encode(details);
+  const bodyBytes = String.UTF8.encode(body);
+  const pairs = serializePairs(headerNames, headerValues);
+  proxy_send_local_response(
+    status,
+    changetype<usize>(detailBytes),
+    <usize>detailBytes.byteLength,
+    changetype<usize>(bodyBytes),
+    <usize>bodyBytes.byteLength,
+    changetype<usize>(pairs),
+    <usize>pairs.byteLength,
+    -1,
+  );
+}
