@@ -1,0 +1,355 @@
+// The sidecar: an outbound listener for the local app, an mTLS inbound
+// listener for other sidecars, and an admin listener; it holds the current
+// filter chain, endpoints and certificate, each swapped atomically by the
+// apply* calls the control client (or a test) makes.
+//
+// In:  SidecarOptions; bundles, endpoints and certificates via apply*.
+// Out: proxied traffic, access-log lines, /ready /metrics /stats /config.
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import type { TLSSocket, PeerCertificate } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import { bound, delay, listen, type Address } from './net.ts';
+import type { Bundle } from '../protocol/bundle.ts';
+import { Direction } from '../protocol/properties.ts';
+import type { CertificatePayload, Endpoint, EndpointsPayload, NodeInfo } from '../protocol/wire.ts';
+import { ChainError, FilterChain } from './chain.ts';
+import { MeshError } from './errors.ts';
+import { handleRequest, newRequestId, type ListenerRole, type ProxyDeps, type UpstreamTarget } from './http-proxy.ts';
+import { SidecarMetrics } from './metrics.ts';
+import { createHostEnvironment, type HostEnvironment } from './wasm/environment.ts';
+import type { HttpStream, StreamFacts } from './wasm/stream.ts';
+import { ROUTE_VERSION } from '../protocol/properties.ts';
+
+export type { Address };
+
+export interface SidecarOptions {
+  node: NodeInfo;
+  inbound: Address;
+  outbound: Address;
+  app: Address;
+  admin: Address;
+  /** Ed25519 public keys (PEM); when set, bundles must be signed by one. */
+  trustedKeys?: string[];
+  upstreamTimeoutMs?: number;
+  /** Default: one JSON line per entry on stdout. */
+  log?: (entry: Record<string, unknown>) => void;
+}
+
+interface TlsMaterial {
+  spiffeId: string;
+  cert: string;
+  key: string;
+  ca: string;
+  notAfter: string;
+}
+
+const STOP_DEADLINE_MS = 10_000;
+
+export function jsonLineLog(entry: Record<string, unknown>): void {
+  process.stdout.write(JSON.stringify(entry) + '\n');
+}
+
+/** The URI SAN (SPIFFE ID) of a certificate, from Node's `subjectaltname` string. */
+export function uriSan(subjectaltname: string | undefined): string {
+  if (!subjectaltname) return '';
+  for (const part of subjectaltname.split(', ')) if (part.startsWith('URI:')) return part.slice(4);
+  return '';
+}
+
+export class Sidecar {
+  private readonly options: SidecarOptions;
+  private readonly log: (entry: Record<string, unknown>) => void;
+  readonly metrics = new SidecarMetrics();
+  private readonly env: HostEnvironment;
+  private chain: FilterChain | undefined;
+  private endpoints: EndpointsPayload | undefined;
+  private tls: TlsMaterial | undefined;
+  /** Pooled mTLS agents per upstream endpoint; replaced wholesale when the certificate changes. */
+  private agents = new Map<string, https.Agent>();
+  private readonly appAgent = new http.Agent({ keepAlive: true });
+  private readonly roundRobin = new Map<string, number>();
+  private readonly outboundServer: http.Server;
+  private readonly inboundServer: https.Server;
+  private readonly adminServer: http.Server;
+  private inFlight = 0;
+  private idleWaiters: Array<() => void> = [];
+  private stopping = false;
+
+  constructor(options: SidecarOptions) {
+    this.options = options;
+    this.log = options.log ?? jsonLineLog;
+    this.env = createHostEnvironment(this.metrics.registry, this.log);
+    const deps: ProxyDeps = {
+      metrics: this.metrics,
+      log: this.log,
+      upstreamTimeoutMs: options.upstreamTimeoutMs ?? 15_000,
+      track: (delta) => this.track(delta),
+    };
+    const outbound = this.outboundRole();
+    const inbound = this.inboundRole();
+    this.outboundServer = http.createServer((req, res) => handleRequest(outbound, deps, req, res));
+    // No certificate until applyCertificate: the TLS handshake fails, so nothing is served in plaintext.
+    this.inboundServer = https.createServer({ requestCert: true, rejectUnauthorized: true }, (req, res) =>
+      handleRequest(inbound, deps, req, res),
+    );
+    this.inboundServer.on('tlsClientError', (err) => this.log({ event: 'inbound-tls-error', error: err.message }));
+    this.adminServer = http.createServer((req, res) => this.admin(req, res));
+  }
+
+  async start(): Promise<void> {
+    const o = this.options;
+    await Promise.all([
+      listen(this.outboundServer, o.outbound),
+      listen(this.inboundServer, o.inbound),
+      listen(this.adminServer, o.admin),
+    ]);
+    this.log({ event: 'sidecar-started', instance: o.node.instance, ...this.addresses() });
+  }
+
+  addresses(): { inbound: Address; outbound: Address; admin: Address } {
+    return { inbound: bound(this.inboundServer), outbound: bound(this.outboundServer), admin: bound(this.adminServer) };
+  }
+
+  /** Builds the new chain beside the current one, then swaps; on error the current chain stays. */
+  async applyBundle(bundle: Bundle): Promise<void> {
+    let next: FilterChain;
+    try {
+      next = await FilterChain.fromBundle(bundle, this.env, this.options.trustedKeys ?? []);
+    } catch (err) {
+      this.metrics.chainReload('refused');
+      const code = err instanceof ChainError ? err.code : 'CHAIN_BUILD_FAILED';
+      this.log({ event: 'bundle-refused', code, reason: (err as Error).message, keeping: this.chain?.version });
+      throw err;
+    }
+    const previous = this.chain;
+    this.chain = next;
+    previous?.retire();
+    this.metrics.chainReload('applied', next.version);
+    this.log({ event: 'bundle-applied', version: next.version, filters: next.filters.map((f) => f.name) });
+  }
+
+  applyEndpoints(payload: EndpointsPayload): void {
+    this.endpoints = payload;
+    this.log({ event: 'endpoints-applied', services: Object.keys(payload.services).length });
+  }
+
+  /** Swaps the certificate live: new TLS context for inbound, new agents for outbound; in-flight requests are untouched. */
+  applyCertificate(cert: CertificatePayload, keyPem: string): void {
+    const material: TlsMaterial = { spiffeId: cert.spiffeId, cert: cert.certChainPem, key: keyPem, ca: cert.caBundlePem, notAfter: cert.notAfter };
+    // Fails here (and keeps the old certificate) if key and certificate do not match.
+    this.inboundServer.setSecureContext({ cert: material.cert, key: material.key, ca: material.ca });
+    this.tls = material;
+    const old = this.agents;
+    this.agents = new Map();
+    for (const agent of old.values()) retireAgent(agent);
+    this.log({ event: 'certificate-applied', spiffeId: cert.spiffeId, notAfter: cert.notAfter });
+  }
+
+  chainVersion(): string | undefined {
+    return this.chain?.version;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const closing = [this.outboundServer, this.inboundServer, this.adminServer].map(
+      (s) => new Promise<void>((resolve) => s.close(() => resolve())),
+    );
+    for (const s of [this.outboundServer, this.inboundServer, this.adminServer]) s.closeIdleConnections();
+    await Promise.race([this.idle(), delay(STOP_DEADLINE_MS)]);
+    for (const s of [this.outboundServer, this.inboundServer, this.adminServer]) s.closeAllConnections();
+    await Promise.all(closing);
+    for (const a of this.agents.values()) a.destroy();
+    this.appAgent.destroy();
+    this.chain?.retire();
+    this.log({ event: 'sidecar-stopped', instance: this.options.node.instance });
+  }
+
+  private track(delta: 1 | -1): void {
+    this.inFlight += delta;
+    if (this.inFlight === 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  private idle(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private ready(): boolean {
+    return this.chain !== undefined && this.endpoints !== undefined && this.tls !== undefined;
+  }
+
+  private outboundRole(): ListenerRole {
+    const node = this.options.node;
+    return {
+      name: 'outbound',
+      reporter: 'source',
+      facts: (req) => {
+        const tls = this.tls;
+        if (!tls) throw new MeshError('no-certificate', 'this sidecar has no certificate yet');
+        const service = this.serviceFromHost(req.headers.host ?? '');
+        return this.facts(req, Direction.Outbound, tls.spiffeId, service, '', 'http');
+      },
+      chain: () => this.chain,
+      route: (stream) => this.routeOutbound(stream),
+      sourceWorkload: () => node.service,
+      ownVersion: () => node.version,
+    };
+  }
+
+  private inboundRole(): ListenerRole {
+    const node = this.options.node;
+    const app = this.options.app;
+    return {
+      name: 'inbound',
+      reporter: 'destination',
+      facts: (req) => {
+        const peer = uriSan((req.socket as TLSSocket).getPeerCertificate() as PeerCertificate | undefined ? ((req.socket as TLSSocket).getPeerCertificate() as PeerCertificate).subjectaltname : undefined);
+        return this.facts(req, Direction.Inbound, peer, node.service, peer, 'https');
+      },
+      chain: () => this.chain,
+      route: () => ({ protocol: 'http:', host: app.host, port: app.port, agent: this.appAgent, version: node.version, endpoint: `app ${app.host}:${app.port}` }),
+      sourceWorkload: (stream) => workloadOf(stream.facts.sourcePrincipal),
+      ownVersion: () => node.version,
+    };
+  }
+
+  private facts(req: IncomingMessage, direction: number, principal: string, service: string, peer: string, scheme: string): StreamFacts {
+    const sock = req.socket;
+    return {
+      direction,
+      sourcePrincipal: principal,
+      sourceAddress: sock.remoteAddress ?? '',
+      sourcePort: sock.remotePort ?? 0,
+      destinationAddress: sock.localAddress ?? '',
+      destinationPort: sock.localPort ?? 0,
+      destinationService: service,
+      peerUriSan: peer,
+      requestId: newRequestId(),
+      scheme,
+      protocol: `HTTP/${req.httpVersion}`,
+    };
+  }
+
+  /** `Host: catalog`, `catalog:8080` or `catalog.ns.svc...` names the service `catalog`. */
+  private serviceFromHost(host: string): string {
+    const services = this.endpoints?.services ?? {};
+    const name = host.replace(/:\d+$/, '').toLowerCase();
+    if (Object.hasOwn(services, name)) return name;
+    const first = name.split('.')[0] ?? '';
+    if (Object.hasOwn(services, first)) return first;
+    throw new MeshError('unknown-service', `no mesh service named by Host "${host}"`);
+  }
+
+  private routeOutbound(stream: HttpStream): UpstreamTarget {
+    const service = stream.facts.destinationService;
+    const tls = this.tls;
+    if (!tls) throw new MeshError('no-certificate', 'this sidecar has no certificate yet');
+    const all = this.endpoints?.services[service]?.endpoints ?? [];
+    const wanted = stream.setProperties.get(ROUTE_VERSION);
+    const version = wanted ? new TextDecoder().decode(wanted) : undefined;
+    const candidates = version === undefined ? all : all.filter((e) => e.version === version);
+    if (candidates.length === 0) {
+      throw new MeshError('no-healthy-endpoint', `service ${service} has no endpoint` + (version ? ` of version ${version}` : ''));
+    }
+    const n = this.roundRobin.get(service) ?? 0;
+    this.roundRobin.set(service, n + 1);
+    const ep = candidates[n % candidates.length]!;
+    return { protocol: 'https:', host: ep.address, port: ep.port, agent: this.agentFor(ep, tls), version: ep.version, endpoint: ep.instance };
+  }
+
+  private agentFor(ep: Endpoint, tls: TlsMaterial): https.Agent {
+    const key = `${ep.address}:${ep.port}|${ep.spiffeId}`;
+    let agent = this.agents.get(key);
+    if (!agent) {
+      const expected = ep.spiffeId;
+      agent = new https.Agent({
+        keepAlive: true,
+        cert: tls.cert,
+        key: tls.key,
+        ca: tls.ca,
+        // The chain is verified against the mesh CA by Node; identity is the SPIFFE URI SAN, not the host name.
+        checkServerIdentity: (_host, cert) => {
+          const got = uriSan(cert.subjectaltname);
+          if (got === expected) return undefined;
+          const err = new Error(`upstream ${ep.instance} presented ${got || 'no SPIFFE ID'}, expected ${expected}`) as NodeJS.ErrnoException;
+          err.code = 'MESH_IDENTITY_MISMATCH';
+          return err;
+        },
+      });
+      this.agents.set(key, agent);
+    }
+    return agent;
+  }
+
+  private admin(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? '/').split('?')[0];
+    const json = (status: number, body: unknown): void => {
+      const text = JSON.stringify(body, null, 2) + '\n';
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(text);
+    };
+    if (path === '/ready') {
+      const ok = this.ready() && !this.stopping;
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' });
+      res.end(ok ? 'ready\n' : `not ready: ${this.missing().join(', ')}\n`);
+    } else if (path === '/metrics') {
+      this.metrics.registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
+          res.end(text);
+        },
+        (err: unknown) => json(500, { error: (err as Error).message }),
+      );
+    } else if (path === '/stats') {
+      this.metrics.registry.getMetricsAsJSON().then(
+        (metrics) => json(200, { instance: this.options.node.instance, chainVersion: this.chain?.version ?? null, metrics }),
+        (err: unknown) => json(500, { error: (err as Error).message }),
+      );
+    } else if (path === '/config') {
+      json(200, {
+        node: this.options.node,
+        chainVersion: this.chain?.version ?? null,
+        filters: this.chain?.filters.map((f) => ({ name: f.name, service: f.service, failurePolicy: f.failurePolicy })) ?? [],
+        endpoints: this.endpoints ?? null,
+        certificate: this.tls ? { spiffeId: this.tls.spiffeId, notAfter: certExpiry(this.tls.cert) ?? this.tls.notAfter } : null,
+      });
+    } else {
+      json(404, { error: 'not found', endpoints: ['/ready', '/metrics', '/stats', '/config'] });
+    }
+  }
+
+  private missing(): string[] {
+    const out: string[] = [];
+    if (!this.chain) out.push('filter chain');
+    if (!this.endpoints) out.push('endpoints');
+    if (!this.tls) out.push('certificate');
+    if (this.stopping) out.push('stopping');
+    return out;
+  }
+}
+
+/** `spiffe://td/ns/default/sa/catalog` → `catalog` (the workload label in metrics). */
+function workloadOf(principal: string): string {
+  const m = /\/sa\/([^/]+)$/.exec(principal);
+  return m?.[1] ?? '';
+}
+
+function certExpiry(pem: string): string | undefined {
+  try {
+    return new Date(new X509Certificate(pem).validTo).toISOString();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Idle pooled sockets close now; busy ones close when their request ends (keepAlive off). */
+function retireAgent(agent: https.Agent): void {
+  (agent as unknown as { keepAlive: boolean }).keepAlive = false;
+  for (const list of Object.values(agent.freeSockets)) for (const s of list ?? []) s.destroy();
+}

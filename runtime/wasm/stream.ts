@@ -1,0 +1,103 @@
+// Per-request state every filter of a chain sees through the proxy-wasm host:
+// header maps, the body buffer of the current body callback, properties, a
+// local response a filter sent, and the pause/resume handshake.
+//
+// In:  the request as the HTTP codec parsed it (headers with pseudo-headers,
+//      the connection facts as StreamFacts).
+// Out: the same object, mutated by filters; the chain reads it to decide what
+//      to forward or answer.
+
+export type HeaderList = Array<[string, string]>;
+
+export interface LocalResponse {
+  status: number;
+  details: string;
+  body: Uint8Array;
+  headers: HeaderList;
+}
+
+/** Facts about the connection and the mesh that filters read as properties. */
+export interface StreamFacts {
+  /** protocol/properties.ts Direction value. */
+  direction: number;
+  sourcePrincipal: string;
+  sourceAddress: string;
+  sourcePort: number;
+  destinationAddress: string;
+  destinationPort: number;
+  destinationService: string;
+  /** Peer certificate URI SAN; empty when the connection is not mTLS. */
+  peerUriSan: string;
+  requestId: string;
+  scheme: string;
+  protocol: string;
+}
+
+/** What ended a pause: a filter continued, answered locally, or closed the stream. */
+export type ResumeOutcome = 'continue' | 'local-response' | 'close';
+
+export class HttpStream {
+  readonly facts: StreamFacts;
+  requestHeaders: HeaderList;
+  requestTrailers: HeaderList = [];
+  responseHeaders: HeaderList = [];
+  responseTrailers: HeaderList = [];
+  /** The body chunk the current body callback works on (readable and replaceable by the filter). */
+  requestBody: Buffer | undefined;
+  responseBody: Buffer | undefined;
+  /** Values set by filters with proxy_set_property, keyed by dotted path. */
+  readonly setProperties = new Map<string, Uint8Array>();
+  localResponse: LocalResponse | undefined;
+  closed = false;
+  /** The VM whose callback paused this stream, so a trap in that VM can wake it. */
+  pausedBy: object | undefined;
+  private resumeWaiter: ((outcome: ResumeOutcome) => void) | undefined;
+  private resumeRequested = false;
+
+  constructor(facts: StreamFacts, requestHeaders: HeaderList) {
+    this.facts = facts;
+    this.requestHeaders = requestHeaders;
+  }
+
+  /** Called by proxy_continue_stream and friends; wakes a paused chain. */
+  resume(outcome: ResumeOutcome): void {
+    const waiter = this.resumeWaiter;
+    if (waiter) {
+      this.resumeWaiter = undefined;
+      waiter(outcome);
+    } else {
+      // Continue called before the filter returned Pause (e.g. from inside the callback).
+      this.resumeRequested = true;
+    }
+  }
+
+  /** Resolves when a paused filter lets the stream go on, answers, or closes it. */
+  waitForResume(): Promise<ResumeOutcome> {
+    if (this.localResponse) return Promise.resolve('local-response');
+    if (this.closed) return Promise.resolve('close');
+    if (this.resumeRequested) {
+      this.resumeRequested = false;
+      return Promise.resolve('continue');
+    }
+    return new Promise((resolve) => {
+      this.resumeWaiter = resolve;
+    });
+  }
+
+  /** Forget a continue that arrived while the filter was not paused. */
+  clearResumeRequest(): void {
+    this.resumeRequested = false;
+  }
+}
+
+export function getHeader(list: HeaderList, name: string): string | undefined {
+  let found: string | undefined;
+  for (const [k, v] of list) {
+    if (k === name) found = found === undefined ? v : `${found},${v}`;
+  }
+  return found;
+}
+
+export function removeHeader(list: HeaderList, name: string): HeaderList {
+  return list.filter(([k]) => k !== name);
+}

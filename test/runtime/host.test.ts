@@ -1,0 +1,161 @@
+// The proxy-wasm host through a real listener: the probe fixture filter
+// (raw v0.2.1 ABI, AssemblyScript 0.28) exercises header maps, properties,
+// local responses, pause/tick/continue, shared data CAS, metrics, logging,
+// traps under both failure policies, and refused loads.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ChainError, FilterChain } from '../../runtime/chain.ts';
+import { StandaloneProxy } from '../../runtime/standalone.ts';
+import { createHostEnvironment } from '../../runtime/wasm/environment.ts';
+import { Registry } from 'prom-client';
+import { buildFixture } from './build-fixtures.ts';
+import { collectLog, request, startEchoApp, type EchoApp } from './helpers.ts';
+
+let probe: Uint8Array;
+let app: EchoApp;
+const started: StandaloneProxy[] = [];
+
+async function proxyWith(filters: Array<{ name: string; configuration?: string; failurePolicy?: 'open' | 'closed' }>, logs = collectLog()) {
+  const proxy = new StandaloneProxy({
+    listen: { host: '127.0.0.1', port: 0 },
+    admin: { host: '127.0.0.1', port: 0 },
+    upstream: new URL(`http://127.0.0.1:${app.port}`),
+    service: 'catalog',
+    filters: filters.map((f) => ({
+      name: f.name,
+      service: '*',
+      rootId: f.name,
+      configuration: f.configuration ?? f.name,
+      failurePolicy: f.failurePolicy ?? 'closed',
+      wasm: probe,
+    })),
+    log: logs.log,
+  });
+  await proxy.start();
+  started.push(proxy);
+  return { proxy, port: proxy.addresses().listen.port, admin: proxy.addresses().admin!.port, logs };
+}
+
+beforeAll(async () => {
+  probe = await buildFixture('probe');
+  app = await startEchoApp('app');
+});
+
+afterAll(async () => {
+  for (const p of started) await p.stop();
+  await app.close();
+});
+
+describe('proxy-wasm host', () => {
+  it('lets filters read, add, replace and remove headers, in chain order', async () => {
+    const { port } = await proxyWith([{ name: 'first' }, { name: 'second' }]);
+    const res = await request(port, { path: '/items?x=1', headers: { host: 'catalog', 'x-replace': 'orig', 'x-remove': 'gone' } });
+    expect(res.status).toBe(200);
+    const echoed = JSON.parse(res.body) as { url: string; headers: Record<string, string> };
+    expect(echoed.url).toBe('/items?x=1');
+    expect(echoed.headers['x-seen-first']).toBe('yes');
+    expect(echoed.headers['x-seen-second']).toBe('yes');
+    expect(echoed.headers['x-replace']).toBe('orig-replaced-by-first-replaced-by-second');
+    expect(echoed.headers['x-remove']).toBeUndefined();
+    // Response callbacks run in reverse order.
+    expect(res.headers['x-chain']).toBe('second,first');
+  });
+
+  it('answers properties and NotFound for unknown ones', async () => {
+    const { port } = await proxyWith([{ name: 'props' }]);
+    const res = await request(port, { method: 'POST', body: 'x', headers: { host: 'catalog' } });
+    const h = (JSON.parse(res.body) as { headers: Record<string, string> }).headers;
+    expect(h['x-seen-direction']).toBe('0');
+    expect(h['x-seen-service']).toBe('catalog');
+    expect(h['x-seen-method']).toBe('POST');
+    expect(h['x-seen-plugin']).toBe('props');
+    expect(h['x-seen-unknown']).toBe('<none>');
+    expect(h['x-seen-principal']).toBe('<none>');
+  });
+
+  it('sends a local response with the rule header and logs the rule', async () => {
+    const logs = collectLog();
+    const { port, admin } = await proxyWith([{ name: 'guard' }, { name: 'after' }], logs);
+    const res = await request(port, { headers: { host: 'catalog', 'x-test-action': 'local:guard' } });
+    expect(res.status).toBe(403);
+    expect(res.body).toBe('denied by guard\n');
+    expect(res.headers['x-mesh-rule']).toBe('guard.deny');
+    expect(app.seen.at(-1)?.headers['x-test-action']).not.toBe('local:guard');
+    const access = logs.entries.find((e) => e.rule === 'guard.deny');
+    expect(access?.status).toBe(403);
+    const metrics = await request(admin, { path: '/metrics' });
+    expect(metrics.body).toMatch(/meshc_local_responses_total\{rule="guard.deny"\} 1/);
+  });
+
+  it('pauses a request and resumes it from proxy_on_tick via proxy_set_effective_context', async () => {
+    const { port } = await proxyWith([{ name: 'pauser' }]);
+    const res = await request(port, { headers: { host: 'catalog', 'x-test-action': 'pause' } });
+    expect(res.status).toBe(200);
+    expect((JSON.parse(res.body) as { headers: Record<string, string> }).headers['x-resumed-by']).toBe('pauser');
+  });
+
+  it('keeps shared data consistent with compare-and-swap and exports filter metrics', async () => {
+    const { port, admin } = await proxyWith([{ name: 'counter' }]);
+    const before = Number((await request(port, { headers: { host: 'catalog' } })).headers['x-count-counter']);
+    const results = await Promise.all(Array.from({ length: 20 }, () => request(port, { headers: { host: 'catalog' } })));
+    const counts = results.map((r) => Number(r.headers['x-count-counter'])).sort((a, b) => a - b);
+    // Every increment landed exactly once: the values are consecutive.
+    expect(counts).toEqual(Array.from({ length: 20 }, (_, i) => before + 1 + i));
+    expect(Number(results[0]!.headers['x-metric-counter'])).toBeGreaterThanOrEqual(2);
+    const metrics = await request(admin, { path: '/metrics' });
+    expect(metrics.body).toMatch(/wasmcustom_probe_requests_counter 21/);
+  });
+
+  it('routes filter logs to the log', async () => {
+    const logs = collectLog();
+    const { port } = await proxyWith([{ name: 'talker' }], logs);
+    await request(port, { path: '/hello', headers: { host: 'catalog' } });
+    expect(logs.entries.some((e) => e.event === 'filter-log' && e.filter === 'talker' && e.message === 'talker saw /hello')).toBe(true);
+    expect(logs.entries.some((e) => e.event === 'filter-log' && e.message === 'configured talker')).toBe(true);
+  });
+
+  it('fails closed on a trap: 503 naming the filter, and the VM is replaced', async () => {
+    const logs = collectLog();
+    const { port, admin } = await proxyWith([{ name: 'fragile' }], logs);
+    const res = await request(port, { headers: { host: 'catalog', 'x-test-action': 'trap' } });
+    expect(res.status).toBe(503);
+    expect(res.headers['x-mesh-reason']).toBe('filter-failed');
+    expect(res.headers['x-mesh-filter']).toBe('fragile');
+    // Later requests are served by a fresh instance.
+    let ok = 0;
+    for (let i = 0; i < 50 && ok === 0; i++) {
+      const r = await request(port, { headers: { host: 'catalog' } });
+      if (r.status === 200) ok++;
+      else await new Promise((r2) => setTimeout(r2, 20));
+    }
+    expect(ok).toBe(1);
+    expect(logs.entries.some((e) => e.event === 'filter-vm-replaced' && e.filter === 'fragile')).toBe(true);
+    const metrics = await request(admin, { path: '/metrics' });
+    expect(metrics.body).toMatch(/meshc_filter_failures_total\{filter="fragile",policy="closed"\} 1/);
+  });
+
+  it('fails open on a trap: the filter is skipped for that request', async () => {
+    const { port } = await proxyWith([{ name: 'lenient', failurePolicy: 'open' }, { name: 'strict' }]);
+    const res = await request(port, { headers: { host: 'catalog', 'x-test-action': 'trap:lenient' } });
+    expect(res.status).toBe(200);
+    const h = (JSON.parse(res.body) as { headers: Record<string, string> }).headers;
+    expect(h['x-seen-lenient']).toBeUndefined();
+    expect(h['x-seen-strict']).toBe('yes');
+  });
+
+  it('refuses a module whose proxy_on_configure returns false or traps, and a module without the ABI marker', async () => {
+    const env = createHostEnvironment(new Registry(), () => {});
+    const spec = { name: 'bad', service: '*', rootId: 'bad', failurePolicy: 'closed' as const, wasm: probe };
+    await expect(FilterChain.fromSpecs([{ ...spec, configuration: 'bad:configure-false' }], env, 'v')).rejects.toMatchObject({
+      code: 'FILTER_CONFIGURE',
+    });
+    await expect(FilterChain.fromSpecs([{ ...spec, configuration: 'bad:trap-configure' }], env, 'v')).rejects.toMatchObject({
+      code: 'FILTER_LOAD_TRAP',
+    });
+    // A minimal valid module that is not a proxy-wasm filter.
+    const empty = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]);
+    const err = await FilterChain.fromSpecs([{ ...spec, configuration: '', wasm: empty }], env, 'v').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ChainError);
+    expect((err as ChainError).code).toBe('FILTER_ABI');
+    expect((err as ChainError).message).toMatch(/proxy_abi_version_0_2_1/);
+  });
+});
