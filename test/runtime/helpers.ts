@@ -5,7 +5,7 @@
 import http, { type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { KeyObject } from 'node:crypto';
-import { BUNDLE_FORMAT, PROXY_WASM_ABI, makeBundle, sha256Hex, type Bundle, type FailurePolicy } from '../../protocol/bundle.ts';
+import { BUNDLE_FORMAT, PROXY_WASM_ABI, makeBundle, sha256Hex, type Bundle, type BundleManifest, type FailurePolicy } from '../../protocol/bundle.ts';
 
 export interface EchoApp {
   port: number;
@@ -89,7 +89,7 @@ export interface TestFilter {
 /** A bundle around fixture modules, in the order given. */
 export function makeTestBundle(filters: TestFilter[], signKey?: KeyObject): Bundle {
   const modules = new Map<string, Uint8Array>();
-  const manifest = {
+  const manifest: BundleManifest = {
     format: BUNDLE_FORMAT,
     abiVersion: PROXY_WASM_ABI,
     compiler: { name: 'runtime-tests', version: '0' },
@@ -104,7 +104,7 @@ export function makeTestBundle(filters: TestFilter[], signKey?: KeyObject): Bund
         service: f.service ?? '*',
         rootId: f.rootId ?? f.name,
         configuration: f.configuration ?? f.name,
-        failurePolicy: f.failurePolicy ?? ('closed' as const),
+        failurePolicy: f.failurePolicy ?? 'closed',
         source: { path: `${f.name}.meshpolicy`, sha256: sha256Hex(f.name) },
         rules: {},
       };
