@@ -62,7 +62,7 @@ const errorPayloads: IParserErrorMessageProvider = {
 
 class PolicyParser extends CstParser {
   constructor() {
-    super(T.ALL_TOKENS, { recoveryEnabled: true, errorMessageProvider: errorPayloads, maxLookahead: 2 });
+    super(T.ALL_TOKENS, { recoveryEnabled: true, errorMessageProvider: errorPayloads, maxLookahead: 2, nodeLocationTracking: 'full' });
     this.performSelfAnalysis();
   }
 
