@@ -202,11 +202,12 @@ export function parseTopology(text: string, file: string): TopologyResult {
   }
 }
 
-export function parseHostPort(text: string): HostPort | undefined {
+/** HOST:PORT; port 0 ("any free port") only when `allowAnyPort` (listeners, never topology addresses). */
+export function parseHostPort(text: string, allowAnyPort = false): HostPort | undefined {
   const m = /^([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(text.trim());
   if (!m) return undefined;
   const port = Number(m[2]);
-  if (port < 1 || port > 65535) return undefined;
+  if (port < (allowAnyPort ? 0 : 1) || port > 65535) return undefined;
   return { host: m[1] as string, port };
 }
 
