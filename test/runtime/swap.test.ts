@@ -49,8 +49,8 @@ describe('hot swap of the filter chain', () => {
           continue;
         }
         const h = (JSON.parse(res.body) as { headers: Record<string, string> }).headers;
-        if (h['x-seen-beta'] === 'yes') sawBeta++;
-        if (h['x-seen-alpha'] === 'yes') sawAlpha++;
+        if (h['x-seen-beta']?.startsWith('yes')) sawBeta++;
+        if (h['x-seen-alpha']?.startsWith('yes')) sawAlpha++;
       }
     };
     let swaps = 0;

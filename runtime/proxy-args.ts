@@ -1,0 +1,170 @@
+// Parses the arguments of `meshc proxy` in order. Order matters: in
+// standalone mode each --filter is followed by its own options
+// (--filter-config, --filter-root-id, --failure-policy, --filter-name), so a
+// small dedicated parser reads the raw argv rather than commander.
+//
+// In:  the argv tokens after `proxy`.
+// Out: a ConnectedArgs or StandaloneArgs, or a ProxyArgsError naming the problem.
+import type { FailurePolicy } from '../protocol/bundle.ts';
+import type { Address } from './net.ts';
+
+export class ProxyArgsError extends Error {
+  readonly code = 'PROXY_ARGS';
+}
+
+export interface StandaloneFilterArg {
+  file: string;
+  name?: string;
+  configuration: string;
+  rootId?: string;
+  failurePolicy: FailurePolicy;
+}
+
+export interface StandaloneArgs {
+  mode: 'standalone';
+  listen: Address;
+  upstream: URL;
+  versionUpstreams: Map<string, URL>;
+  filters: StandaloneFilterArg[];
+  admin?: Address;
+  service?: string;
+  upstreamTimeoutMs?: number;
+}
+
+export interface ConnectedArgs {
+  mode: 'connected';
+  controller: string;
+  service: string;
+  serviceVersion: string;
+  instance: string;
+  namespace: string;
+  serviceAccount: string;
+  inbound: Address;
+  outbound: Address;
+  app: Address;
+  admin: Address;
+  stateDir: string;
+  trustedKeyFiles: string[];
+  upstreamTimeoutMs?: number;
+}
+
+export const PROXY_USAGE = `Usage:
+  meshc proxy --controller ws://HOST:PORT --service NAME --service-version V --instance ID
+              [--namespace default] [--service-account NAME]
+              --inbound HOST:PORT --outbound HOST:PORT --app HOST:PORT --admin HOST:PORT
+              [--state-dir DIR] [--trusted-key FILE]... [--upstream-timeout-ms MS]
+  meshc proxy --listen HOST:PORT --upstream URL
+              --filter FILE.wasm [--filter-name NAME] [--filter-config STRING] [--filter-root-id ID]
+                                 [--failure-policy closed|open]
+              [--filter ...]... [--version-upstream NAME=URL]... [--admin HOST:PORT] [--service NAME]
+              [--upstream-timeout-ms MS]
+`;
+
+export function parseAddress(value: string, flag: string): Address {
+  const m = /^(.*):(\d+)$/.exec(value);
+  if (!m || !m[1]) throw new ProxyArgsError(`${flag} expects HOST:PORT, got "${value}"`);
+  const port = Number(m[2]);
+  if (port > 65535) throw new ProxyArgsError(`${flag}: port ${port} is out of range`);
+  return { host: m[1].replace(/^\[(.*)\]$/, '$1'), port };
+}
+
+function parseUrl(value: string, flag: string): URL {
+  try {
+    const url = new URL(value);
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('not http(s)');
+    return url;
+  } catch {
+    throw new ProxyArgsError(`${flag} expects an http:// or https:// URL, got "${value}"`);
+  }
+}
+
+export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
+  const single = new Map<string, string>();
+  const trustedKeyFiles: string[] = [];
+  const versionUpstreams = new Map<string, URL>();
+  const filters: StandaloneFilterArg[] = [];
+  const filterOptions = new Set(['--filter-config', '--filter-root-id', '--failure-policy', '--filter-name']);
+  const known = new Set([
+    '--controller', '--service', '--service-version', '--instance', '--namespace', '--service-account',
+    '--inbound', '--outbound', '--app', '--admin', '--state-dir', '--listen', '--upstream', '--upstream-timeout-ms',
+  ]);
+  for (let i = 0; i < argv.length; i++) {
+    const token = argv[i]!;
+    const eq = token.indexOf('=');
+    const flag = token.startsWith('--') && eq > 0 ? token.slice(0, eq) : token;
+    const inline = token.startsWith('--') && eq > 0 ? token.slice(eq + 1) : undefined;
+    const value = (): string => {
+      if (inline !== undefined) return inline;
+      const v = argv[++i];
+      if (v === undefined) throw new ProxyArgsError(`${flag} needs a value`);
+      return v;
+    };
+    if (flag === '--filter') {
+      filters.push({ file: value(), configuration: '', failurePolicy: 'closed' });
+    } else if (filterOptions.has(flag)) {
+      const f = filters.at(-1);
+      if (!f) throw new ProxyArgsError(`${flag} must follow the --filter it belongs to`);
+      const v = value();
+      if (flag === '--filter-config') f.configuration = v;
+      else if (flag === '--filter-root-id') f.rootId = v;
+      else if (flag === '--filter-name') f.name = v;
+      else if (v === 'closed' || v === 'open') f.failurePolicy = v;
+      else throw new ProxyArgsError(`--failure-policy is closed or open, got "${v}"`);
+    } else if (flag === '--version-upstream') {
+      const v = value();
+      const at = v.indexOf('=');
+      if (at <= 0) throw new ProxyArgsError(`--version-upstream expects NAME=URL, got "${v}"`);
+      versionUpstreams.set(v.slice(0, at), parseUrl(v.slice(at + 1), '--version-upstream'));
+    } else if (flag === '--trusted-key') {
+      trustedKeyFiles.push(value());
+    } else if (known.has(flag)) {
+      single.set(flag, value());
+    } else {
+      throw new ProxyArgsError(`unknown option ${token}`);
+    }
+  }
+  const timeout = single.get('--upstream-timeout-ms');
+  const upstreamTimeoutMs = timeout === undefined ? undefined : Number(timeout);
+  if (upstreamTimeoutMs !== undefined && !(upstreamTimeoutMs > 0)) throw new ProxyArgsError('--upstream-timeout-ms expects a positive number');
+  const need = (flag: string): string => {
+    const v = single.get(flag);
+    if (v === undefined) throw new ProxyArgsError(`${flag} is required`);
+    return v;
+  };
+  if (single.has('--controller')) {
+    if (filters.length || single.has('--listen')) throw new ProxyArgsError('--controller cannot be combined with --listen/--filter (standalone mode)');
+    const service = need('--service');
+    const out: ConnectedArgs = {
+      mode: 'connected',
+      controller: need('--controller'),
+      service,
+      serviceVersion: need('--service-version'),
+      instance: need('--instance'),
+      namespace: single.get('--namespace') ?? 'default',
+      serviceAccount: single.get('--service-account') ?? service,
+      inbound: parseAddress(need('--inbound'), '--inbound'),
+      outbound: parseAddress(need('--outbound'), '--outbound'),
+      app: parseAddress(need('--app'), '--app'),
+      admin: parseAddress(need('--admin'), '--admin'),
+      stateDir: single.get('--state-dir') ?? `.meshc/state/${need('--instance')}`,
+      trustedKeyFiles,
+    };
+    if (upstreamTimeoutMs !== undefined) out.upstreamTimeoutMs = upstreamTimeoutMs;
+    return out;
+  }
+  if (!single.has('--listen')) throw new ProxyArgsError('give --controller (connected mode) or --listen/--upstream/--filter (standalone mode)');
+  if (filters.length === 0) throw new ProxyArgsError('standalone mode needs at least one --filter FILE.wasm');
+  const out: StandaloneArgs = {
+    mode: 'standalone',
+    listen: parseAddress(need('--listen'), '--listen'),
+    upstream: parseUrl(need('--upstream'), '--upstream'),
+    versionUpstreams,
+    filters,
+  };
+  const admin = single.get('--admin');
+  if (admin !== undefined) out.admin = parseAddress(admin, '--admin');
+  const service = single.get('--service');
+  if (service !== undefined) out.service = service;
+  if (upstreamTimeoutMs !== undefined) out.upstreamTimeoutMs = upstreamTimeoutMs;
+  return out;
+}
