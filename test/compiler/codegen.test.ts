@@ -6,6 +6,7 @@ import { compilePolicies, shutdownCompiler, type SourceFile } from '../../compil
 import { ABI_EXPORTS } from '../../compiler/codegen/emit.ts';
 import { verifyBundle, type Bundle } from '../../protocol/bundle.ts';
 import { FakeHost } from './fake-host.ts';
+import { Wasm } from './wasm.ts';
 
 const tour: SourceFile = { path: 'tour.meshpolicy', text: readFileSync(new URL('../fixtures/compiler/tour.meshpolicy', import.meta.url), 'utf8') };
 const INBOUND = 1;
@@ -28,11 +29,11 @@ afterAll(async () => {
 
 describe('compiled module shape', () => {
   it('is a valid proxy-wasm v0.2.1 module importing only env and wasi_snapshot_preview1', () => {
-    expect(WebAssembly.validate(wasm)).toBe(true);
-    const module = new WebAssembly.Module(wasm);
-    const exports = WebAssembly.Module.exports(module).map((e) => e.name);
+    expect(Wasm.validate(wasm)).toBe(true);
+    const module = new Wasm.Module(wasm);
+    const exports = Wasm.Module.exports(module).map((e) => e.name);
     for (const name of [...ABI_EXPORTS, 'memory']) expect(exports).toContain(name);
-    const imports = WebAssembly.Module.imports(module);
+    const imports = Wasm.Module.imports(module);
     for (const i of imports) expect(['env', 'wasi_snapshot_preview1']).toContain(i.module);
     const names = imports.map((i) => i.name);
     expect(names).not.toContain('abort');
@@ -173,5 +174,32 @@ describe('compiled module decisions (outbound: faults, routes)', () => {
     expect(aborted.local?.details).toBe('catalog/fault/chaos');
     const routed = host.request({ direction: 0, method: 'GET', path: '/items', headers: { 'x-user-group': 'beta' }, source: FRONTEND });
     expect(routed).toMatchObject({ action: 0, routeVersion: 'v2' });
+  });
+});
+
+describe('compiled module resources', () => {
+  it('keeps rate-limit memory bounded by evicting the oldest keys', async () => {
+    const result = await compilePolicies([
+      { path: 'k.meshpolicy', text: 'service k { rate_limit per-key { key header "x-api-key" rate 1/h burst 1 } }' },
+    ]);
+    const host = await FakeHost.load(result.bundle!.modules.get('k.wasm')!);
+    const sizes: number[] = [];
+    for (let i = 0; i < 25_000; i++) {
+      const r = host.request({ direction: INBOUND, headers: { 'x-api-key': `key-${i}` } });
+      expect(r.local).toBeUndefined();
+      host.finish(r.contextId);
+      if (i % 5000 === 4999) sizes.push(host.memoryBytes());
+    }
+    // Past the 10,000-key cap the memory stops growing.
+    expect(sizes[sizes.length - 1]).toBe(sizes[2]);
+    // The first key was evicted (fresh bucket); a recent one is still limited.
+    expect(host.request({ direction: INBOUND, headers: { 'x-api-key': 'key-0' } }).local).toBeUndefined();
+    expect(host.request({ direction: INBOUND, headers: { 'x-api-key': 'key-24999' } }).local?.status).toBe(429);
+  });
+
+  it('compiles again after the worker was shut down', async () => {
+    await shutdownCompiler();
+    const result = await compilePolicies([{ path: 'a.meshpolicy', text: 'service a { deny d { } }' }]);
+    expect(Wasm.validate(result.bundle!.modules.get('a.wasm')!)).toBe(true);
   });
 });

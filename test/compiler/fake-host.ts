@@ -1,6 +1,8 @@
 // A minimal scripted proxy-wasm host for checking what a compiled module
 // decides, with a controllable clock and random source. It is a test double,
 // not the runtime (runtime/wasm/ is): only the calls compiled policies make.
+import { Wasm, type WasmImports, type WasmInstance, type WasmMemory } from './wasm.ts';
+
 export interface LocalResponse {
   status: number;
   details: string;
@@ -32,14 +34,14 @@ export class FakeHost {
   tickPeriodMs = 0;
   continued: number[] = [];
   logs: string[] = [];
-  private instance!: WebAssembly.Instance;
+  private instance!: WasmInstance;
   private nextContext = ROOT + 1;
   private current: { spec: RequestSpec; outcome: RequestOutcome } | undefined;
   private effective = ROOT;
 
   static async load(wasm: Uint8Array): Promise<FakeHost> {
     const host = new FakeHost();
-    const { instance } = await WebAssembly.instantiate(wasm, host.imports());
+    const { instance } = await Wasm.instantiate(wasm, host.imports());
     host.instance = instance;
     host.call('proxy_on_context_create', ROOT, 0);
     expect1(host.call('proxy_on_vm_start', ROOT, 0));
@@ -52,8 +54,12 @@ export class FakeHost {
     return fn(...args);
   }
 
-  private get memory(): WebAssembly.Memory {
-    return this.instance.exports.memory as WebAssembly.Memory;
+  memoryBytes(): number {
+    return this.memory.buffer.byteLength;
+  }
+
+  private get memory(): WasmMemory {
+    return this.instance.exports.memory as WasmMemory;
   }
 
   private readString(ptr: number, len: number): string {
@@ -89,7 +95,7 @@ export class FakeHost {
     return spec.headers?.[name];
   }
 
-  private imports(): WebAssembly.Imports {
+  private imports(): WasmImports {
     const OK = 0;
     const NOT_FOUND = 1;
     return {
