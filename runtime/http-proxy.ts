@@ -222,7 +222,9 @@ export function handleRequest(role: ListenerRole, deps: ProxyDeps, req: Incoming
 
   const forward = (s: HttpStream, t: UpstreamTarget, bodyExpected: boolean): Promise<void> =>
     new Promise<void>((resolve, reject) => {
-      const h = s.requestHeaders;
+      const filterBody = bodyExpected && run !== undefined && exportsAny(run, chain, s.facts.destinationService, 'proxy_on_request_body');
+      // Filters may change the body's length: send it chunked instead of trusting the original length.
+      const h = filterBody ? s.requestHeaders.filter(([k]) => k !== 'content-length') : s.requestHeaders;
       const options: http.RequestOptions = {
         protocol: t.protocol,
         host: t.host,
@@ -258,18 +260,18 @@ export function handleRequest(role: ListenerRole, deps: ProxyDeps, req: Incoming
           },
         );
       });
-      sendRequestBody(s, upstream, bodyExpected).catch((err: unknown) => {
+      sendRequestBody(upstream, bodyExpected, filterBody).catch((err: unknown) => {
         upstream.destroy();
         reject(err);
       });
     });
 
-  const sendRequestBody = async (s: HttpStream, upstream: http.ClientRequest, bodyExpected: boolean): Promise<void> => {
+  const sendRequestBody = async (upstream: http.ClientRequest, bodyExpected: boolean, filterBody: boolean): Promise<void> => {
     if (!bodyExpected) {
       upstream.end();
       return;
     }
-    if (!run || !exportsAny(run, chain, s.facts.destinationService, 'proxy_on_request_body')) {
+    if (!run || !filterBody) {
       req.pipe(upstream);
       return;
     }

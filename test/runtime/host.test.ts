@@ -2,6 +2,7 @@
 // (raw v0.2.1 ABI, AssemblyScript 0.28) exercises header maps, properties,
 // local responses, pause/tick/continue, shared data CAS, metrics, logging,
 // traps under both failure policies, and refused loads.
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChainError, FilterChain } from '../../runtime/chain.ts';
 import { StandaloneProxy } from '../../runtime/standalone.ts';
@@ -157,5 +158,30 @@ describe('proxy-wasm host', () => {
     expect(err).toBeInstanceOf(ChainError);
     expect((err as ChainError).code).toBe('FILTER_ABI');
     expect((err as ChainError).message).toMatch(/proxy_abi_version_0_2_1/);
+  });
+});
+
+describe('request bodies', () => {
+  it('buffers a chunked body for a filter that pauses until the end, and forwards what it wrote', async () => {
+    const { port } = await proxyWith([{ name: 'wrapper', configuration: 'wrapper:wrap-body' }]);
+    const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/upload', headers: { host: 'catalog' } }, (r) => {
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => chunks.push(c));
+        r.on('end', () => resolve({ status: r.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
+      });
+      req.on('error', reject);
+      req.write('first-');
+      setTimeout(() => req.end('second'), 20);
+    });
+    expect(res.status).toBe(200);
+    expect((JSON.parse(res.body) as { body: string }).body).toBe('[first-second]');
+  });
+
+  it('streams bodies through unchanged when no filter reads them', async () => {
+    const { port } = await proxyWith([{ name: 'plain' }]);
+    const payload = 'x'.repeat(200_000);
+    const res = await request(port, { method: 'PUT', body: payload, headers: { host: 'catalog', 'content-length': String(payload.length) } });
+    expect((JSON.parse(res.body) as { body: string }).body).toBe(payload);
   });
 });

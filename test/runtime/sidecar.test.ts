@@ -1,6 +1,7 @@
 // A sidecar pair over real mTLS on 127.0.0.1: app -> outbound -> inbound -> app,
 // peer identity reaching the filter, identity checks both ways, readiness,
 // reason codes, metrics, and certificate rotation under load.
+import http from 'node:http';
 import https from 'node:https';
 import { X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
@@ -8,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFixture } from './build-fixtures.ts';
 import { collectLog, makeTestBundle, request, startEchoApp } from './helpers.ts';
 import { newSidecar, startMesh, type TestMesh } from './mesh.ts';
+import { Sidecar } from '../../runtime/sidecar.ts';
 import { createCa, issueLeaf, spiffeIdFor } from './pki.ts';
 
 let mesh: TestMesh;
@@ -176,5 +178,48 @@ describe('sidecar without a certificate', () => {
       await s.stop();
       await app.close();
     }
+  });
+});
+
+describe('graceful stop', () => {
+  it('finishes a request in flight, then closes the listeners', async () => {
+    const slow = http.createServer((_req, res) => {
+      setTimeout(() => res.end('slow answer'), 300);
+    });
+    await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+    const slowPort = (slow.address() as import('node:net').AddressInfo).port;
+    const s = new Sidecar({
+      node: { instance: 'slow-0', service: 'slow', version: 'v1', namespace: 'default', serviceAccount: 'slow' },
+      inbound: { host: '127.0.0.1', port: 0 },
+      outbound: { host: '127.0.0.1', port: 0 },
+      admin: { host: '127.0.0.1', port: 0 },
+      app: { host: '127.0.0.1', port: slowPort },
+      log: () => {},
+    });
+    await s.start();
+    const serverCert = await issueLeaf(mesh.ca, 'slow');
+    s.applyCertificate(serverCert.payload, serverCert.keyPem);
+    const client = await issueLeaf(mesh.ca, 'web');
+    const port = s.addresses().inbound.port;
+    const call = () =>
+      new Promise<string>((resolve) => {
+        const req = https.request(
+          { host: '127.0.0.1', port, cert: client.certPem, key: client.keyPem, ca: mesh.ca.certPem, checkServerIdentity: () => undefined, agent: false },
+          (r) => {
+            let body = '';
+            r.on('data', (c: Buffer) => (body += c.toString()));
+            r.on('end', () => resolve(`${r.statusCode} ${body}`));
+          },
+        );
+        req.on('error', (e) => resolve(`error ${e.message}`));
+        req.end();
+      });
+    const inFlight = call();
+    await new Promise((r) => setTimeout(r, 100));
+    const stopped = s.stop();
+    expect(await inFlight).toBe('200 slow answer');
+    await stopped;
+    expect(await call()).toMatch(/^error/);
+    slow.close();
   });
 });
