@@ -1,15 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { makeBundle, verifyBundle, sha256Hex, PROXY_WASM_ABI, BundleError, toWire, fromWire } from '../../protocol/bundle.ts';
+import { makeBundle, verifyBundle, sha256Hex, PROXY_WASM_ABI, BundleError, toWire, fromWire, type BundleManifest } from '../../protocol/bundle.ts';
 import { generateKeyPairSync } from 'node:crypto';
 
 describe('bundle signing', () => {
   const module = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]);
-  const manifest = {
-    format: 1 as const,
+  const manifest: BundleManifest = {
+    format: 1,
     abiVersion: PROXY_WASM_ABI,
     compiler: { name: 'meshc', version: 'test' },
     filters: [
-      { name: 'a', file: 'a.wasm', sha256: sha256Hex(module), size: module.length, service: 'a', rootId: 'meshc', configuration: '', failurePolicy: 'closed' as const, source: { path: 'a.meshpolicy', sha256: 'x' }, rules: {} },
+      { name: 'a', file: 'a.wasm', sha256: sha256Hex(module), size: module.length, service: 'a', rootId: 'meshc', configuration: '', failurePolicy: 'closed', source: { path: 'a.meshpolicy', sha256: 'x' }, rules: {} },
     ],
   };
   const keys = generateKeyPairSync('ed25519');
