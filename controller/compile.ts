@@ -26,15 +26,9 @@ export interface PolicyCompiler {
   shutdown(): Promise<void>;
 }
 
-interface CompilerModule {
-  compilePolicies(files: PolicySource[], options?: { topology?: { services: Record<string, { versions: string[] }> }; signKey?: KeyObject }): Promise<PolicyCompileResult>;
-  formatDiagnostic(d: PolicyDiagnostic): string;
-  shutdownCompiler(): Promise<void>;
-}
-
 /** The real compiler (compiler/index.ts), imported on first use. */
 export async function loadPolicyCompiler(): Promise<PolicyCompiler> {
-  const mod = (await import(new URL('../compiler/index.ts', import.meta.url).href)) as CompilerModule;
+  const mod = await import('../compiler/index.ts');
   return {
     compile: (files, topology, signKey) => mod.compilePolicies(files, signKey ? { topology, signKey } : { topology }),
     format: (d) => mod.formatDiagnostic(d),

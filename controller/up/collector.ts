@@ -6,6 +6,13 @@
 // Out: a MeshView snapshot (pure data, JSON-safe).
 import type { MeshInstance } from '../topology.ts';
 
+/** The sidecar's GET /stats: prom-client's getMetricsAsJSON() plus the chain in use. */
+interface SidecarStats {
+  instance: string;
+  chainVersion: string | null;
+  metrics: MetricJson[];
+}
+
 interface MetricJson {
   name: string;
   values: { labels: Record<string, string | number>; value: number }[];
@@ -72,7 +79,10 @@ export class StatsCollector {
         try {
           const res = await fetch(`http://${inst.admin.host}:${inst.admin.port}/stats`, { signal: AbortSignal.timeout(900) });
           if (!res.ok) throw new Error(`/stats answered ${res.status}`);
-          metrics = (await res.json()) as MetricJson[];
+          const stats = (await res.json()) as SidecarStats;
+          if (!Array.isArray(stats.metrics)) throw new Error('/stats has no metrics array');
+          metrics = stats.metrics;
+          row.chainVersion = stats.chainVersion ?? null;
         } catch (err) {
           row.error = (err as Error).message;
           return row;
@@ -102,9 +112,6 @@ export class StatsCollector {
               totals.set(key, v.value);
               localResponses.push({ rule, instance: inst.id, total: v.value, rate: 0 });
             }
-          } else if (m.name === 'meshc_chain_info') {
-            const active = m.values.find((v) => v.value === 1);
-            if (active) row.chainVersion = String(active.labels.version);
           }
         }
         return row;

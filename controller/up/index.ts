@@ -117,7 +117,8 @@ class LocalMesh {
       load: this.load?.stats() ?? {},
     });
     this.dashboard = await startDashboard(o.dashboard, state);
-    this.timers.push(setInterval(() => void collector.poll(), 1_000));
+    // poll() reports unreachable sidecars in its rows; anything else it throws must not end the mesh.
+    this.timers.push(setInterval(() => collector.poll().catch((err: Error) => say(`stats collection failed: ${err.message}`)), 1_000));
     this.timers.push(setInterval(() => say(summaryLine(collector.current(), this.controller?.status().policy)), SUMMARY_EVERY_MS));
     printTable(instances, this.dashboard.url, `${this.controller.httpUrl}/status`, join(this.runDir, 'logs'), this.dir);
     if (o.open && process.stdout.isTTY) openBrowser(this.dashboard.url);
