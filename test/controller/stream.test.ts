@@ -166,6 +166,25 @@ describe('distribution stream', () => {
     expect(p.closed?.code).toBe(4403);
   });
 
+  it('re-issues a certificate at two thirds of its lifetime and pushes only the certificate', async () => {
+    await controller.stop();
+    controller = await startController({ dir: dir.path, listen: { host: '127.0.0.1', port: 0 }, compiler: async () => fakeCompiler(), logSink: silentSink, debounceMs: 20, leafLifetimeMs: 1_500, renewCheckMs: 50 });
+    await controller.reconciler.idle();
+    const p = await peer();
+    p.send({ type: 'hello', node, have: {}, csrPem: await makeCsr() });
+    await waitFor('initial updates', () => p.updates.length >= 3);
+    for (const u of p.updates) p.ack(u);
+    const renewed = await waitFor('a renewed certificate', () => p.updates[3]);
+    expect(renewed.resource).toBe('certificate');
+    expect(renewed.version).not.toBe(p.updates[0]?.version);
+    if (renewed.resource !== 'certificate' || p.updates[0]?.resource !== 'certificate') throw new Error('expected certificates');
+    const before = new X509Certificate(p.updates[0].payload.certChainPem);
+    const after = new X509Certificate(renewed.payload.certChainPem);
+    expect(after.subjectAltName).toBe(before.subjectAltName);
+    expect(after.publicKey.export({ format: 'jwk' })).toEqual(before.publicKey.export({ format: 'jwk' }));
+    expect(new Date(after.validTo).getTime()).toBeGreaterThan(new Date(before.validTo).getTime());
+  });
+
   it('serves /healthz and reports compile errors in /status while keeping the last good version', async () => {
     expect(await (await fetch(controller.httpUrl + '/healthz')).json()).toEqual({ ok: true });
     const good = controller.status().policy.version;
