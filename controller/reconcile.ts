@@ -12,7 +12,7 @@
 //   RetryableError → requeue with backoff;  any other error → terminal, recorded, waits for the next event.
 import { createHash, type KeyObject } from 'node:crypto';
 import { bundleVersion, toWire, type WireBundle } from '../protocol/bundle.ts';
-import type { PolicyCompiler, PolicyDiagnostic } from './compile.ts';
+import type { PolicyCompileResult, PolicyCompiler, PolicyDiagnostic } from './compile.ts';
 import type { VersionedResource } from './derive.ts';
 import type { Logger } from './log.ts';
 import { RetryableError, type ConfigSource, type PolicySource } from './source.ts';
@@ -187,7 +187,7 @@ export class Reconciler {
 
     const compiler = await this.loadCompiler();
     this.stats.compiles++;
-    let result;
+    let result: PolicyCompileResult;
     try {
       result = await compiler.compile(snapshot.policies, topology, this.options.signKey);
     } catch (err) {
