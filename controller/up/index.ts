@@ -100,7 +100,9 @@ class LocalMesh {
     await this.controller.reconciler.idle();
     const first = this.controller.status();
     if (!first.policy.version) {
-      say(`the policies do not compile yet; sidecars will start without filters:\n${first.policy.diagnostics.map((d) => '  ' + d.text).join('\n')}`);
+      // Sidecars are ready only once they hold a filter chain: without a first good bundle nothing would start.
+      const why = first.policy.diagnostics.map((d) => '  ' + d.text).join('\n') || `  ${first.lastError?.message ?? 'no bundle was produced'}`;
+      throw new UpError(`the policies in ${this.dir} do not compile; fix them and run again:\n${why}`);
     }
 
     for (const inst of instances) this.spawnSidecar(inst, this.controller.url, await this.startApp(inst, topology));
