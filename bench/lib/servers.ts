@@ -43,12 +43,15 @@ export async function waitForPort(port: number, timeoutMs = 15_000): Promise<voi
   throw new Error(`nothing listened on 127.0.0.1:${port} within ${timeoutMs} ms`);
 }
 
-function track(name: string, port: number, child: ChildProcess, dir: string): Running {
+/** Watches a started process and waits for its port; a process that exits first fails with its stderr. */
+async function track(name: string, port: number, child: ChildProcess, dir: string): Promise<Running> {
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-  child.once('exit', (code, signal) => {
-    if (code !== 0 && signal === null && code !== null) process.stderr.write(`${name} exited with ${code}: ${stderr}\n`);
-  });
+  const exited = new Promise<never>((_, reject) =>
+    child.once('exit', (code) => reject(new Error(`${name} exited with ${String(code)} before listening: ${stderr}`))),
+  );
+  await Promise.race([waitForPort(port), exited]);
+  exited.catch(() => undefined);
   return {
     name,
     port,
@@ -91,7 +94,6 @@ http {
 `;
   await writeFile(join(dir, 'nginx.conf'), conf);
   const child = spawn(which('nginx') ?? 'nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
-  await waitForPort(port);
   return track('nginx', port, child, dir);
 }
 
@@ -101,7 +103,7 @@ export async function startHaproxy(upstreamPort: number): Promise<Running> {
   const port = await freePort();
   const conf = `global
   nbthread 1
-  maxconn 10000
+  maxconn 4096
 defaults
   mode http
   timeout connect 5s
@@ -117,7 +119,6 @@ backend be
 `;
   await writeFile(join(dir, 'haproxy.cfg'), conf);
   const child = spawn(which('haproxy') ?? 'haproxy', ['-f', join(dir, 'haproxy.cfg'), '-db'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  await waitForPort(port);
   return track('haproxy', port, child, dir);
 }
 
@@ -129,6 +130,5 @@ export async function startSidecar(upstreamPort: number, filterArgs: string[], l
   const args = [bin, 'proxy', '--listen', `127.0.0.1:${port}`, '--upstream', `http://127.0.0.1:${upstreamPort}`, ...filterArgs];
   // Access logs off: the benchmark measures the data path, not stdout.
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, MESHC_ACCESS_LOG: 'off' } });
-  await waitForPort(port);
   return track(label, port, child, dir);
 }

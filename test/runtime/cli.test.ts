@@ -104,7 +104,9 @@ describe('meshc proxy (standalone)', () => {
   });
 
   it('rejects bad arguments with a reason', () => {
-    expect(() => parseProxyArgs(['--listen', '127.0.0.1:0', '--upstream', 'http://x'])).toThrow(/at least one --filter/);
+    const plain = parseProxyArgs(['--listen', '127.0.0.1:0', '--upstream', 'http://x']);
+    expect(plain.mode === 'standalone' && plain.filters).toEqual([]);
+    expect(() => parseProxyArgs(['--listen', '127.0.0.1:0'])).toThrow(/--upstream/);
     expect(() => parseProxyArgs(['--filter-config', 'x'])).toThrow(/must follow the --filter/);
     expect(() => parseProxyArgs(['--listen', 'nope', '--upstream', 'http://x', '--filter', 'f.wasm'])).toThrow(/HOST:PORT/);
     const parsed = parseProxyArgs(['--listen', '127.0.0.1:0', '--upstream', 'http://x', '--filter', 'a.wasm', '--failure-policy', 'open', '--filter', 'b.wasm']);
