@@ -128,7 +128,7 @@ export async function startSidecar(upstreamPort: number, filterArgs: string[], l
   const port = await freePort();
   const bin = new URL('../../bin/meshc', import.meta.url).pathname;
   const args = [bin, 'proxy', '--listen', `127.0.0.1:${port}`, '--upstream', `http://127.0.0.1:${upstreamPort}`, ...filterArgs];
-  // Access logs off: the benchmark measures the data path, not stdout.
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, MESHC_ACCESS_LOG: 'off' } });
+  // Access log on, as in production; it goes to /dev/null here.
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   return track(label, port, child, dir);
 }
