@@ -3,7 +3,6 @@
 // installed Policy (filters/policy.ts), ticks resume delayed requests.
 // Compiles the abort handler into the module (asc --use abort=filters/abort/meshAbort).
 import "./abort";
-import { ACTION_CONTINUE } from "./constants";
 import { cancel, resumeDue } from "./delays";
 import { nowNanoseconds } from "./hostcalls";
 import { decide } from "./policy";
@@ -32,28 +31,6 @@ export function proxy_on_tick(rootContextId: u32): void {
 export function proxy_on_request_headers(contextId: u32, numHeaders: u32, endOfStream: u32): i32 {
   return decide(contextId);
 }
-
-export function proxy_on_request_body(contextId: u32, bodySize: u32, endOfStream: u32): i32 {
-  return ACTION_CONTINUE;
-}
-
-export function proxy_on_request_trailers(contextId: u32, numTrailers: u32): i32 {
-  return ACTION_CONTINUE;
-}
-
-export function proxy_on_response_headers(contextId: u32, numHeaders: u32, endOfStream: u32): i32 {
-  return ACTION_CONTINUE;
-}
-
-export function proxy_on_response_body(contextId: u32, bodySize: u32, endOfStream: u32): i32 {
-  return ACTION_CONTINUE;
-}
-
-export function proxy_on_response_trailers(contextId: u32, numTrailers: u32): i32 {
-  return ACTION_CONTINUE;
-}
-
-export function proxy_on_log(contextId: u32): void {}
 
 export function proxy_on_done(contextId: u32): u32 {
   cancel(contextId);

@@ -5,7 +5,12 @@
 // same IR always gives the same source.
 import type { ConditionIR, RateKeyIR, ServiceIR } from '../ir.ts';
 
-/** The ABI functions every module exports (defined in filters/abi.ts). */
+/**
+ * The ABI functions every module exports (defined in filters/abi.ts). Policies
+ * decide on request headers only, so the body, trailer and response callbacks
+ * are left out: a host skips callbacks a module does not export, which keeps
+ * bodies streaming with their original framing and saves a Wasm call per chunk.
+ */
 export const ABI_EXPORTS = [
   'proxy_abi_version_0_2_1',
   'proxy_on_memory_allocate',
@@ -14,12 +19,6 @@ export const ABI_EXPORTS = [
   'proxy_on_configure',
   'proxy_on_tick',
   'proxy_on_request_headers',
-  'proxy_on_request_body',
-  'proxy_on_request_trailers',
-  'proxy_on_response_headers',
-  'proxy_on_response_body',
-  'proxy_on_response_trailers',
-  'proxy_on_log',
   'proxy_on_done',
   'proxy_on_delete',
 ] as const;

@@ -643,7 +643,7 @@ export class FilterVm {
         ptr >>>= 0;
         len >>>= 0;
         if (!this.inBounds(ptr, len)) return Errno.Fault;
-        randomFillSync(this.mem(), ptr, len);
+        fillRandom(this.mem(), ptr, len);
         return Errno.Success;
       },
       proc_exit: (code: number) => {
@@ -657,6 +657,25 @@ export class FilterVm {
       args_get: () => Errno.Success,
     } as unknown as Record<string, ImportFn>;
   }
+}
+
+// Filters ask for a few random bytes per request (weights, percentages); one
+// syscall-backed fill per 4 KiB instead of one per call keeps that cheap.
+const randomPool = Buffer.alloc(4096);
+let randomPoolUsed = randomPool.length;
+
+function fillRandom(target: Uint8Array, offset: number, length: number): void {
+  if (length > randomPool.length) {
+    randomFillSync(target, offset, length);
+    return;
+  }
+  if (randomPoolUsed + length > randomPool.length) {
+    randomFillSync(randomPool);
+    randomPoolUsed = 0;
+  }
+  target.set(randomPool.subarray(randomPoolUsed, randomPoolUsed + length), offset);
+  // Bytes handed out are never handed out again.
+  randomPoolUsed += length;
 }
 
 function nowNanos(): bigint {

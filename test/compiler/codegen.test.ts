@@ -33,6 +33,8 @@ describe('compiled module shape', () => {
     const module = new Wasm.Module(wasm);
     const exports = Wasm.Module.exports(module).map((e) => e.name);
     for (const name of [...ABI_EXPORTS, 'memory']) expect(exports).toContain(name);
+    // Header-only policies leave body callbacks out, so bodies stream untouched.
+    expect(exports).not.toContain('proxy_on_response_body');
     const imports = Wasm.Module.imports(module);
     for (const i of imports) expect(['env', 'wasi_snapshot_preview1']).toContain(i.module);
     const names = imports.map((i) => i.name);
