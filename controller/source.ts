@@ -9,6 +9,7 @@ import { watch, type FSWatcher } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseTopology, type TopologyResult } from './topology.ts';
+import { CodedError } from '../protocol/errors.ts';
 
 export interface PolicySource {
   path: string;
@@ -30,14 +31,7 @@ export interface ConfigSource {
 }
 
 /** An error worth retrying later (the state may be mid-write, a disk hiccup). */
-export class RetryableError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = 'RetryableError';
-    this.code = code;
-  }
-}
+export class RetryableError extends CodedError {}
 
 export const TOPOLOGY_FILE = 'topology.yaml';
 export const POLICY_EXTENSION = '.meshpolicy';

@@ -9,6 +9,7 @@
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { CodedError } from './errors.ts';
 
 export const BUNDLE_FORMAT = 1;
 export const PROXY_WASM_ABI = 'proxy_abi_version_0_2_1';
@@ -68,14 +69,7 @@ export interface WireBundle {
   modules: Record<string, string>;
 }
 
-export class BundleError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = 'BundleError';
-    this.code = code;
-  }
-}
+export class BundleError extends CodedError {}
 
 export function sha256Hex(bytes: Uint8Array | string): string {
   return createHash('sha256').update(bytes).digest('hex');

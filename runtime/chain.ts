@@ -11,15 +11,9 @@ import { BundleError, bundleVersion, verifyBundle, type Bundle, type FailurePoli
 import type { HostEnvironment } from './wasm/environment.ts';
 import { Wasm, type WasmModule } from './wasm/webassembly.ts';
 import { FilterLoadError, FilterVm, checkAbi, type FilterIdentity } from './wasm/vm.ts';
+import { CodedError } from '../protocol/errors.ts';
 
-export class ChainError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = 'ChainError';
-    this.code = code;
-  }
-}
+export class ChainError extends CodedError {}
 
 /** What a chain is built from: one entry per filter, in order. */
 export interface FilterSpec {

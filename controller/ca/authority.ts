@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import type { CertificatePayload } from '../../protocol/wire.ts';
+import { CodedError } from '../../protocol/errors.ts';
 
 x509.cryptoProvider.set(webcrypto as Parameters<typeof x509.cryptoProvider.set>[1]);
 type CryptoKey = webcrypto.CryptoKey;
@@ -28,14 +29,7 @@ export const DEFAULT_LEAF_LIFETIME_MS = 24 * 3600_000;
 const ROOT_KEY_FILE = 'root-key.pem';
 const ROOT_CERT_FILE = 'root-cert.pem';
 
-export class CertificateError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = 'CertificateError';
-    this.code = code;
-  }
-}
+export class CertificateError extends CodedError {}
 
 export interface LeafIdentity {
   spiffeId: string;

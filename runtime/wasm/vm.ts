@@ -13,6 +13,7 @@ import type { HostEnvironment } from './environment.ts';
 import type { HeaderList, HttpStream } from './stream.ts';
 import { propertyValue } from './properties.ts';
 import { Wasm, type WasmImports, type WasmMemory, type WasmModule } from './webassembly.ts';
+import { CodedError } from '../../protocol/errors.ts';
 
 export interface FilterIdentity {
   /** Filter name; also the VM id that scopes shared queues. */
@@ -23,14 +24,7 @@ export interface FilterIdentity {
 }
 
 /** A failure while loading a VM; the code says which step refused it. */
-export class FilterLoadError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = 'FilterLoadError';
-    this.code = code;
-  }
-}
+export class FilterLoadError extends CodedError {}
 
 /** A trap (or proc_exit, or abort) inside a filter callback. */
 export class FilterTrapError extends Error {
