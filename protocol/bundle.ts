@@ -9,6 +9,7 @@
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { ServiceTraffic } from './traffic.ts';
 import { CodedError } from './errors.ts';
 
 export const BUNDLE_FORMAT = 1;
@@ -44,6 +45,10 @@ export interface BundleFilter {
   source: { path: string; sha256: string };
   /** Rule id -> where the rule is written. */
   rules: Record<string, SourceSpan>;
+  /** Dry-run: the host logs and counts the filter's local responses but does not send them. */
+  dryRun?: boolean;
+  /** The router's policy for this filter's service (timeouts, retries, load balancing, limits). */
+  traffic?: ServiceTraffic;
 }
 
 export interface BundleManifest {

@@ -17,6 +17,8 @@ export const PEER_URI_SAN = 'connection.uri_san_peer_certificate';
 
 /** Set by a filter on outbound: the version (subset) of the destination to route this request to. */
 export const ROUTE_VERSION = 'mesh.route.version';
+/** Set by a filter on outbound beside the version: the rule id of the matched route (selects its traffic policy). */
+export const ROUTE_ID = 'mesh.route.id';
 
 /** On a filter's local response: the id of the rule that decided. */
 export const RULE_HEADER = 'x-mesh-rule';
