@@ -9,11 +9,8 @@ import { startHaproxy, startNginx, startSidecar, type Running } from './lib/serv
 import { requireTools } from './lib/tools.ts';
 import { wrk, type WrkResult } from './lib/wrk.ts';
 import type { Table } from './lib/report.ts';
+import type { SuiteOptions, SuiteResult } from './run.ts';
 
-export interface HopOptions {
-  seconds: number;
-  connections: number;
-}
 
 async function compileHopPolicy(dir: string): Promise<string> {
   const path = new URL('./policies/hop.meshpolicy', import.meta.url).pathname;
@@ -29,7 +26,7 @@ async function compileHopPolicy(dir: string): Promise<string> {
   return file;
 }
 
-export async function runHttpHop(options: HopOptions): Promise<{ table: Table; raw: Record<string, WrkResult> }> {
+export async function run(options: SuiteOptions): Promise<SuiteResult> {
   requireTools(['wrk', 'nginx', 'haproxy']);
   const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-hop-'));
   const wasm = await compileHopPolicy(dir);
@@ -68,5 +65,5 @@ export async function runHttpHop(options: HopOptions): Promise<{ table: Table; r
       'The compiled chain is bench/policies/hop.meshpolicy: routes, a fault, allow/deny and a rate limit evaluated on every request.',
     ],
   };
-  return { table, raw };
+  return { tables: [table], raw };
 }

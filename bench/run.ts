@@ -1,21 +1,46 @@
-// `npm run bench`: runs every benchmark suite in one go, prints the tables and
-// writes them to bench/results/. `npm run bench -- --seconds 5` shortens runs.
+// `npm run bench`: runs every benchmark suite (or those named with --suite),
+// prints each table and writes it to bench/results/<suite>.md and .json.
+//   npm run bench -- --suite http-hop --seconds 5
 import { parseArgs } from 'node:util';
-import { runHttpHop } from './http-hop.ts';
-import { renderMarkdown, writeReport } from './lib/report.ts';
+import { renderMarkdown, writeReport, type Table } from './lib/report.ts';
+
+export interface SuiteOptions {
+  /** Length of each timed run, where a suite has timed runs. */
+  seconds: number;
+  connections: number;
+}
+
+export interface SuiteResult {
+  tables: Table[];
+  raw: unknown;
+}
+
+/** Every suite, in the order `npm run bench` runs them. Each module exports `run(options)`. */
+const SUITES: Record<string, () => Promise<{ run(options: SuiteOptions): Promise<SuiteResult> }>> = {
+  'http-hop': () => import('./http-hop.ts'),
+};
 
 const { values } = parseArgs({
   options: {
+    suite: { type: 'string', multiple: true },
     seconds: { type: 'string', default: '10' },
     connections: { type: 'string', default: '50' },
   },
 });
 
-const seconds = Number(values.seconds);
-const connections = Number(values.connections);
+const names = values.suite ?? Object.keys(SUITES);
+const unknown = names.filter((n) => !(n in SUITES));
+if (unknown.length > 0) {
+  process.stderr.write(`unknown suite ${unknown.join(', ')}; suites: ${Object.keys(SUITES).join(', ')}\n`);
+  process.exit(2);
+}
 
-process.stderr.write('http-hop: direct, haproxy, sidecar, sidecar + compiled chain\n');
-const hop = await runHttpHop({ seconds, connections });
-process.stdout.write('\n' + renderMarkdown(hop.table));
-const md = await writeReport('http-hop', [hop.table], hop.raw);
-process.stderr.write(`\nwritten to bench/results/http-hop.md (${md.length} bytes)\n`);
+const options: SuiteOptions = { seconds: Number(values.seconds), connections: Number(values.connections) };
+for (const name of names) {
+  process.stderr.write(`\n# ${name}\n`);
+  const suite = await SUITES[name]!();
+  const result = await suite.run(options);
+  for (const table of result.tables) process.stdout.write('\n' + renderMarkdown(table));
+  await writeReport(name, result.tables, result.raw);
+  process.stderr.write(`written to bench/results/${name}.md\n`);
+}
