@@ -26,7 +26,12 @@ export interface SourceSpan {
   endCol: number;
 }
 
-export type FailurePolicy = 'closed' | 'open';
+/**
+ * What the host does when a filter traps (or runs out of fuel or memory):
+ * closed answers 503 while the filter is broken, open bypasses it, reload
+ * fails the request that trapped and gives later requests a fresh instance.
+ */
+export type FailurePolicy = 'closed' | 'open' | 'reload';
 
 export interface BundleFilter {
   /** Unique name in the bundle, e.g. the policy's service name. */
