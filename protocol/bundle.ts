@@ -52,6 +52,8 @@ export interface BundleFilter {
   rules: Record<string, SourceSpan>;
   /** Dry-run: the host logs and counts the filter's local responses but does not send them. */
   dryRun?: boolean;
+  /** Resource limits for this filter's instances; the sidecar's defaults apply to what is left out. */
+  limits?: { memoryMaxBytes?: number; fuelPerCallback?: number };
   /** The router's policy for this filter's service (timeouts, retries, load balancing, limits). */
   traffic?: ServiceTraffic;
 }
