@@ -7,11 +7,12 @@ import type { KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { makeBundle, PROXY_WASM_ABI, BUNDLE_FORMAT, sha256Hex, type Bundle, type BundleFilter, type BundleManifest, type SourceSpan } from '../protocol/bundle.ts';
 import type { PolicyFile } from './ast.ts';
+import { analyse } from './check/analysis.ts';
 import { checkFiles, type Topology } from './check/checker.ts';
 import { emitService } from './codegen/emit.ts';
 import { compileInWorker, shutdownWorker } from './codegen/worker-client.ts';
 import { hasErrors, sortDiagnostics, type Diagnostic } from './diagnostics.ts';
-import type { ServiceIR } from './ir.ts';
+import type { PolicyIR, ServiceIR } from './ir.ts';
 import { lowerFiles } from './lower.ts';
 import type { SourceFile } from './sources.ts';
 import { parseSource } from './syntax/to-ast.ts';
@@ -38,12 +39,26 @@ export const COMPILER_VERSION: string = (
   JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
 ).version;
 
-interface Front {
+export interface Front {
   asts: PolicyFile[];
   diagnostics: Diagnostic[];
+  /** Present iff no diagnostic is an error. */
+  ir?: PolicyIR;
 }
 
-function frontEnd(files: SourceFile[], options: CompileOptions): Front {
+/** Removes exact repeats (a finding reached twice through imports or mesh rules). */
+function dedupe(list: Diagnostic[]): Diagnostic[] {
+  const seen = new Set<string>();
+  return list.filter((d) => {
+    const key = JSON.stringify([d.code, d.span, d.message]);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+/** Parse, check, lower and analyse: everything before code generation. */
+export function frontEnd(files: SourceFile[], options: CompileOptions = {}): Front {
   const diagnostics: Diagnostic[] = [];
   const asts: PolicyFile[] = [];
   for (const f of files) {
@@ -53,10 +68,13 @@ function frontEnd(files: SourceFile[], options: CompileOptions): Front {
   }
   // Checking half-parsed files would report errors that are only echoes of syntax errors.
   if (!hasErrors(diagnostics)) diagnostics.push(...checkFiles(asts, options.topology));
-  return { asts, diagnostics: sortDiagnostics(diagnostics) };
+  if (hasErrors(diagnostics)) return { asts, diagnostics: sortDiagnostics(dedupe(diagnostics)) };
+  const ir = lowerFiles(asts, options.topology);
+  diagnostics.push(...analyse(ir));
+  return { asts, diagnostics: sortDiagnostics(dedupe(diagnostics)), ir };
 }
 
-/** Parses and checks; no code generation. */
+/** Parses, checks and analyses; no code generation. */
 export function checkPolicies(files: SourceFile[], options: CompileOptions = {}): Diagnostic[] {
   return frontEnd(files, options).diagnostics;
 }
@@ -65,11 +83,12 @@ function ruleSpans(service: ServiceIR): Record<string, SourceSpan> {
   const rules: { id: string; span: SourceSpan }[] = [
     ...service.authz.denies,
     ...service.authz.allows,
+    ...service.audits,
     ...service.rateLimits,
     ...service.faults,
     ...service.routes,
   ];
-  rules.sort((a, b) => a.span.line - b.span.line || a.span.col - b.span.col);
+  rules.sort((a, b) => (a.span.file < b.span.file ? -1 : a.span.file > b.span.file ? 1 : 0) || a.span.line - b.span.line || a.span.col - b.span.col);
   const out: Record<string, SourceSpan> = {};
   for (const r of rules) out[r.id] = r.span;
   if (service.authz.defaultDenyId) out[service.authz.defaultDenyId] = service.span;
@@ -77,9 +96,8 @@ function ruleSpans(service: ServiceIR): Record<string, SourceSpan> {
 }
 
 export async function compilePolicies(files: SourceFile[], options: CompileOptions = {}): Promise<CompileResult> {
-  const { asts, diagnostics } = frontEnd(files, options);
-  if (hasErrors(diagnostics)) return { diagnostics };
-  const ir = lowerFiles(asts);
+  const { diagnostics, ir } = frontEnd(files, options);
+  if (!ir) return { diagnostics };
   const textByPath = new Map(files.map((f) => [f.path, f.text]));
   const wasms = await Promise.all(ir.services.map((s) => compileInWorker(emitService(s))));
   const modules = new Map<string, Uint8Array>();
@@ -87,7 +105,7 @@ export async function compilePolicies(files: SourceFile[], options: CompileOptio
     const wasm = wasms[i]!;
     const file = `${service.name}.wasm`;
     modules.set(file, wasm);
-    return {
+    const filter: BundleFilter = {
       name: service.name,
       file,
       sha256: sha256Hex(wasm),
@@ -98,7 +116,10 @@ export async function compilePolicies(files: SourceFile[], options: CompileOptio
       failurePolicy: 'closed',
       source: { path: service.sourcePath, sha256: sha256Hex(textByPath.get(service.sourcePath) ?? '') },
       rules: ruleSpans(service),
+      traffic: service.traffic,
     };
+    if (service.dryRun) filter.dryRun = true;
+    return filter;
   });
   const manifest: BundleManifest = {
     format: BUNDLE_FORMAT,

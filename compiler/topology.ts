@@ -1,6 +1,7 @@
-// Reads the part of a topology YAML file the compiler needs: service names and
-// their versions. In: YAML text (`services: { <name>: { instances: [{ version }] } }`;
-// a `versions: [..]` list is accepted too). Out: Topology. Unknown fields are ignored.
+// Reads the part of a topology YAML file the compiler needs: service names,
+// their versions and (optionally) their ports. In: YAML text
+// (`services: { <name>: { instances: [{ version }], ports: [8080] } }`; a
+// `versions: [..]` list is accepted too). Out: Topology. Unknown fields are ignored.
 import { parse } from 'yaml';
 import type { Topology } from './check/checker.ts';
 
@@ -35,7 +36,10 @@ export function parseTopology(yamlText: string, fileName = 'topology'): Topology
       const listed = value['versions'];
       if (Array.isArray(listed)) for (const v of listed) versions.add(String(v));
     }
-    services[name] = { versions: [...versions].sort() };
+    const entry: Topology['services'][string] = { versions: [...versions].sort() };
+    const ports = isRecord(value) ? value['ports'] : undefined;
+    if (Array.isArray(ports)) entry.ports = ports.map(Number).filter((p) => Number.isInteger(p));
+    services[name] = entry;
   }
   return { services };
 }

@@ -1,11 +1,11 @@
 // The proxy-wasm v0.2.1 exports every compiled policy module re-exports.
-// In: host callbacks. Out: filter actions; request headers go to the
-// installed Policy (filters/policy.ts), ticks resume delayed requests.
+// In: host callbacks. Out: filter actions; request and response headers go
+// to the installed Policy (filters/policy.ts), ticks resume delayed requests.
 // Compiles the abort handler into the module (asc --use abort=filters/abort/meshAbort).
 import "./abort";
 import { cancel, resumeDue } from "./delays";
 import { nowNanoseconds } from "./hostcalls";
-import { decide } from "./policy";
+import { decide, forgetContext, onResponseHeaders } from "./policy";
 
 export function proxy_abi_version_0_2_1(): void {}
 
@@ -32,11 +32,18 @@ export function proxy_on_request_headers(contextId: u32, numHeaders: u32, endOfS
   return decide(contextId);
 }
 
+/** Exported only by modules whose routes change response headers (see compiler/codegen/emit.ts). */
+export function proxy_on_response_headers(contextId: u32, numHeaders: u32, endOfStream: u32): i32 {
+  return onResponseHeaders(contextId);
+}
+
 export function proxy_on_done(contextId: u32): u32 {
   cancel(contextId);
+  forgetContext(contextId);
   return 1;
 }
 
 export function proxy_on_delete(contextId: u32): void {
   cancel(contextId);
+  forgetContext(contextId);
 }

@@ -12,6 +12,10 @@ export const LOG_ERROR: i32 = 4;
 
 // MapType
 export const MAP_HTTP_REQUEST_HEADERS: i32 = 0;
+export const MAP_HTTP_RESPONSE_HEADERS: i32 = 2;
+
+// MetricType
+export const METRIC_COUNTER: i32 = 0;
 
 // StreamType
 export const STREAM_HTTP_REQUEST: i32 = 0;
@@ -28,7 +32,13 @@ export const DIRECTION_OUTBOUND: i64 = 2;
 // Property paths (see protocol/properties.ts).
 export const PROPERTY_LISTENER_DIRECTION = "listener_direction";
 export const PROPERTY_SOURCE_PRINCIPAL = "source.principal";
+export const PROPERTY_SOURCE_ADDRESS = "source.address";
+export const PROPERTY_DESTINATION_PORT = "destination.port";
+export const PROPERTY_REQUEST_SCHEME = "request.scheme";
+export const PROPERTY_JWT_CLAIMS_PREFIX = "mesh.jwt.claims.";
 export const PROPERTY_ROUTE_VERSION = "mesh.route.version";
+export const PROPERTY_ROUTE_ID = "mesh.route.id";
+export const PROPERTY_RULES = "mesh.rules";
 
 // Header on every local response a filter sends: the deciding rule id.
 export const RULE_HEADER = "x-mesh-rule";

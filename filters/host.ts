@@ -52,3 +52,23 @@ export declare function proxy_get_current_time_nanoseconds(returnTimePtr: usize)
 // @ts-ignore: decorator
 @external("wasi_snapshot_preview1", "random_get")
 export declare function random_get(bufferPtr: usize, bufferSize: usize): i32;
+
+// @ts-ignore: decorator
+@external("env", "proxy_add_header_map_value")
+export declare function proxy_add_header_map_value(mapType: i32, keyPtr: usize, keySize: usize, valuePtr: usize, valueSize: usize): i32;
+
+// @ts-ignore: decorator
+@external("env", "proxy_replace_header_map_value")
+export declare function proxy_replace_header_map_value(mapType: i32, keyPtr: usize, keySize: usize, valuePtr: usize, valueSize: usize): i32;
+
+// @ts-ignore: decorator
+@external("env", "proxy_remove_header_map_value")
+export declare function proxy_remove_header_map_value(mapType: i32, keyPtr: usize, keySize: usize): i32;
+
+// @ts-ignore: decorator
+@external("env", "proxy_define_metric")
+export declare function proxy_define_metric(metricType: i32, namePtr: usize, nameSize: usize, returnMetricIdPtr: usize): i32;
+
+// @ts-ignore: decorator
+@external("env", "proxy_increment_metric")
+export declare function proxy_increment_metric(metricId: u32, offset: i64): i32;

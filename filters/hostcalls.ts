@@ -2,14 +2,19 @@
 // In: AssemblyScript strings. Out: host calls; host-allocated buffers (made
 // through proxy_on_memory_allocate) are copied into strings and freed here.
 import {
+  proxy_add_header_map_value,
+  proxy_define_metric,
   proxy_get_current_time_nanoseconds,
   proxy_get_header_map_value,
   proxy_get_property,
+  proxy_increment_metric,
   proxy_log,
+  proxy_remove_header_map_value,
+  proxy_replace_header_map_value,
   proxy_send_local_response,
   proxy_set_property,
 } from "./host";
-import { MAP_HTTP_REQUEST_HEADERS, RESULT_OK } from "./constants";
+import { MAP_HTTP_REQUEST_HEADERS, METRIC_COUNTER, RESULT_OK } from "./constants";
 
 // Two out-parameters (pointer, size) for calls that return host-allocated bytes.
 const OUT_PTR: usize = memory.data(4);
@@ -70,6 +75,38 @@ export function getRequestHeader(name: string): string | null {
   return takeReturnedString();
 }
 
+/** Sets (replaces), adds or removes a header in `mapType` (request or response headers). */
+export function setHeader(mapType: i32, name: string, value: string): void {
+  const key = String.UTF8.encode(name);
+  const bytes = String.UTF8.encode(value);
+  proxy_replace_header_map_value(mapType, changetype<usize>(key), <usize>key.byteLength, changetype<usize>(bytes), <usize>bytes.byteLength);
+}
+
+export function addHeader(mapType: i32, name: string, value: string): void {
+  const key = String.UTF8.encode(name);
+  const bytes = String.UTF8.encode(value);
+  proxy_add_header_map_value(mapType, changetype<usize>(key), <usize>key.byteLength, changetype<usize>(bytes), <usize>bytes.byteLength);
+}
+
+export function removeHeader(mapType: i32, name: string): void {
+  const key = String.UTF8.encode(name);
+  proxy_remove_header_map_value(mapType, changetype<usize>(key), <usize>key.byteLength);
+}
+
+const metricIds = new Map<string, u32>();
+const METRIC_ID_OUT: usize = memory.data(4);
+
+/** Adds 1 to the counter `name`, defining it on first use (a host without metrics is ignored). */
+export function countMetric(name: string): void {
+  if (!metricIds.has(name)) {
+    const bytes = String.UTF8.encode(name);
+    store<u32>(METRIC_ID_OUT, 0);
+    if (proxy_define_metric(METRIC_COUNTER, changetype<usize>(bytes), <usize>bytes.byteLength, METRIC_ID_OUT) != RESULT_OK) return;
+    metricIds.set(name, load<u32>(METRIC_ID_OUT));
+  }
+  proxy_increment_metric(metricIds.get(name), 1);
+}
+
 export function nowNanoseconds(): i64 {
   store<i64>(OUT_TIME, 0);
   proxy_get_current_time_nanoseconds(OUT_TIME);
@@ -116,8 +153,8 @@ function serializePairs(names: Array<string>, values: Array<string>): ArrayBuffe
   return out;
 }
 
-/** Answers the current request from the filter (no upstream call). */
-export function sendLocalResponse(status: i32, details: string, body: string, headerNames: Array<string>, headerValues: Array<string>): void {
+/** Answers the current request from the filter (no upstream call); grpcStatus -1 for none. */
+export function sendLocalResponse(status: i32, details: string, body: string, headerNames: Array<string>, headerValues: Array<string>, grpcStatus: i32 = -1): void {
   const detailBytes = String.UTF8.encode(details);
   const bodyBytes = String.UTF8.encode(body);
   const pairs = serializePairs(headerNames, headerValues);
@@ -129,6 +166,6 @@ export function sendLocalResponse(status: i32, details: string, body: string, he
     <usize>bodyBytes.byteLength,
     changetype<usize>(pairs),
     <usize>pairs.byteLength,
-    -1,
+    grpcStatus,
   );
 }

@@ -1,6 +1,7 @@
-// String matchers the conditions compile to: whole-segment path prefixes and
-// SPIFFE ID globs where `*` stays inside one path segment.
-// In: the request's value and the pattern. Out: bool. Linear-time, no recursion.
+// String matchers the conditions compile to, over values that may be absent
+// (null: every test is false). Whole-segment path prefixes, globs where `*`
+// stays inside one path segment, and regexes as build-time DFAs.
+// In: the request's value and the pattern. Out: bool. Linear time, no recursion.
 
 /** "/items" matches "/items" and "/items/3", not "/itemsX". "/" matches every path. */
 export function pathHasSegmentPrefix(path: string, prefix: string): bool {
@@ -40,4 +41,85 @@ export function globMatchSegments(value: string, pattern: string): bool {
   }
   while (p < pl && pattern.charCodeAt(p) == 42) p++;
   return p == pl;
+}
+
+/**
+ * A regex compiled to a DFA at build time (compiler/regex/automaton.ts):
+ * `ascii[c]` is the class of code unit c < 128; above that, `starts`/`classOf`
+ * map intervals to classes (binary search). `next[state * classCount + class]`
+ * is the next state, -1 dead. State 0 starts.
+ */
+export class Dfa {
+  ascii: StaticArray<u16>;
+  starts: StaticArray<u32>;
+  classOf: StaticArray<u16>;
+  classCount: i32;
+  next: StaticArray<i32>;
+  accept: StaticArray<u8>;
+
+  constructor(ascii: StaticArray<u16>, starts: StaticArray<u32>, classOf: StaticArray<u16>, classCount: i32, next: StaticArray<i32>, accept: StaticArray<u8>) {
+    this.ascii = ascii;
+    this.starts = starts;
+    this.classOf = classOf;
+    this.classCount = classCount;
+    this.next = next;
+    this.accept = accept;
+  }
+
+  private classOfCode(code: u32): i32 {
+    if (code < 128) return <i32>unchecked(this.ascii[code]);
+    let lo = 0;
+    let hi = this.starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (unchecked(this.starts[mid]) <= code) lo = mid;
+      else hi = mid - 1;
+    }
+    return <i32>unchecked(this.classOf[lo]);
+  }
+
+  /** Whole-value match: one table step per character. */
+  matches(value: string): bool {
+    let state = 0;
+    const n = value.length;
+    for (let i = 0; i < n; i++) {
+      state = unchecked(this.next[state * this.classCount + this.classOfCode(<u32>value.charCodeAt(i))]);
+      if (state < 0) return false;
+    }
+    return unchecked(this.accept[state]) != 0;
+  }
+}
+
+export function tEq(v: string | null, s: string): bool {
+  return v !== null && v == s;
+}
+
+export function tIn(v: string | null, set: StaticArray<string>): bool {
+  if (v === null) return false;
+  for (let i = 0; i < set.length; i++) if (unchecked(set[i]) == v) return true;
+  return false;
+}
+
+export function tPrefix(v: string | null, s: string): bool {
+  return v !== null && v.startsWith(s);
+}
+
+export function tSegmentPrefix(v: string | null, s: string): bool {
+  return v !== null && pathHasSegmentPrefix(v, s);
+}
+
+export function tSuffix(v: string | null, s: string): bool {
+  return v !== null && v.endsWith(s);
+}
+
+export function tContains(v: string | null, s: string): bool {
+  return v !== null && v.includes(s);
+}
+
+export function tGlob(v: string | null, pattern: string): bool {
+  return v !== null && globMatchSegments(v, pattern);
+}
+
+export function tRegex(v: string | null, dfa: Dfa): bool {
+  return v !== null && dfa.matches(v);
 }

@@ -1,22 +1,80 @@
 // The view of one HTTP request that generated policy code evaluates
 // conditions against, plus the effects a policy can have on it.
 // In: the current HTTP context (host calls are made lazily, once per value).
-// Out: matcher answers, local responses, the route property, a pending delay.
-import { getPropertyString, getRequestHeader, nowNanoseconds, sendLocalResponse, setPropertyString } from "./hostcalls";
-import { PROPERTY_ROUTE_VERSION, PROPERTY_SOURCE_PRINCIPAL, RULE_HEADER } from "./constants";
-import { globMatchSegments, pathHasSegmentPrefix } from "./match";
+// Out: field values (null when absent), local responses, header changes, the
+// route properties, a pending delay, and the trace of rules that applied.
+import {
+  addHeader,
+  countMetric,
+  getPropertyInt64,
+  getPropertyString,
+  getRequestHeader,
+  log,
+  nowNanoseconds,
+  removeHeader,
+  sendLocalResponse,
+  setHeader,
+  setPropertyString,
+} from "./hostcalls";
+import {
+  LOG_INFO,
+  MAP_HTTP_REQUEST_HEADERS,
+  PROPERTY_DESTINATION_PORT,
+  PROPERTY_JWT_CLAIMS_PREFIX,
+  PROPERTY_REQUEST_SCHEME,
+  PROPERTY_ROUTE_ID,
+  PROPERTY_ROUTE_VERSION,
+  PROPERTY_RULES,
+  PROPERTY_SOURCE_ADDRESS,
+  PROPERTY_SOURCE_PRINCIPAL,
+  RULE_HEADER,
+} from "./constants";
+import { Cidr, parseAddress } from "./ip";
 import { BucketSet } from "./token-bucket";
+
+/** Header values looked up by the generated code, cached per request by slot number. */
+let headerSlotCount: i32 = 0;
+
+export function setHeaderSlotCount(n: i32): void {
+  headerSlotCount = n;
+}
+
+/** The segment after `/<label>/` in a SPIFFE ID (ns, sa), or null. */
+function spiffeSegment(id: string, label: string): string | null {
+  const marker = "/" + label + "/";
+  const at = id.indexOf(marker);
+  if (at < 0) return null;
+  const start = at + marker.length;
+  const end = id.indexOf("/", start);
+  return end < 0 ? id.substring(start) : id.substring(start, end);
+}
 
 export class Request {
   contextId: u32;
   private methodValue: string | null = null;
+  private rawPathValue: string | null = null;
   private pathValue: string | null = null;
+  private hostLoaded: bool = false;
+  private hostValue: string | null = null;
+  private sourceLoaded: bool = false;
   private sourceValue: string | null = null;
+  private grpcLoaded: bool = false;
+  private grpcServiceValue: string | null = null;
+  private grpcMethodValue: string | null = null;
+  private portValue: i64 = -2;
+  private addressLoaded: bool = false;
+  private addressValue: Uint8Array | null = null;
+  private slots: StaticArray<string | null>;
+  private slotLoaded: StaticArray<bool>;
   /** Sum of the injected delays that apply to this request, in milliseconds. */
   delayMs: f64 = 0;
+  /** Ids of the rules that applied (allow, audits, rate limits, faults, route), comma-separated. */
+  trace: string = "";
 
   constructor(contextId: u32) {
     this.contextId = contextId;
+    this.slots = new StaticArray<string | null>(headerSlotCount);
+    this.slotLoaded = new StaticArray<bool>(headerSlotCount);
   }
 
   get method(): string {
@@ -27,107 +85,312 @@ export class Request {
     return this.methodValue!;
   }
 
+  /** `:path` as sent, query string included. */
+  get rawPath(): string {
+    if (this.rawPathValue === null) {
+      const raw = getRequestHeader(":path");
+      this.rawPathValue = raw !== null ? raw : "/";
+    }
+    return this.rawPathValue!;
+  }
+
   /** `:path` without the query string. */
   get path(): string {
     if (this.pathValue === null) {
-      const raw = getRequestHeader(":path");
-      let p = raw !== null ? raw : "";
+      const p = this.rawPath;
       const q = p.indexOf("?");
-      if (q >= 0) p = p.substring(0, q);
-      this.pathValue = p;
+      this.pathValue = q >= 0 ? p.substring(0, q) : p;
     }
     return this.pathValue!;
   }
 
-  /** The peer's SPIFFE ID (property source.principal), "" when the host has none. */
-  get source(): string {
-    if (this.sourceValue === null) {
-      const s = getPropertyString(PROPERTY_SOURCE_PRINCIPAL);
-      this.sourceValue = s !== null ? s : "";
+  get host(): string | null {
+    if (!this.hostLoaded) {
+      this.hostValue = getRequestHeader(":authority");
+      this.hostLoaded = true;
     }
-    return this.sourceValue!;
+    return this.hostValue;
   }
 
-  methodIs(m: string): bool {
-    return this.method == m;
+  /** The peer's SPIFFE ID (property source.principal), null when the host has none. */
+  get source(): string | null {
+    if (!this.sourceLoaded) {
+      this.sourceValue = getPropertyString(PROPERTY_SOURCE_PRINCIPAL);
+      this.sourceLoaded = true;
+    }
+    return this.sourceValue;
   }
 
-  pathIs(p: string): bool {
-    return this.path == p;
+  get sourceNamespace(): string | null {
+    const s = this.source;
+    return s !== null ? spiffeSegment(s, "ns") : null;
   }
 
-  pathPrefix(p: string): bool {
-    return pathHasSegmentPrefix(this.path, p);
+  get sourceAccount(): string | null {
+    const s = this.source;
+    return s !== null ? spiffeSegment(s, "sa") : null;
   }
 
-  /** The header's value, "" when absent (rate-limit keys). */
-  headerOrEmpty(name: string): string {
-    const v = getRequestHeader(name);
+  /** The value of header slot `slot` (name lower-case), fetched once per request. */
+  hdr(slot: i32, name: string): string | null {
+    if (!unchecked(this.slotLoaded[slot])) {
+      unchecked((this.slots[slot] = getRequestHeader(name)));
+      unchecked((this.slotLoaded[slot] = true));
+    }
+    return unchecked(this.slots[slot]);
+  }
+
+  /** The first query parameter `name` (undecoded), "" when given without "=", null when absent. */
+  query(name: string): string | null {
+    const p = this.rawPath;
+    const q = p.indexOf("?");
+    if (q < 0) return null;
+    let start = q + 1;
+    while (start <= p.length) {
+      let end = p.indexOf("&", start);
+      if (end < 0) end = p.length;
+      const eq = p.indexOf("=", start);
+      const keyEnd = eq >= 0 && eq < end ? eq : end;
+      if (keyEnd - start == name.length && p.substring(start, keyEnd) == name) {
+        return keyEnd == end ? "" : p.substring(keyEnd + 1, end);
+      }
+      start = end + 1;
+    }
+    return null;
+  }
+
+  /** A verified JWT claim the host supplies as property mesh.jwt.claims.<name>. */
+  claim(name: string): string | null {
+    return getPropertyString(PROPERTY_JWT_CLAIMS_PREFIX + name);
+  }
+
+  private loadGrpc(): void {
+    if (this.grpcLoaded) return;
+    this.grpcLoaded = true;
+    const ct = getRequestHeader("content-type");
+    if (ct === null || !ct.startsWith("application/grpc")) return;
+    const p = this.path;
+    const slash = p.indexOf("/", 1);
+    if (!p.startsWith("/") || slash < 0) return;
+    this.grpcServiceValue = p.substring(1, slash);
+    this.grpcMethodValue = p.substring(slash + 1);
+  }
+
+  get grpcService(): string | null {
+    this.loadGrpc();
+    return this.grpcServiceValue;
+  }
+
+  get grpcMethod(): string | null {
+    this.loadGrpc();
+    return this.grpcMethodValue;
+  }
+
+  /** Property destination.port, -1 when the host has none. */
+  get destinationPort(): i64 {
+    if (this.portValue == -2) this.portValue = getPropertyInt64(PROPERTY_DESTINATION_PORT, -1);
+    return this.portValue;
+  }
+
+  sourceIpIn(blocks: StaticArray<Cidr>): bool {
+    if (!this.addressLoaded) {
+      this.addressLoaded = true;
+      const a = getPropertyString(PROPERTY_SOURCE_ADDRESS);
+      this.addressValue = a !== null ? parseAddress(a) : null;
+    }
+    const address = this.addressValue;
+    if (address === null) return false;
+    for (let i = 0; i < blocks.length; i++) if (blocks[i].contains(address)) return true;
+    return false;
+  }
+
+  /** Rate-limit key helpers: the value, "" when absent (requests without it share one bucket). */
+  keyHeader(slot: i32, name: string): string {
+    const v = this.hdr(slot, name);
     return v !== null ? v : "";
   }
 
-  headerIs(name: string, value: string): bool {
-    const v = getRequestHeader(name);
-    return v !== null && v == value;
+  get keySource(): string {
+    const s = this.source;
+    return s !== null ? s : "";
   }
 
-  headerPrefix(name: string, prefix: string): bool {
-    const v = getRequestHeader(name);
-    return v !== null && v.startsWith(prefix);
+  get keyAddress(): string {
+    const a = getPropertyString(PROPERTY_SOURCE_ADDRESS);
+    if (a === null) return "";
+    // The peer's IP without its port: one bucket per client address.
+    if (a.startsWith("[")) {
+      const end = a.indexOf("]");
+      return end < 0 ? a : a.substring(1, end);
+    }
+    const last = a.lastIndexOf(":");
+    return last < 0 ? a : a.substring(0, last);
   }
 
-  headerPresent(name: string): bool {
-    return getRequestHeader(name) !== null;
-  }
-
-  sourceIs(id: string): bool {
-    return this.source == id;
-  }
-
-  sourceMatches(pattern: string): bool {
-    return globMatchSegments(this.source, pattern);
+  /** Notes that a rule applied, for the mesh.rules property. */
+  applied(ruleId: string): void {
+    this.trace = this.trace.length == 0 ? ruleId : this.trace + "," + ruleId;
   }
 
   /** Answers with `status` on behalf of `ruleId` (x-mesh-rule header and status details). */
-  respond(status: i32, ruleId: string, body: string): void {
+  respond(status: i32, ruleId: string, body: string, contentType: string): void {
     const names = new Array<string>();
     const values = new Array<string>();
     names.push(RULE_HEADER);
     values.push(ruleId);
     names.push("content-type");
-    values.push("text/plain");
+    values.push(contentType);
     sendLocalResponse(status, ruleId, body, names, values);
   }
 
   deny(ruleId: string): void {
-    this.respond(403, ruleId, "denied by " + ruleId + "\n");
+    this.respond(403, ruleId, "denied by " + ruleId + "\n", "text/plain");
   }
 
   abort(status: i32, ruleId: string): void {
-    this.respond(status, ruleId, "aborted by " + ruleId + "\n");
+    this.respond(status, ruleId, "aborted by " + ruleId + "\n", "text/plain");
   }
 
-  /** Takes a token from `buckets` for `key`; answers 429 and returns false when none is left. */
-  takeToken(buckets: BucketSet, key: string, ruleId: string): bool {
+  /** A gRPC error as a trailers-only response: HTTP 200 with grpc-status. */
+  abortGrpc(grpcStatus: i32, ruleId: string): void {
+    const names = new Array<string>();
+    const values = new Array<string>();
+    names.push(RULE_HEADER);
+    values.push(ruleId);
+    names.push("content-type");
+    values.push("application/grpc");
+    names.push("grpc-status");
+    values.push(grpcStatus.toString());
+    names.push("grpc-message");
+    values.push("aborted by " + ruleId);
+    sendLocalResponse(200, ruleId, "", names, values, grpcStatus);
+  }
+
+  /** Path after replacing the matched segment prefix `matched` with `value` (Gateway API ReplacePrefixMatch). */
+  replacePrefix(matched: string, value: string): string {
+    const p = this.path;
+    let rest = p.length >= matched.length ? p.substring(matched.length) : "";
+    if (matched.endsWith("/") && !rest.startsWith("/")) rest = "/" + rest;
+    let out = value.endsWith("/") && rest.startsWith("/") ? value + rest.substring(1) : value + rest;
+    if (out.length == 0) out = "/";
+    return out;
+  }
+
+  /** The query string with its "?", or "". */
+  get queryString(): string {
+    const p = this.rawPath;
+    const q = p.indexOf("?");
+    return q >= 0 ? p.substring(q) : "";
+  }
+
+  /** Sends a redirect; empty scheme/host/path keep the request's, port 0 keeps (or, with a new scheme, drops) it. */
+  redirect(status: i32, ruleId: string, scheme: string, host: string, port: i32, path: string): void {
+    let s = scheme;
+    if (s.length == 0) {
+      const fromHost = getPropertyString(PROPERTY_REQUEST_SCHEME);
+      s = fromHost !== null && fromHost.length > 0 ? fromHost : "http";
+    }
+    const authority = this.host;
+    const current = authority !== null ? authority : "";
+    let h = host;
+    let portText = "";
+    const colon = current.lastIndexOf(":");
+    const currentHost = colon >= 0 && !current.endsWith("]") ? current.substring(0, colon) : current;
+    if (h.length == 0) h = currentHost;
+    if (port > 0) portText = ":" + port.toString();
+    else if (scheme.length == 0 && colon >= 0 && !current.endsWith("]")) portText = current.substring(colon);
+    const p = path.length > 0 ? path : this.path;
+    const location = s + "://" + h + portText + p + this.queryString;
+    const names = new Array<string>();
+    const values = new Array<string>();
+    names.push(RULE_HEADER);
+    values.push(ruleId);
+    names.push("location");
+    values.push(location);
+    sendLocalResponse(status, ruleId, "", names, values);
+  }
+
+  setRequestHeader(name: string, value: string): void {
+    setHeader(MAP_HTTP_REQUEST_HEADERS, name, value);
+  }
+
+  addRequestHeader(name: string, value: string): void {
+    addHeader(MAP_HTTP_REQUEST_HEADERS, name, value);
+  }
+
+  removeRequestHeader(name: string): void {
+    removeHeader(MAP_HTTP_REQUEST_HEADERS, name);
+  }
+
+  /** Rewrites `:path` (the query string is kept). */
+  rewritePath(path: string): void {
+    setHeader(MAP_HTTP_REQUEST_HEADERS, ":path", path + this.queryString);
+  }
+
+  rewriteHost(host: string): void {
+    setHeader(MAP_HTTP_REQUEST_HEADERS, ":authority", host);
+  }
+
+  /**
+   * Takes a token from `buckets` for `key`. Returns false when a 429 was sent;
+   * a dry-run limit logs and counts instead and returns true.
+   */
+  takeToken(buckets: BucketSet, key: string, ruleId: string, dryRun: bool): bool {
     const waitSeconds = buckets.take(key, nowNanoseconds());
-    if (waitSeconds <= 0) return true;
+    if (waitSeconds <= 0) {
+      this.applied(ruleId);
+      return true;
+    }
+    if (dryRun) {
+      dryRunHit(ruleId, "would rate-limit");
+      return true;
+    }
+    const reset = (<i64>Math.ceil(waitSeconds)).toString();
     const names = new Array<string>();
     const values = new Array<string>();
     names.push(RULE_HEADER);
     values.push(ruleId);
     names.push("retry-after");
-    values.push((<i64>Math.ceil(waitSeconds)).toString());
+    values.push(reset);
+    // IETF draft RateLimit header fields: the bucket size, what is left, seconds until a token.
+    names.push("ratelimit-limit");
+    values.push((<i64>buckets.burst).toString());
+    names.push("ratelimit-remaining");
+    values.push("0");
+    names.push("ratelimit-reset");
+    values.push(reset);
     names.push("content-type");
     values.push("text/plain");
     sendLocalResponse(429, ruleId, "rate limited by " + ruleId + "\n", names, values);
     return false;
   }
 
-  addDelay(ms: f64): void {
+  addDelay(ms: f64, ruleId: string): void {
     this.delayMs += ms;
+    this.applied(ruleId);
   }
 
-  routeTo(version: string): void {
+  routeTo(version: string, ruleId: string): void {
     setPropertyString(PROPERTY_ROUTE_VERSION, version);
+    setPropertyString(PROPERTY_ROUTE_ID, ruleId);
+    this.applied(ruleId);
   }
+
+  /** Publishes the trace as property mesh.rules (for access logs, meshc test and explain). */
+  publishTrace(): void {
+    if (this.trace.length > 0) setPropertyString(PROPERTY_RULES, this.trace);
+  }
+}
+
+/** A dry-run rule that would have changed the decision: logged and counted, not enforced. */
+export function dryRunHit(ruleId: string, what: string): void {
+  log(LOG_INFO, "meshc dry-run: " + ruleId + " " + what);
+  countMetric("meshc_dry_run." + ruleId);
+}
+
+/** An audit rule matched: logged and counted. */
+export function auditHit(r: Request, ruleId: string): void {
+  log(LOG_INFO, "meshc audit: " + ruleId + " matched " + r.method + " " + r.path);
+  countMetric("meshc_audit." + ruleId);
+  r.applied(ruleId);
 }

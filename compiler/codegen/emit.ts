@@ -3,13 +3,19 @@
 // which subclasses Policy (filters/policy.ts), installs it, and re-exports the
 // proxy-wasm ABI from filters/abi.ts. Output depends only on the IR, so the
 // same IR always gives the same source.
-import type { ConditionIR, RateKeyIR, ServiceIR } from '../ir.ts';
+// Authorization rules are tested through filters/rules.ts firstMatch: once a
+// family has INDEX_THRESHOLD rules or more, rules that require an exact source
+// identity are indexed by it, so a decision tests only the rules of the
+// request's own identity plus the unkeyed ones.
+import type { AuthzRuleIR, ConditionIR, FieldIR, HeaderOpIR, RateKeyIR, RouteIR, ServiceIR, StringTestIR } from '../ir.ts';
+import type { Dfa } from '../regex/automaton.ts';
 
 /**
  * The ABI functions every module exports (defined in filters/abi.ts). Policies
- * decide on request headers only, so the body, trailer and response callbacks
- * are left out: a host skips callbacks a module does not export, which keeps
- * bodies streaming with their original framing and saves a Wasm call per chunk.
+ * decide on request headers, so body and trailer callbacks are left out: a
+ * host skips callbacks a module does not export, which keeps bodies streaming
+ * with their original framing and saves a Wasm call per chunk. Modules whose
+ * routes change response headers also export RESPONSE_HEADERS_EXPORT.
  */
 export const ABI_EXPORTS = [
   'proxy_abi_version_0_2_1',
@@ -23,6 +29,11 @@ export const ABI_EXPORTS = [
   'proxy_on_delete',
 ] as const;
 
+export const RESPONSE_HEADERS_EXPORT = 'proxy_on_response_headers';
+
+/** Families this long or longer are indexed by source identity. */
+export const INDEX_THRESHOLD = 8;
+
 function str(value: string): string {
   // JSON string escapes are valid AssemblyScript string escapes.
   return JSON.stringify(value);
@@ -33,104 +44,347 @@ function f64(value: number): string {
   return /[.eE]/.test(text) ? text : `${text}.0`;
 }
 
-export function conditionExpr(c: ConditionIR): string {
-  switch (c.op) {
-    case 'true':
-      return 'true';
-    case 'and':
-      return `(${c.args.map(conditionExpr).join(' && ')})`;
-    case 'or':
-      return `(${c.args.map(conditionExpr).join(' || ')})`;
-    case 'not':
-      return `!${conditionExpr(c.arg)}`;
-    case 'method-in':
-      return c.methods.length === 1 ? `r.methodIs(${str(c.methods[0]!)})` : `(${c.methods.map((m) => `r.methodIs(${str(m)})`).join(' || ')})`;
-    case 'path-eq':
-      return `r.pathIs(${str(c.value)})`;
-    case 'path-prefix':
-      return `r.pathPrefix(${str(c.value)})`;
-    case 'header-eq':
-      return `r.headerIs(${str(c.name)}, ${str(c.value)})`;
-    case 'header-prefix':
-      return `r.headerPrefix(${str(c.name)}, ${str(c.value)})`;
-    case 'header-present':
-      return `r.headerPresent(${str(c.name)})`;
-    case 'source-eq':
-      return `r.sourceIs(${str(c.value)})`;
-    case 'source-glob':
-      return `r.sourceMatches(${str(c.pattern)})`;
+/** Module-level constants the expressions refer to, deduplicated by content. */
+class Globals {
+  readonly lines: string[] = [];
+  private readonly byKey = new Map<string, string>();
+  private readonly slots = new Map<string, number>();
+
+  constant(prefix: string, key: string, declare: (name: string) => string): string {
+    let name = this.byKey.get(key);
+    if (!name) {
+      name = `${prefix}_${this.byKey.size}`;
+      this.byKey.set(key, name);
+      this.lines.push(declare(name));
+    }
+    return name;
+  }
+
+  /** The request-cache slot of a header (lower-case name). */
+  headerSlot(name: string): number {
+    let slot = this.slots.get(name);
+    if (slot === undefined) {
+      slot = this.slots.size;
+      this.slots.set(name, slot);
+    }
+    return slot;
+  }
+
+  get slotCount(): number {
+    return this.slots.size;
+  }
+
+  stringSet(values: string[]): string {
+    return this.constant('SET', `set:${JSON.stringify(values)}`, (n) => `const ${n}: StaticArray<string> = [${values.map(str).join(', ')}];`);
+  }
+
+  regex(pattern: string, dfa: Dfa): string {
+    return this.constant('RE', `re:${pattern}`, (n) => `// regex ${str(pattern)}\nconst ${n} = ${dfaLiteral(dfa)};`);
+  }
+
+  cidrs(blocks: { bytes: number[]; bits: number }[]): string {
+    const list = blocks.map((b) => `new Cidr([${b.bytes.join(', ')}], ${b.bits})`).join(', ');
+    return this.constant('CIDRS', `cidr:${list}`, (n) => `const ${n}: StaticArray<Cidr> = [${list}];`);
   }
 }
 
-function keyExpr(key: RateKeyIR): string {
+function dfaLiteral(dfa: Dfa): string {
+  const ascii: number[] = [];
+  for (let c = 0; c < 128; c++) {
+    let i = 0;
+    while (i + 1 < dfa.starts.length && dfa.starts[i + 1]! <= c) i++;
+    ascii.push(dfa.classOf[i]!);
+  }
+  return `new Dfa([${ascii.join(', ')}], [${dfa.starts.join(', ')}], [${dfa.classOf.join(', ')}], ${dfa.classCount}, [${dfa.next.join(', ')}], [${dfa.accept.map((a) => (a ? 1 : 0)).join(', ')}])`;
+}
+
+function fieldExpr(f: FieldIR, g: Globals): string {
+  switch (f.kind) {
+    case 'method':
+      return 'r.method';
+    case 'path':
+      return 'r.path';
+    case 'host':
+      return 'r.host';
+    case 'grpc-service':
+      return 'r.grpcService';
+    case 'grpc-method':
+      return 'r.grpcMethod';
+    case 'source':
+      return 'r.source';
+    case 'source-namespace':
+      return 'r.sourceNamespace';
+    case 'source-account':
+      return 'r.sourceAccount';
+    case 'header':
+      return `r.hdr(${g.headerSlot(f.name)}, ${str(f.name)})`;
+    case 'query':
+      return `r.query(${str(f.name)})`;
+    case 'claim':
+      return `r.claim(${str(f.name)})`;
+  }
+}
+
+function testExpr(value: string, t: StringTestIR, g: Globals): string {
+  switch (t.kind) {
+    case 'eq':
+      return `tEq(${value}, ${str(t.value)})`;
+    case 'in':
+      return `tIn(${value}, ${g.stringSet(t.values)})`;
+    case 'prefix':
+      return `tPrefix(${value}, ${str(t.value)})`;
+    case 'segment-prefix':
+      return `tSegmentPrefix(${value}, ${str(t.value)})`;
+    case 'suffix':
+      return `tSuffix(${value}, ${str(t.value)})`;
+    case 'contains':
+      return `tContains(${value}, ${str(t.value)})`;
+    case 'glob':
+      return `tGlob(${value}, ${str(t.pattern)})`;
+    case 'regex':
+      return `tRegex(${value}, ${g.regex(t.pattern, t.dfa)})`;
+  }
+}
+
+export function conditionExpr(c: ConditionIR, g: Globals): string {
+  switch (c.op) {
+    case 'true':
+      return 'true';
+    case 'false':
+      return 'false';
+    case 'and':
+      return `(${c.args.map((a) => conditionExpr(a, g)).join(' && ')})`;
+    case 'or':
+      return `(${c.args.map((a) => conditionExpr(a, g)).join(' || ')})`;
+    case 'not':
+      return `!${conditionExpr(c.arg, g)}`;
+    case 'string':
+      return testExpr(fieldExpr(c.field, g), c.test, g);
+    case 'present':
+      return `(${fieldExpr(c.field, g)} !== null)`;
+    case 'port-in':
+      return `(${c.ports.map((p) => `r.destinationPort == ${p}`).join(' || ') || 'false'})`;
+    case 'ip-in':
+      return `r.sourceIpIn(${g.cidrs(c.blocks)})`;
+  }
+}
+
+function keyExpr(key: RateKeyIR, g: Globals): string {
   switch (key.kind) {
     case 'none':
       return '""';
     case 'source':
-      return 'r.source';
+      return 'r.keySource';
+    case 'path':
+      return 'r.path';
+    case 'remote-address':
+      return 'r.keyAddress';
     case 'header':
-      return `r.headerOrEmpty(${str(key.name)})`;
+      return `r.keyHeader(${g.headerSlot(key.name)}, ${str(key.name)})`;
   }
 }
 
 /** Wraps `body` lines in `if (cond)` unless the condition always holds. */
-function guarded(c: ConditionIR, body: string[], indent: string): string[] {
-  if (c.op === 'true') return body.map((l) => indent + l);
-  return [`${indent}if (${conditionExpr(c)}) {`, ...body.map((l) => `${indent}  ${l}`), `${indent}}`];
+function guarded(cond: string, body: string[], indent: string): string[] {
+  if (cond === 'true') return body.map((l) => indent + l);
+  return [`${indent}if (${cond}) {`, ...body.map((l) => `${indent}  ${l}`), `${indent}}`];
+}
+
+/** The exact source identities a condition requires (one of them must be the peer's), or undefined. */
+export function requiredSources(c: ConditionIR): string[] | undefined {
+  if (c.op === 'string' && c.field.kind === 'source') {
+    if (c.test.kind === 'eq') return [c.test.value];
+    if (c.test.kind === 'in') return [...c.test.values];
+  }
+  if (c.op === 'or') {
+    const all: string[] = [];
+    for (const a of c.args) {
+      const s = requiredSources(a);
+      if (!s) return undefined;
+      all.push(...s);
+    }
+    return all;
+  }
+  if (c.op === 'and') {
+    for (const a of c.args) {
+      const s = requiredSources(a);
+      if (s) return s;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * One authorization family (denies or allows): a test function over rule
+ * indexes and, per rule subset (enforced / shadow), an index by source and
+ * the list of unkeyed rules. Returns the expression finding the first match.
+ */
+function family(name: string, rules: AuthzRuleIR[], g: Globals, fns: string[]): { ids: string; first: (subset: 'enforced' | 'shadow') => string } {
+  const ids = g.constant('IDS', `ids:${name}:${rules.map((r) => r.id).join(',')}`, (n) => `const ${n}: StaticArray<string> = [${rules.map((r) => str(r.id)).join(', ')}];`);
+  fns.push(`function ${name}Matches(i: i32, r: Request): bool {`, '  switch (i) {');
+  rules.forEach((rule, i) => fns.push(`    case ${i}: return ${conditionExpr(rule.when, g)};`));
+  fns.push('  }', '  return false;', '}', '');
+  const indexed = rules.length >= INDEX_THRESHOLD;
+  const subsets = new Map<string, string>();
+  const first = (subset: 'enforced' | 'shadow'): string => {
+    let expr = subsets.get(subset);
+    if (expr) return expr;
+    const members = rules.map((r, i) => ({ r, i })).filter(({ r }) => subset === 'shadow' || !r.dryRun);
+    const keyed = new Map<string, number[]>();
+    const always: number[] = [];
+    for (const { r, i } of members) {
+      const sources = indexed ? requiredSources(r.when) : undefined;
+      if (!sources) always.push(i);
+      else for (const s of new Set(sources)) keyed.set(s, [...(keyed.get(s) ?? []), i]);
+    }
+    const prefix = `${name.toUpperCase()}_${subset.toUpperCase()}`;
+    let mapName = 'null';
+    if (keyed.size > 0) {
+      mapName = `${prefix}_BY_SOURCE`;
+      g.lines.push(`const ${mapName} = new Map<string, StaticArray<i32>>();`);
+      let k = 0;
+      for (const [source, list] of [...keyed].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
+        g.lines.push(`const ${prefix}_K${k}: StaticArray<i32> = [${list.join(', ')}];`, `${mapName}.set(${str(source)}, ${prefix}_K${k});`);
+        k++;
+      }
+    }
+    g.lines.push(`const ${prefix}_ALWAYS: StaticArray<i32> = [${always.join(', ')}];`);
+    expr = `firstMatch(${mapName}, ${prefix}_ALWAYS, ${keyed.size > 0 ? 'r.source' : 'null'}, ${name}Matches, r)`;
+    subsets.set(subset, expr);
+    return expr;
+  };
+  return { ids, first };
+}
+
+function authorizeBody(s: ServiceIR, g: Globals, fns: string[]): string[] {
+  const { denies, allows, defaultDenyId, shadowDefaultDenyId } = s.authz;
+  const body: string[] = ['let decision: string | null = null;'];
+  const deny = denies.length > 0 ? family('deny', denies, g, fns) : undefined;
+  const allow = allows.length > 0 ? family('allow', allows, g, fns) : undefined;
+  const enforcedDenies = denies.some((d) => !d.dryRun);
+  if (deny && enforcedDenies) body.push(`const d = ${deny.first('enforced')};`, `if (d >= 0) decision = ${deny.ids}[d];`);
+  else body.push('const d = -1;');
+  if (allow && defaultDenyId !== null) {
+    body.push('let a = -1;', 'if (d < 0) {', `  a = ${allow.first('enforced')};`, `  if (a < 0) decision = ${str(defaultDenyId)};`, '}');
+  } else body.push('const a = -1;');
+  if (denies.some((d) => d.dryRun) || allows.some((a) => a.dryRun)) {
+    body.push('let shadow: string | null = null;', 'let shadowAllow = -1;');
+    if (deny) body.push(`const sd = ${deny.first('shadow')};`, `if (sd >= 0) shadow = ${deny.ids}[sd];`);
+    else body.push('const sd = -1;');
+    if (allow) {
+      body.push('if (sd < 0) {', `  shadowAllow = ${allow.first('shadow')};`, `  if (shadowAllow < 0) shadow = ${str(shadowDefaultDenyId ?? '')};`, '}');
+    }
+    body.push(
+      'if ((shadow === null) != (decision === null)) {',
+      `  if (shadow !== null) dryRunHit(shadow, "would deny");`,
+      `  else dryRunHit(${allow ? `shadowAllow >= 0 ? ${allow.ids}[shadowAllow] : ""` : '""'}, "would allow");`,
+      '}',
+    );
+  }
+  for (const audit of s.audits) body.push(...guarded(conditionExpr(audit.when, g), [`auditHit(r, ${str(audit.id)});`], ''));
+  if (allow) body.push(`if (decision === null && a >= 0) r.applied(${allow.ids}[a]);`);
+  body.push('return decision;');
+  return body.map((l) => `    ${l}`);
+}
+
+function headerOps(ops: HeaderOpIR[], map: 'request' | 'response'): string[] {
+  return ops.map((o) => {
+    if (map === 'request') {
+      if (o.op === 'set') return `r.setRequestHeader(${str(o.name)}, ${str(o.value)});`;
+      if (o.op === 'add') return `r.addRequestHeader(${str(o.name)}, ${str(o.value)});`;
+      return `r.removeRequestHeader(${str(o.name)});`;
+    }
+    if (o.op === 'set') return `setHeader(MAP_HTTP_RESPONSE_HEADERS, ${str(o.name)}, ${str(o.value)});`;
+    if (o.op === 'add') return `addHeader(MAP_HTTP_RESPONSE_HEADERS, ${str(o.name)}, ${str(o.value)});`;
+    return `removeHeader(MAP_HTTP_RESPONSE_HEADERS, ${str(o.name)});`;
+  });
+}
+
+function routeBody(rt: RouteIR, i: number, g: Globals): string[] {
+  const a = rt.action;
+  if (a.kind === 'redirect') {
+    const r = a.redirect;
+    const path = !r.path ? '""' : r.path.kind === 'full' ? str(r.path.value) : `r.replacePrefix(${str(r.path.matched)}, ${str(r.path.value)})`;
+    return [`r.redirect(${r.status}, ${str(rt.id)}, ${str(r.scheme ?? '')}, ${str(r.host ?? '')}, ${r.port ?? 0}, ${path});`, 'return false;'];
+  }
+  if (a.kind === 'respond') return [`r.respond(${a.status}, ${str(rt.id)}, ${str(a.body)}, ${str(a.contentType)});`, 'return false;'];
+  const body: string[] = [];
+  let version: string;
+  if (a.targets.length === 1) version = str(a.targets[0]!.version);
+  else {
+    const versions = g.constant('VERSIONS', `versions:${rt.id}`, (n) => `const ${n}: StaticArray<string> = [${a.targets.map((t) => str(t.version)).join(', ')}];`);
+    const weights = g.constant('WEIGHTS', `weights:${rt.id}`, (n) => `const ${n}: StaticArray<u32> = [${a.targets.map((t) => String(t.weight)).join(', ')}];`);
+    version = `${versions}[pickWeighted(${weights})]`;
+  }
+  if (a.rewrite?.path) {
+    const p = a.rewrite.path;
+    body.push(`r.rewritePath(${p.kind === 'full' ? str(p.value) : `r.replacePrefix(${str(p.matched)}, ${str(p.value)})`});`);
+  }
+  if (a.rewrite?.host !== undefined) body.push(`r.rewriteHost(${str(a.rewrite.host)});`);
+  body.push(...headerOps(rt.requestHeaders, 'request'));
+  if (rt.responseHeaders.length > 0) body.push(`keepResponseRoute(r.contextId, ${i});`);
+  body.push(`r.routeTo(${version}, ${str(rt.id)});`, 'return true;');
+  return body;
 }
 
 export function emitService(service: ServiceIR): string {
-  const out: string[] = [];
-  const globals: string[] = [];
-  out.push(
-    `// Generated by meshc from ${service.sourcePath}: the filter for service ${service.name}. Do not edit.`,
-    'import { Policy, installPolicy } from "./filters/policy";',
-    'import { Request } from "./filters/request";',
-    'import { BucketSet } from "./filters/token-bucket";',
-    'import { chance, pickWeighted } from "./filters/random";',
-    `export { ${ABI_EXPORTS.join(', ')} } from "./filters/abi";`,
-    '',
-  );
+  const g = new Globals();
+  const fns: string[] = [];
 
-  const authorize: string[] = [];
-  for (const d of service.authz.denies) authorize.push(...guarded(d.when, [`return ${str(d.id)};`], '    '));
-  for (const a of service.authz.allows) authorize.push(...guarded(a.when, ['return null;'], '    '));
-  authorize.push(`    return ${service.authz.defaultDenyId === null ? 'null' : str(service.authz.defaultDenyId)};`);
+  const authorize = authorizeBody(service, g, fns);
 
   const limitRate: string[] = [];
   service.rateLimits.forEach((rl, i) => {
-    globals.push(`// ${rl.id}`, `const BUCKETS_${i} = new BucketSet(${f64(rl.ratePerSecond)}, ${f64(rl.burst)});`);
-    limitRate.push(...guarded(rl.when, [`if (!r.takeToken(BUCKETS_${i}, ${keyExpr(rl.key)}, ${str(rl.id)})) return false;`], '    '));
+    g.lines.push(`// ${rl.id}`, `const BUCKETS_${i} = new BucketSet(${f64(rl.ratePerSecond)}, ${f64(rl.burst)});`);
+    limitRate.push(...guarded(conditionExpr(rl.when, g), [`if (!r.takeToken(BUCKETS_${i}, ${keyExpr(rl.key, g)}, ${str(rl.id)}, ${rl.dryRun})) return false;`], '    '));
   });
   limitRate.push('    return true;');
 
   const injectFaults: string[] = [];
   for (const f of service.faults) {
     const body: string[] = [];
-    if (f.delay) body.push(`if (chance(${f64(f.delay.percent)})) r.addDelay(${f64(f.delay.ms)});`);
-    if (f.abort) body.push(`if (chance(${f64(f.abort.percent)})) {`, `  r.abort(${f.abort.status}, ${str(f.id)});`, '  return false;', '}');
-    injectFaults.push(...guarded(f.when, body, '    '));
+    if (f.delay) body.push(`if (chance(${f64(f.delay.percent)})) r.addDelay(${f64(f.delay.ms)}, ${str(f.id)});`);
+    if (f.abort) {
+      const send = f.abort.grpcStatus !== undefined ? `r.abortGrpc(${f.abort.grpcStatus}, ${str(f.id)});` : `r.abort(${f.abort.status}, ${str(f.id)});`;
+      body.push(`if (chance(${f64(f.abort.percent)})) {`, `  ${send}`, '  return false;', '}');
+    }
+    let cond = conditionExpr(f.when, g);
+    if (f.window) {
+      const w = f.window.kind === 'absolute' ? `inAbsoluteWindow(${f.window.startMs}, ${f.window.endMs})` : `inDailyWindow(${f.window.startMinute}, ${f.window.endMinute})`;
+      cond = cond === 'true' ? w : `${cond} && ${w}`;
+    }
+    injectFaults.push(...guarded(cond, body, '    '));
   }
   injectFaults.push('    return true;');
 
   const route: string[] = [];
+  const responseCases: string[] = [];
   service.routes.forEach((rt, i) => {
-    let body: string[];
-    if (rt.targets.length === 1) body = [`r.routeTo(${str(rt.targets[0]!.version)});`, 'return;'];
-    else {
-      globals.push(
-        `// ${rt.id}`,
-        `const VERSIONS_${i}: StaticArray<string> = [${rt.targets.map((t) => str(t.version)).join(', ')}];`,
-        `const WEIGHTS_${i}: StaticArray<u32> = [${rt.targets.map((t) => String(t.weight)).join(', ')}];`,
-      );
-      body = [`r.routeTo(VERSIONS_${i}[pickWeighted(WEIGHTS_${i})]);`, 'return;'];
-    }
-    route.push(...guarded(rt.when, body, '    '));
+    route.push(...guarded(conditionExpr(rt.when, g), routeBody(rt, i, g), '    '));
+    if (rt.responseHeaders.length > 0) responseCases.push(`      case ${i}:`, ...headerOps(rt.responseHeaders, 'response').map((l) => `        ${l}`), '        break;');
   });
+  route.push('    return true;');
 
-  out.push(
-    ...globals,
+  const exports: string[] = [...ABI_EXPORTS];
+  if (responseCases.length > 0) exports.push(RESPONSE_HEADERS_EXPORT);
+  return [
+    `// Generated by meshc from ${service.sourcePath}: the filter for service ${service.name}. Do not edit.`,
+    'import { Policy, installPolicy, keepResponseRoute } from "./filters/policy";',
+    'import { Request, auditHit, dryRunHit, setHeaderSlotCount } from "./filters/request";',
+    'import { BucketSet } from "./filters/token-bucket";',
+    'import { chance, pickWeighted } from "./filters/random";',
+    'import { Dfa, tContains, tEq, tGlob, tIn, tPrefix, tRegex, tSegmentPrefix, tSuffix } from "./filters/match";',
+    'import { Cidr } from "./filters/ip";',
+    'import { firstMatch } from "./filters/rules";',
+    'import { inAbsoluteWindow, inDailyWindow } from "./filters/window";',
+    'import { addHeader, removeHeader, setHeader } from "./filters/hostcalls";',
+    'import { MAP_HTTP_RESPONSE_HEADERS } from "./filters/constants";',
+    `export { ${exports.join(', ')} } from "./filters/abi";`,
     '',
+    ...g.lines,
+    `setHeaderSlotCount(${g.slotCount});`,
+    '',
+    ...fns,
     'class ServicePolicy extends Policy {',
     '  authorize(r: Request): string | null {',
     ...authorize,
@@ -144,13 +398,16 @@ export function emitService(service: ServiceIR): string {
     ...injectFaults,
     '  }',
     '',
-    '  route(r: Request): void {',
+    '  route(r: Request): bool {',
     ...route,
+    '  }',
+    '',
+    '  responseHeaders(routeIndex: i32): void {',
+    ...(responseCases.length > 0 ? ['    switch (routeIndex) {', ...responseCases, '    }'] : []),
     '  }',
     '}',
     '',
     'installPolicy(new ServicePolicy());',
     '',
-  );
-  return out.join('\n');
+  ].join('\n');
 }

@@ -187,7 +187,7 @@ function determinize(nfa: Nfa, intervalCount: number): { next: number[][]; accep
 /** Moore partition refinement; state 0 stays the start state. Dead (-1) stays dead. */
 function minimize(next: number[][], accept: boolean[]): { next: number[][]; accept: boolean[] } {
   const n = next.length;
-  let block = accept.map((a) => (a ? 1 : 0));
+  let block: number[] = accept.map((a) => (a ? 1 : 0));
   for (;;) {
     const sig = new Map<string, number>();
     const nextBlock: number[] = [];
@@ -277,7 +277,7 @@ export function compileRegex(pattern: string): Dfa {
   const classCount = classKey.size;
   const next: number[] = [];
   for (const row of dfa.next) {
-    const byClass = new Array<number>(classCount).fill(-1);
+    const byClass: number[] = new Array<number>(classCount).fill(-1);
     row.forEach((t, iv) => (byClass[classOf[iv]!] = t));
     next.push(...byClass);
   }

@@ -3,23 +3,28 @@
 // In: a SourceFile. Out: the PolicyFile AST (empty when the file has syntax
 // errors: recovery keeps parsing to find more errors, but the recovered tree
 // is not checked) and the syntax diagnostics.
-import type { CstElement, CstNode, IToken } from 'chevrotain';
+import type { CstElement, CstNode, IToken, TokenType } from 'chevrotain';
 import type { SourceSpan } from '../../protocol/bundle.ts';
 import type * as A from '../ast.ts';
 import { didYouMean, makeDiagnostic, type Diagnostic } from '../diagnostics.ts';
-import { parseRule, parseServiceHeader, policyParser, type ParseErrorPayload } from './parser.ts';
-import { KEYWORDS, LCurly, policyLexer, RCurly, UnterminatedString } from './tokens.ts';
+import { parseWith, policyParser, type EntryRule, type ParseErrorPayload } from './parser.ts';
+import * as T from './tokens.ts';
 
 export interface ParsedFile {
   ast: A.PolicyFile;
   diagnostics: Diagnostic[];
 }
 
-const KEYWORD_WORDS = KEYWORDS.map((k) => k.LABEL ?? k.name);
+const KEYWORD_WORDS = T.KEYWORDS.map((k) => k.LABEL ?? k.name);
+const TOP_LEVEL = new Set<TokenType>(T.TOP_LEVEL_KEYWORDS);
+
+export function emptyFile(path: string): A.PolicyFile {
+  return { path, imports: [], consts: [], matches: [], meshes: [], services: [] };
+}
 
 export function parseSource(path: string, text: string): ParsedFile {
   const diagnostics: Diagnostic[] = [];
-  const lexed = policyLexer.tokenize(text);
+  const lexed = T.policyLexer.tokenize(text);
   for (const e of lexed.errors) {
     const span: SourceSpan = {
       file: path,
@@ -30,77 +35,126 @@ export function parseSource(path: string, text: string): ParsedFile {
     };
     diagnostics.push(makeDiagnostic('MP1001', span, [JSON.stringify(text.substr(e.offset, e.length))]));
   }
-  for (const t of lexed.tokens) {
-    if (t.tokenType === UnterminatedString) diagnostics.push(makeDiagnostic('MP1002', tokenSpan(path, t), []));
+  const tokens = lexed.tokens;
+  for (const t of tokens) {
+    if (t.tokenType === T.UnterminatedString) diagnostics.push(makeDiagnostic('MP1002', tokenSpan(path, t), []));
   }
   const builder = new CstToAst(path);
-  const services: A.ServiceDecl[] = [];
-  for (const block of splitBlocks(lexed.tokens)) {
-    const header = parseServiceHeader(block.header);
-    const headerError = firstSyntaxError(path, block.header, block.header.length, lexed.tokens);
-    if (headerError) {
-      diagnostics.push(headerError);
-      continue;
+  const ast = emptyFile(path);
+  /** Parses `range` with `entry`; on a syntax error reports it and returns undefined. */
+  const parse = (entry: EntryRule, range: IToken[]): CstNode | undefined => {
+    const cst = parseWith(entry, range);
+    const last = range[range.length - 1];
+    const error = firstSyntaxError(path, range, last ? tokens.indexOf(last) + 1 : tokens.length, tokens);
+    if (error) {
+      diagnostics.push(error);
+      return undefined;
     }
-    const rules: A.RuleDecl[] = [];
-    for (const range of block.rules) {
-      const cst = parseRule(range);
-      const error = firstSyntaxError(path, range, lexed.tokens.indexOf(range[range.length - 1]!) + 1, lexed.tokens);
-      if (error) diagnostics.push(error);
-      else rules.push(builder.rule(cst));
+    return cst;
+  };
+
+  let i = 0;
+  while (i < tokens.length) {
+    const t = tokens[i]!;
+    if (t.tokenType === T.Import || t.tokenType === T.Const) {
+      const end = nextTopLevel(tokens, i + 1);
+      const cst = parse(t.tokenType === T.Import ? 'importDecl' : 'constDecl', tokens.slice(i, end));
+      if (cst && t.tokenType === T.Import) ast.imports.push(builder.importDecl(cst));
+      if (cst && t.tokenType === T.Const) ast.consts.push(builder.constDecl(cst));
+      i = end;
+    } else if (t.tokenType === T.MatchKw) {
+      const end = blockEnd(tokens, i);
+      const cst = parse('matchDecl', tokens.slice(i, end.next));
+      if (cst) ast.matches.push(builder.matchDecl(cst));
+      i = end.next;
+    } else if (t.tokenType === T.Service || t.tokenType === T.MeshKw) {
+      const block = splitBlock(tokens, i);
+      i = block.next;
+      const header = parse('blockHeader', block.header);
+      if (!header) continue;
+      const rules: A.RuleDecl[] = [];
+      for (const range of block.rules) {
+        const cst = parse('rule', range);
+        if (cst) rules.push(builder.rule(cst));
+      }
+      if (!block.closing) {
+        diagnostics.push(makeDiagnostic('MP1003', afterToken(path, tokens[tokens.length - 1]!), ['} to close the block', 'the end of the file']));
+      }
+      const span = builder.blockSpan(header, block.closing);
+      if (t.tokenType === T.Service) ast.services.push(builder.service(header, rules, span));
+      else ast.meshes.push({ rules, span, keyword: tokenSpan(path, t) });
+    } else {
+      diagnostics.push(makeDiagnostic('MP1003', tokenSpan(path, t), ['one of service, mesh, import, const, match', `'${t.image}'`], didYouMean(t.image, ['service', 'mesh', 'import', 'const', 'match'])));
+      i = nextTopLevel(tokens, i + 1);
     }
-    if (!block.closed) {
-      const last = lexed.tokens[lexed.tokens.length - 1]!;
-      diagnostics.push(makeDiagnostic('MP1003', afterToken(path, last), ['} to close the service block', 'the end of the file']));
-    }
-    services.push(builder.service(header, rules, block));
   }
   // A file with syntax errors yields no AST: its rules would be checked half-read.
-  if (diagnostics.length > 0) return { ast: { path, services: [] }, diagnostics };
-  return { ast: { path, services }, diagnostics };
+  if (diagnostics.length > 0) return { ast: emptyFile(path), diagnostics };
+  return { ast, diagnostics };
 }
 
-/** One `service NAME {` header and the token ranges of its rules, split by brace matching. */
-interface ServiceBlock {
+/** Index of the next top-level keyword at nesting depth 0 at or after `from`. */
+function nextTopLevel(tokens: IToken[], from: number): number {
+  let depth = 0;
+  for (let i = from; i < tokens.length; i++) {
+    const k = tokens[i]!.tokenType;
+    if (depth === 0 && TOP_LEVEL.has(k)) return i;
+    if (k === T.LCurly || k === T.LBracket || k === T.LParen) depth++;
+    else if ((k === T.RCurly || k === T.RBracket || k === T.RParen) && depth > 0) depth--;
+  }
+  return tokens.length;
+}
+
+/** From a `match` keyword: the index after the "}" closing its first "{". */
+function blockEnd(tokens: IToken[], from: number): { next: number } {
+  let depth = 0;
+  for (let i = from; i < tokens.length; i++) {
+    const k = tokens[i]!.tokenType;
+    if (k === T.LCurly) depth++;
+    else if (k === T.RCurly && --depth === 0) return { next: i + 1 };
+    else if (depth === 0 && i > from && TOP_LEVEL.has(k)) return { next: i };
+  }
+  return { next: tokens.length };
+}
+
+/** A `service NAME {` or `mesh {` header, the token ranges of its rules, and its closing brace. */
+interface Block {
   header: IToken[];
   rules: IToken[][];
-  closed: boolean;
   closing?: IToken;
+  next: number;
 }
 
 /**
- * Splits a file's tokens into service blocks and each block into rule ranges
- * (a rule range ends with the "}" that closes its first "{"). Only braces are
- * looked at, so a broken rule cannot swallow its neighbours' structure.
+ * Splits one block into its header and rule ranges (a rule range ends with the
+ * "}" that closes its first "{"). Only braces are looked at, so a broken rule
+ * cannot swallow its neighbours' structure.
  */
-function splitBlocks(tokens: IToken[]): ServiceBlock[] {
-  const blocks: ServiceBlock[] = [];
-  let i = 0;
+function splitBlock(tokens: IToken[], from: number): Block {
+  let i = from;
+  const header: IToken[] = [];
+  while (i < tokens.length && tokens[i]!.tokenType !== T.LCurly && !(i > from && TOP_LEVEL.has(tokens[i]!.tokenType))) header.push(tokens[i++]!);
+  const block: Block = { header, rules: [], next: i };
+  if (i >= tokens.length || tokens[i]!.tokenType !== T.LCurly) return block;
+  header.push(tokens[i++]!);
+  let range: IToken[] = [];
+  let depth = 0;
   while (i < tokens.length) {
-    const header: IToken[] = [];
-    while (i < tokens.length && tokens[i]!.tokenType !== LCurly) header.push(tokens[i++]!);
-    if (i < tokens.length) header.push(tokens[i++]!);
-    const block: ServiceBlock = { header, rules: [], closed: false };
-    blocks.push(block);
-    let range: IToken[] = [];
-    let depth = 0;
-    while (i < tokens.length) {
-      const t = tokens[i++]!;
-      if (depth === 0 && t.tokenType === RCurly) {
-        block.closed = true;
-        block.closing = t;
-        break;
-      }
-      range.push(t);
-      if (t.tokenType === LCurly) depth++;
-      else if (t.tokenType === RCurly && --depth === 0) {
-        block.rules.push(range);
-        range = [];
-      }
+    const t = tokens[i++]!;
+    if (depth === 0 && t.tokenType === T.RCurly) {
+      block.closing = t;
+      break;
     }
-    if (range.length > 0) block.rules.push(range);
+    range.push(t);
+    if (t.tokenType === T.LCurly) depth++;
+    else if (t.tokenType === T.RCurly && --depth === 0) {
+      block.rules.push(range);
+      range = [];
+    }
   }
-  return blocks;
+  if (range.length > 0) block.rules.push(range);
+  block.next = i;
+  return block;
 }
 
 /** The parser's first error on `range` as a diagnostic; `nextIndex` is where the range ends in `all`. */
@@ -157,19 +211,40 @@ class CstToAst {
     this.path = path;
   }
 
-  service(header: CstNode, rules: A.RuleDecl[], block: ServiceBlock): A.ServiceDecl {
+  importDecl(node: CstNode): A.ImportDecl {
+    return { path: this.string(this.token(node, 'StringLiteral')), span: this.span(node) };
+  }
+
+  constDecl(node: CstNode): A.ConstDecl {
+    return { name: this.name(this.token(node, 'name')), value: this.value(this.nodes(node, 'value')[0]!), span: this.span(node) };
+  }
+
+  matchDecl(node: CstNode): A.MatchDecl {
+    return { name: this.name(this.token(node, 'name')), condition: this.or(this.nodes(node, 'orExpr')[0]!), span: this.span(node) };
+  }
+
+  blockSpan(header: CstNode, closing: IToken | undefined): SourceSpan {
     const start = this.span(header);
-    const end = block.closing ? this.tokenSpan(block.closing) : start;
-    return { name: this.name(this.token(header, 'name')), rules, span: { ...start, endLine: end.endLine, endCol: end.endCol } };
+    const end = closing ? this.tokenSpan(closing) : start;
+    return { ...start, endLine: end.endLine, endCol: end.endCol };
+  }
+
+  service(header: CstNode, rules: A.RuleDecl[], span: SourceSpan): A.ServiceDecl {
+    const decl: A.ServiceDecl = { name: this.name(this.token(header, 'name')), rules, span };
+    const dry = this.optionalToken(header, 'Kw_dry_run');
+    if (dry) decl.dryRun = this.tokenSpan(dry);
+    return decl;
   }
 
   rule(node: CstNode): A.RuleDecl {
-    return {
+    const rule: A.RuleDecl = {
       kind: this.name(this.token(node, 'kind')),
-      name: this.name(this.token(node, 'name')),
       clauses: this.nodes(node, 'clause').map((c) => this.clause(c)),
       span: this.span(node),
     };
+    const name = this.optionalToken(node, 'name');
+    if (name) rule.name = this.name(name);
+    return rule;
   }
 
   private clause(node: CstNode): A.Clause {
@@ -182,30 +257,47 @@ class CstToAst {
       case 'toClause':
         return { type: 'to', targets: this.nodes(inner, 'target').map((t) => this.target(t)), span };
       case 'delayClause': {
-        const c: A.DelayClause = { type: 'delay', duration: this.duration(this.token(inner, 'Duration')), span };
+        const c: Extract<A.Clause, { type: 'delay' }> = { type: 'delay', duration: this.duration(this.token(inner, 'Duration')), span };
         const p = this.optionalToken(inner, 'percent');
         if (p) c.percent = this.number(p);
         return c;
       }
       case 'abortClause': {
-        const c: A.AbortClause = { type: 'abort', status: this.number(this.token(inner, 'status')), span };
+        const c: Extract<A.Clause, { type: 'abort' }> = { type: 'abort', status: this.number(this.token(inner, 'status')), grpc: !!this.optionalToken(inner, 'Kw_grpc'), span };
         const p = this.optionalToken(inner, 'percent');
         if (p) c.percent = this.number(p);
         return c;
       }
+      case 'betweenClause':
+        return { type: 'between', start: this.string(this.token(inner, 'start')), end: this.string(this.token(inner, 'end')), daily: !!this.optionalToken(inner, 'Kw_daily'), span };
       case 'fromClause':
-        return { type: 'from', sources: this.tokens(inner, 'StringLiteral').map((t) => this.string(t)), span };
+        return { type: 'from', sources: this.nodes(inner, 'scalar').map((n) => this.scalar(n)), span };
       case 'keyClause': {
-        if (this.optionalToken(inner, 'Kw_source')) return { type: 'key', key: { kind: 'source' }, span };
-        if (this.optionalToken(inner, 'Kw_none')) return { type: 'key', key: { kind: 'none' }, span };
-        return { type: 'key', key: { kind: 'header', name: this.string(this.token(inner, 'StringLiteral')) }, span };
+        const c: Extract<A.Clause, { type: 'key' }> = { type: 'key', word: this.name(this.token(inner, 'word')), span };
+        const arg = this.optionalToken(inner, 'arg');
+        if (arg) c.arg = this.string(arg);
+        return c;
       }
       case 'rateClause': {
-        const c: A.RateClause = { type: 'rate', amount: this.number(this.token(inner, 'amount')), unit: this.name(this.token(inner, 'unit')), span };
+        const c: Extract<A.Clause, { type: 'rate' }> = { type: 'rate', amount: this.number(this.token(inner, 'amount')), unit: this.name(this.token(inner, 'unit')), span };
         const b = this.optionalToken(inner, 'burst');
         if (b) c.burst = this.number(b);
         return c;
       }
+      case 'dryRunClause':
+        return { type: 'dry_run', span };
+      case 'timeoutClause':
+        return { type: 'timeout', duration: this.duration(this.token(inner, 'Duration')), span };
+      case 'headerClause': {
+        const which = this.token(inner, 'which').image as 'request_header' | 'response_header';
+        const op = this.token(inner, 'op').image as 'set' | 'add' | 'remove';
+        const c: Extract<A.Clause, { type: 'request_header' | 'response_header' }> = { type: which, op, name: this.string(this.token(inner, 'name')), span };
+        const value = this.optionalToken(inner, 'value');
+        if (value) c.value = this.string(value);
+        return c;
+      }
+      case 'settingsClause':
+        return { type: this.token(inner, 'keyword').image as A.SettingsKeyword, items: this.nodes(inner, 'items').map((n) => this.value(n)), span };
       default:
         throw new Error(`unexpected clause node ${inner.name}`);
     }
@@ -213,11 +305,33 @@ class CstToAst {
 
   private target(node: CstNode): A.RouteTarget {
     const v = this.token(node, 'version');
-    const version = v.tokenType.name === 'Identifier' || v.tokenType.name.startsWith('Kw_') ? this.name(v) : { text: this.string(v).value, span: this.tokenSpan(v) };
+    const version = v.tokenType === T.StringLiteral || v.tokenType === T.UnterminatedString ? { text: this.string(v).value, span: this.tokenSpan(v) } : this.name(v);
     const t: A.RouteTarget = { version, span: this.span(node) };
     const w = this.optionalToken(node, 'weight');
     if (w) t.weight = this.number(w);
     return t;
+  }
+
+  private value(node: CstNode): A.Value {
+    const scalar = this.nodes(node, 'scalar')[0];
+    if (scalar) return this.scalar(scalar);
+    return { type: 'list', items: this.nodes(node, 'items').map((n) => this.scalar(n)), span: this.span(node) };
+  }
+
+  private scalar(node: CstNode): A.Value {
+    const t = Object.values(node.children)[0]![0] as IToken;
+    const span = this.tokenSpan(t);
+    switch (t.tokenType) {
+      case T.StringLiteral:
+      case T.UnterminatedString:
+        return { type: 'string', value: this.string(t).value, span };
+      case T.NumberLiteral:
+        return { type: 'number', value: Number(t.image), text: t.image, span };
+      case T.Duration:
+        return { type: 'duration', lit: this.duration(t), span };
+      default:
+        return { type: 'name', text: t.image, span };
+    }
   }
 
   private or(node: CstNode): A.Condition {
@@ -238,24 +352,45 @@ class CstToAst {
     if (negated) return { type: 'not', operand: this.unary(negated), span };
     const inner = this.nodes(node, 'inner')[0];
     if (inner) return { ...this.or(inner), span };
-    const atom = (['methodAtom', 'pathAtom', 'headerAtom', 'sourceAtom'] as const).map((k) => this.nodes(node, k)[0]).find((n) => n !== undefined);
-    if (!atom) throw new Error('condition without an atom');
-    const atomSpan = this.span(atom);
-    switch (atom.name) {
-      case 'methodAtom':
-        return { type: 'method', methods: this.tokens(atom, 'methods').map((t) => this.name(t)), span: atomSpan };
-      case 'pathAtom':
-        return { type: 'path', op: this.optionalToken(atom, 'EqEq') ? 'eq' : 'prefix', value: this.string(this.token(atom, 'StringLiteral')), span: atomSpan };
-      case 'headerAtom': {
-        const name = this.string(this.token(atom, 'name'));
-        if (this.optionalToken(atom, 'Kw_present')) return { type: 'header', name, op: 'present', span: atomSpan };
-        if (this.optionalToken(atom, 'Kw_absent')) return { type: 'header', name, op: 'absent', span: atomSpan };
-        const op = this.optionalToken(atom, 'EqEq') ? 'eq' : 'prefix';
-        return { type: 'header', name, op, value: this.string(this.token(atom, 'value')), span: atomSpan };
-      }
-      default:
-        return { type: 'source', op: this.optionalToken(atom, 'EqEq') ? 'eq' : 'matches', value: this.string(this.token(atom, 'StringLiteral')), span: atomSpan };
+    const ref = this.optionalToken(node, 'ref');
+    if (ref) return { type: 'ref', name: this.name(ref), span };
+    const bool = this.optionalToken(node, 'bool');
+    if (bool) return { type: 'bool', value: bool.tokenType === T.True, span };
+    const subjectNode = this.nodes(node, 'subject')[0]!;
+    const testNode = this.nodes(node, 'test')[0]!;
+    const opToken = this.token(testNode, 'op');
+    const c: Extract<A.Condition, { type: 'compare' }> = {
+      type: 'compare',
+      subject: this.subject(subjectNode),
+      op: OPS[opToken.image]!,
+      opSpan: this.tokenSpan(opToken),
+      span,
+    };
+    const operand = this.nodes(testNode, 'operand')[0];
+    if (operand) c.operand = this.scalar(operand);
+    const items = this.nodes(testNode, 'items');
+    if (items.length > 0) {
+      const first = this.optionalToken(testNode, 'LBracket')!;
+      const last = this.optionalToken(testNode, 'RBracket')!;
+      c.operand = { type: 'list', items: items.map((n) => this.scalar(n)), span: this.join(this.tokenSpan(first), this.tokenSpan(last)) };
     }
+    const listRef = this.optionalToken(testNode, 'ref');
+    if (listRef) c.operand = { type: 'name', text: listRef.image, span: this.tokenSpan(listRef) };
+    return c;
+  }
+
+  private subject(node: CstNode): A.Subject {
+    const field = this.token(node, 'field').image;
+    const part = this.optionalToken(node, 'part')?.image;
+    const span = this.span(node);
+    const name = this.optionalToken(node, 'name');
+    let f: A.Field;
+    if (field === 'grpc') f = part === 'service' ? 'grpc-service' : 'grpc-method';
+    else if (field === 'source') f = part === 'namespace' ? 'source-namespace' : part === 'account' ? 'source-account' : part === 'ip' ? 'source-ip' : 'source';
+    else f = field as A.Field;
+    const s: A.Subject = { field: f, span };
+    if (name) s.name = this.string(name);
+    return s;
   }
 
   private name(t: IToken): A.Name {
@@ -272,7 +407,7 @@ class CstToAst {
   }
 
   private string(t: IToken): A.StringLit {
-    const closed = t.tokenType !== UnterminatedString;
+    const closed = t.tokenType !== T.UnterminatedString;
     const literal = closed ? t.image : `${t.image}"`;
     let value: string;
     try {
@@ -321,3 +456,16 @@ class CstToAst {
     return { file: a.file, line: a.line, col: a.col, endLine: b.endLine, endCol: b.endCol };
   }
 }
+
+const OPS: Record<string, A.CompareOp> = {
+  '==': 'eq',
+  '!=': 'ne',
+  prefix: 'prefix',
+  suffix: 'suffix',
+  contains: 'contains',
+  regex: 'regex',
+  matches: 'matches',
+  in: 'in',
+  present: 'present',
+  absent: 'absent',
+};

@@ -42,7 +42,7 @@ describe('meshc check', () => {
       `${file}:2:23: error MP2019: target v2 needs a weight when a route splits across several versions`,
       `${file}:3:19: error MP2009: status 700 must be a whole number from 200 to 599`,
       `${file}:3:31: error MP2008: percent 150 must be between 0 and 100`,
-      `${file}:4:3: error MP2003: unknown rule kind rout (expected route, fault, allow, deny or rate_limit)`,
+      `${file}:4:3: error MP2003: unknown rule kind rout (expected route, fault, allow, deny, audit, rate_limit or traffic)`,
       `${file}:5:27: error MP2015: unknown HTTP method GETT`,
     ]);
     expect(r.stderr).toContain('hint: did you mean route?');
@@ -67,7 +67,7 @@ describe('meshc build', () => {
     const keyFile = join(dir, 'key.pem');
     writeFileSync(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }));
     const out = join(dir, 'bundle');
-    const r = meshc('build', join(ROOT, 'test/fixtures/compiler'), '-o', out, '--sign-key', keyFile);
+    const r = meshc('build', join(ROOT, 'test/fixtures/compiler/tour.meshpolicy'), '-o', out, '--sign-key', keyFile);
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(r.stdout).toContain('catalog.wasm');

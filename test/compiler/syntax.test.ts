@@ -14,7 +14,7 @@ describe('parser', () => {
     expect(ast.services).toHaveLength(1);
     const service = ast.services[0]!;
     expect(service.name.text).toBe('catalog');
-    expect(service.rules.map((r) => `${r.kind.text}/${r.name.text}`)).toEqual([
+    expect(service.rules.map((r) => `${r.kind.text}/${r.name?.text}`)).toEqual([
       'route/beta',
       'route/default',
       'fault/slow-items',
@@ -87,7 +87,7 @@ describe('parser', () => {
       ['MP1001', 10, 19],
     ]);
     const texts = diagnostics.map(formatDiagnostic).join('\n');
-    expect(texts).toContain('bad.meshpolicy:3:5: error MP1003: expected one of when, to, delay, abort, from, key, rate, } but found \'wen\'\n    hint: did you mean when?');
+    expect(texts).toContain("bad.meshpolicy:3:5: error MP1003: expected one of when, to, delay, abort, between, from, key, rate, dry_run, timeout, request_header, response_header, retry, retry_budget, load_balancer, connection_limits, outlier_detection, rewrite, redirect, respond, mirror, } but found 'wen'\n    hint: did you mean when?");
     expect(texts).toContain('hint: did you mean prefix?');
   });
 
