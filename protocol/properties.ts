@@ -19,6 +19,14 @@ export const PEER_URI_SAN = 'connection.uri_san_peer_certificate';
 export const ROUTE_VERSION = 'mesh.route.version';
 /** Set by a filter on outbound beside the version: the rule id of the matched route (selects its traffic policy). */
 export const ROUTE_ID = 'mesh.route.id';
+/**
+ * Set by a compiled filter at the end of request headers when any rule applied:
+ * the ids of the rules that applied (the allowing rule, audits, rate limits that
+ * took a token, faults, the route), comma-separated, in order. For access logs.
+ */
+export const RULES = 'mesh.rules';
+/** Read by filters: `mesh.jwt.claims.<claim>` is a verified JWT claim of the request (string), supplied by the host. */
+export const JWT_CLAIMS_PREFIX = 'mesh.jwt.claims.';
 
 /** On a filter's local response: the id of the rule that decided. */
 export const RULE_HEADER = 'x-mesh-rule';
