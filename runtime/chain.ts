@@ -7,11 +7,12 @@
 // In:  a Bundle (verified here), trusted keys, the sidecar's HostEnvironment.
 // Out: a FilterChain, or a ChainError with a stable code; the caller keeps
 //      its old chain on error.
-import { BundleError, bundleVersion, verifyBundle, type Bundle, type FailurePolicy } from '../protocol/bundle.ts';
-import type { HostEnvironment } from './wasm/environment.ts';
-import { Wasm, type WasmModule } from './wasm/webassembly.ts';
-import { FilterLoadError, FilterVm, checkAbi, type FilterIdentity } from './wasm/vm.ts';
+import { BundleError, bundleVersion, verifyBundle, type Bundle, type BundleFilter, type FailurePolicy } from '../protocol/bundle.ts';
 import { CodedError } from '../protocol/errors.ts';
+import type { HostEnvironment } from './wasm/environment.ts';
+import type { FilterLimits } from './wasm/metering.ts';
+import { prepareModule, type PreparedModule } from './wasm/module-cache.ts';
+import { FilterLoadError, FilterVm, checkAbi, type FilterIdentity } from './wasm/vm.ts';
 
 export class ChainError extends CodedError {}
 
@@ -24,59 +25,109 @@ export interface FilterSpec {
   configuration: string;
   failurePolicy: FailurePolicy;
   wasm: Uint8Array;
+  /** Decisions are logged and counted, not enforced. */
+  dryRun?: boolean;
+  /** Overrides of the sidecar's default limits. */
+  limits?: Partial<FilterLimits>;
 }
 
+const FAILURE_POLICIES: readonly FailurePolicy[] = ['closed', 'open', 'reload'];
+/** Backoff between attempts to build a fresh instance when the last attempt failed (policy reload). */
+const RELOAD_BACKOFF_MIN_MS = 1_000;
+const RELOAD_BACKOFF_MAX_MS = 30_000;
+
 /**
- * One filter of a chain. The VM is replaced by a fresh instance of the same
- * module after a trap; requests arriving before the replacement is ready get
- * the failure policy.
+ * One filter of a chain and its current instance. After a trap the instance
+ * is broken: under `closed` and `open` it stays so until the next bundle
+ * (requests get 503 or bypass it), under `reload` a fresh instance is built
+ * at once and requests arriving meanwhile wait for it.
  */
 export class ChainFilter {
   readonly name: string;
   readonly service: string;
   readonly failurePolicy: FailurePolicy;
-  vm: FilterVm;
-  private readonly module: WasmModule;
+  readonly dryRun: boolean;
+  private current: FilterVm;
+  private readonly prepared: PreparedModule;
   private readonly env: HostEnvironment;
-  private replacing = false;
+  private replacing: Promise<FilterVm | undefined> | undefined;
+  private nextAttemptAt = 0;
+  private backoffMs = RELOAD_BACKOFF_MIN_MS;
   private retired = false;
 
-  constructor(spec: FilterSpec, module: WasmModule, vm: FilterVm, env: HostEnvironment) {
+  constructor(spec: FilterSpec, prepared: PreparedModule, vm: FilterVm, env: HostEnvironment) {
     this.name = spec.name;
     this.service = spec.service;
     this.failurePolicy = spec.failurePolicy;
-    this.module = module;
-    this.vm = vm;
+    this.dryRun = spec.dryRun === true;
+    this.prepared = prepared;
+    this.current = vm;
     this.env = env;
   }
 
-  /** Starts building a fresh VM after a trap (once); the broken one serves no new request. */
-  replaceBrokenVm(): void {
-    if (this.replacing || this.retired) return;
-    this.replacing = true;
-    const broken = this.vm;
-    FilterVm.create(this.module, broken.identity, this.env).then(
+  /** The current instance (possibly broken); the data path asks it which callbacks exist. */
+  get vm(): FilterVm {
+    return this.current;
+  }
+
+  /**
+   * The instance a new request should use: the current one, a fresh one
+   * being built (reload), or undefined when the filter is unavailable.
+   */
+  instance(): FilterVm | undefined | Promise<FilterVm | undefined> {
+    if (!this.current.broken) return this.current;
+    if (this.failurePolicy !== 'reload' || this.retired) return undefined;
+    return this.replacing ?? (Date.now() >= this.nextAttemptAt ? this.replace() : undefined);
+  }
+
+  /** A request saw `vm` trap: release it, and under reload start building its successor. */
+  onTrap(vm: FilterVm): void {
+    vm.release();
+    if (vm === this.current && this.failurePolicy === 'reload' && !this.retired && !this.replacing) void this.replace();
+  }
+
+  private replace(): Promise<FilterVm | undefined> {
+    const broken = this.current;
+    const attempt = FilterVm.create(this.prepared, broken.identity, this.env).then(
       (fresh) => {
-        this.replacing = false;
+        this.replacing = undefined;
         if (this.retired) {
           fresh.release();
-          return;
+          return undefined;
         }
-        this.vm = fresh;
+        this.current = fresh;
+        this.backoffMs = RELOAD_BACKOFF_MIN_MS;
+        this.env.host.reloads.inc({ filter: this.name, result: 'ok' });
         this.env.log({ event: 'filter-vm-replaced', filter: this.name });
-        // Requests still holding the broken VM see `broken` and apply the policy.
-        setImmediate(() => broken.release());
+        return fresh;
       },
       (err: unknown) => {
-        this.replacing = false;
-        this.env.log({ event: 'filter-vm-replace-failed', filter: this.name, error: (err as Error).message });
+        this.replacing = undefined;
+        this.nextAttemptAt = Date.now() + this.backoffMs;
+        this.backoffMs = Math.min(this.backoffMs * 2, RELOAD_BACKOFF_MAX_MS);
+        this.env.host.reloads.inc({ filter: this.name, result: 'failed' });
+        this.env.log({ event: 'filter-vm-replace-failed', filter: this.name, error: (err as Error).message, retryInMs: this.nextAttemptAt - Date.now() });
+        return undefined;
       },
     );
+    this.replacing = attempt;
+    return attempt;
+  }
+
+  /** A dry-run decision that was not enforced. */
+  recordDryRun(rule: string, status: number, kind: 'local-response' | 'close'): void {
+    this.env.host.dryRun.inc({ filter: this.name, rule: rule || 'unknown' });
+    this.env.log({ event: 'dry-run', filter: this.name, decision: kind, rule, status });
+  }
+
+  /** A request went on without this (failed) filter. */
+  recordBypass(): void {
+    this.env.host.bypassed.inc({ filter: this.name });
   }
 
   release(): void {
     this.retired = true;
-    this.vm.release();
+    this.current.release();
   }
 }
 
@@ -92,56 +143,50 @@ export class FilterChain {
     this.filters = Object.freeze(filters);
   }
 
-  /** Verifies the bundle, then compiles, instantiates and configures every module. */
+  /** Verifies the bundle, then compiles (cached), instantiates and configures every module. Refusals are counted by code. */
   static async fromBundle(bundle: Bundle, env: HostEnvironment, trustedKeys: string[] = []): Promise<FilterChain> {
     try {
-      verifyBundle(bundle, { trustedKeys });
+      try {
+        verifyBundle(bundle, { trustedKeys });
+      } catch (err) {
+        if (err instanceof BundleError) throw new ChainError(err.code, err.message);
+        throw new ChainError('BUNDLE_INVALID', (err as Error).message);
+      }
+      const specs = bundle.manifest.filters.map((f) => specFromManifest(f, bundle.modules.get(f.file) ?? new Uint8Array()));
+      return await FilterChain.fromSpecs(specs, env, bundleVersion(bundle));
     } catch (err) {
-      if (err instanceof BundleError) throw new ChainError(err.code, err.message);
-      throw new ChainError('BUNDLE_INVALID', (err as Error).message);
+      env.host.bundleRefusals.inc({ code: err instanceof CodedError ? err.code : 'CHAIN_BUILD_FAILED' });
+      throw err;
     }
-    const specs: FilterSpec[] = bundle.manifest.filters.map((f) => ({
-      name: f.name,
-      service: f.service,
-      rootId: f.rootId,
-      configuration: f.configuration,
-      failurePolicy: f.failurePolicy === 'open' ? 'open' : 'closed',
-      // verifyBundle has checked every module is present.
-      wasm: bundle.modules.get(f.file) ?? new Uint8Array(),
-    }));
-    return FilterChain.fromSpecs(specs, env, bundleVersion(bundle));
   }
 
   /** Builds a chain from modules directly (standalone `meshc proxy`). */
   static async fromSpecs(specs: FilterSpec[], env: HostEnvironment, version: string): Promise<FilterChain> {
     const names = new Set<string>();
     const filters: ChainFilter[] = [];
-    // Modules with identical bytes are compiled once.
-    const compiled = new Map<string, WasmModule>();
     try {
       for (const spec of specs) {
         if (names.has(spec.name)) throw new ChainError('CHAIN_DUPLICATE_FILTER', `filter name ${spec.name} appears twice`);
         names.add(spec.name);
-        const key = Buffer.from(spec.wasm).toString('base64');
-        let module = compiled.get(key);
-        if (!module) {
-          try {
-            module = await Wasm.compile(spec.wasm);
-          } catch (err) {
-            throw new ChainError('FILTER_COMPILE', `filter ${spec.name}: not a valid Wasm module: ${(err as Error).message}`);
-          }
-          compiled.set(key, module);
+        const limits: FilterLimits = { ...env.limits, ...spec.limits };
+        let prepared: PreparedModule;
+        try {
+          prepared = await prepareModule(spec.wasm, limits);
+        } catch (err) {
+          const code = err instanceof CodedError ? err.code : 'FILTER_COMPILE';
+          throw new ChainError(code, `filter ${spec.name}: ${(err as Error).message}`);
         }
         const identity: FilterIdentity = {
           name: spec.name,
           rootId: spec.rootId,
           vmConfiguration: new Uint8Array(),
           pluginConfiguration: new TextEncoder().encode(spec.configuration),
+          limits,
         };
         try {
-          checkAbi(module);
-          const vm = await FilterVm.create(module, identity, env);
-          filters.push(new ChainFilter(spec, module, vm, env));
+          checkAbi(prepared.module);
+          const vm = await FilterVm.create(prepared, identity, env);
+          filters.push(new ChainFilter(spec, prepared, vm, env));
         } catch (err) {
           if (err instanceof FilterLoadError) throw new ChainError(err.code, err.message);
           throw err;
@@ -184,4 +229,34 @@ export class FilterChain {
   private dropVms(): void {
     for (const f of this.filters) f.release();
   }
+}
+
+/** A manifest entry as a FilterSpec; a value the host cannot honour refuses the bundle. */
+function specFromManifest(f: BundleFilter, wasm: Uint8Array): FilterSpec {
+  const policy = f.failurePolicy ?? 'closed';
+  if (!FAILURE_POLICIES.includes(policy)) {
+    throw new ChainError('BUNDLE_MANIFEST_INVALID', `filter ${f.name}: failurePolicy "${String(policy)}" is not one of ${FAILURE_POLICIES.join(', ')}`);
+  }
+  const spec: FilterSpec = {
+    name: f.name,
+    service: f.service,
+    rootId: f.rootId,
+    configuration: f.configuration,
+    failurePolicy: policy,
+    wasm,
+    dryRun: f.dryRun === true,
+  };
+  if (f.limits) {
+    const limits: Partial<FilterLimits> = {};
+    for (const key of ['memoryMaxBytes', 'fuelPerCallback'] as const) {
+      const v = f.limits[key];
+      if (v === undefined) continue;
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
+        throw new ChainError('BUNDLE_MANIFEST_INVALID', `filter ${f.name}: limits.${key} must be a non-negative number`);
+      }
+      limits[key] = v;
+    }
+    spec.limits = limits;
+  }
+  return spec;
 }

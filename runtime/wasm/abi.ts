@@ -19,6 +19,7 @@ export const WasmResult = {
   InvalidMemoryAccess: 6,
   Empty: 7,
   CasMismatch: 8,
+  InternalFailure: 10,
   Unimplemented: 12,
 } as const;
 
@@ -55,4 +56,7 @@ export const LOG_LEVEL_NAMES = ['trace', 'debug', 'info', 'warn', 'error', 'crit
 export const MetricType = { Counter: 0, Gauge: 1, Histogram: 2 } as const;
 
 /** WASI errno values the host returns. */
-export const Errno = { Success: 0, Badf: 8, Fault: 21, Inval: 28, Nosys: 52 } as const;
+export const Errno = { Success: 0, Badf: 8, Fault: 21, Inval: 28, Nosys: 52, Notsup: 58, Spipe: 70 } as const;
+
+/** WASI clock ids the host answers (others: NOTSUP). */
+export const ClockId = { Realtime: 0, Monotonic: 1 } as const;

@@ -1,11 +1,15 @@
 // What every filter VM of one sidecar shares: shared data (key/value with
-// compare-and-swap), shared queues, filter-defined metrics and the logger.
-// It outlives chains, so a reload keeps counters, queues and rate-limit state.
+// compare-and-swap), shared queues, filter-defined metrics, the host's own
+// failure/dry-run metrics, the HTTP-call dispatcher, the node's identity and
+// the logger. It outlives chains, so a reload keeps counters, queues and
+// rate-limit state.
 //
 // In:  a prom-client Registry and a log function from the sidecar.
 // Out: a HostEnvironment the proxy-wasm host functions read and write.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { MetricType, WasmResult } from './abi.ts';
+import type { HttpCallDispatcher } from './http-call.ts';
+import { DEFAULT_LIMITS, type FilterLimits } from './metering.ts';
 
 export type LogFn = (entry: Record<string, unknown>) => void;
 
@@ -56,6 +60,11 @@ export class SharedQueues {
     this.byName.set(key, id);
     this.byId.set(id, { owner: vmId, items: [], onReady });
     return id;
+  }
+
+  /** A released VM stops being notified (and stops being referenced from here). */
+  detach(onReady: (id: number) => void): void {
+    for (const q of this.byId.values()) if (q.onReady === onReady) q.onReady = undefined;
   }
 
   resolve(vmId: string, name: string): number | undefined {
@@ -162,15 +171,104 @@ export class FilterMetrics {
   }
 }
 
+/** The host's own counters about filters (Prometheus names in docs/proxy-wasm-host.md). */
+export class HostMetrics {
+  readonly traps: Counter;
+  readonly bypassed: Counter;
+  readonly dryRun: Counter;
+  readonly reloads: Counter;
+  readonly bundleRefusals: Counter;
+  private readonly instancesGauge: Gauge;
+  /** Live filter instances (created and not yet released) of this sidecar. */
+  liveInstances = 0;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.traps = new Counter({
+      name: 'meshc_filter_traps_total',
+      help: 'Filter traps by filter and cause (trap, fuel, memory)',
+      labelNames: ['filter', 'cause'],
+      registers,
+    });
+    this.bypassed = new Counter({
+      name: 'meshc_filter_bypassed_total',
+      help: 'Requests that skipped a failed filter under failure policy open (or a failed dry-run filter)',
+      labelNames: ['filter'],
+      registers,
+    });
+    this.dryRun = new Counter({
+      name: 'meshc_dry_run_decisions_total',
+      help: 'Local responses a dry-run filter decided but the host did not send, by filter and rule',
+      labelNames: ['filter', 'rule'],
+      registers,
+    });
+    this.reloads = new Counter({
+      name: 'meshc_filter_instance_reloads_total',
+      help: 'Fresh instances built after a trap under failure policy reload, by result',
+      labelNames: ['filter', 'result'],
+      registers,
+    });
+    this.bundleRefusals = new Counter({
+      name: 'meshc_bundle_refusals_total',
+      help: 'Bundles refused before serving, by error code',
+      labelNames: ['code'],
+      registers,
+    });
+    const self = this;
+    this.instancesGauge = new Gauge({
+      name: 'meshc_filter_instances',
+      help: 'Live proxy-wasm filter instances',
+      registers,
+      collect() {
+        this.set(self.liveInstances);
+      },
+    });
+  }
+}
+
+/** What filters may learn about the sidecar they run in (node.* properties, mesh_identity). */
+export interface NodeFacts {
+  /** Instance id, e.g. catalog-v1-0 (node.id). */
+  id: string;
+  /** The service this sidecar fronts (node.cluster). */
+  cluster: string;
+  namespace: string;
+  /** The sidecar's current SPIFFE ID, '' when it has none. */
+  identity(): string;
+}
+
 export interface HostEnvironment {
   sharedData: SharedData;
   queues: SharedQueues;
   metrics: FilterMetrics;
+  host: HostMetrics;
   log: LogFn;
   /** Minimum proxy-wasm log level (abi LogLevel) that reaches the log. */
   logLevel: number;
+  /** Limits for filters that do not set their own. */
+  limits: FilterLimits;
+  /** Where proxy_http_call goes; undefined → the call returns Unimplemented. */
+  httpCalls: HttpCallDispatcher | undefined;
+  node: NodeFacts;
 }
 
-export function createHostEnvironment(registry: Registry, log: LogFn, logLevel = 2): HostEnvironment {
-  return { sharedData: new SharedData(), queues: new SharedQueues(), metrics: new FilterMetrics(registry), log, logLevel };
+export interface HostEnvironmentOptions {
+  logLevel?: number;
+  limits?: Partial<FilterLimits>;
+  httpCalls?: HttpCallDispatcher;
+  node?: NodeFacts;
+}
+
+export function createHostEnvironment(registry: Registry, log: LogFn, options: HostEnvironmentOptions = {}): HostEnvironment {
+  return {
+    sharedData: new SharedData(),
+    queues: new SharedQueues(),
+    metrics: new FilterMetrics(registry),
+    host: new HostMetrics(registry),
+    log,
+    logLevel: options.logLevel ?? 2,
+    limits: { ...DEFAULT_LIMITS, ...options.limits },
+    httpCalls: options.httpCalls,
+    node: options.node ?? { id: '', cluster: '', namespace: '', identity: () => '' },
+  };
 }

@@ -1,9 +1,13 @@
 // Answers proxy_get_property: values set by filters first, then the facts of
-// the stream and the plugin. Encodings follow Envoy's attributes: strings as
-// UTF-8, ports and listener_direction as int64 little-endian.
+// the stream, the plugin and the node, under Envoy's attribute names
+// (request.*, response.*, source.*, destination.*, connection.*, upstream.*,
+// plugin_*, node.*) plus the mesh's own (protocol/properties.ts). Encodings
+// follow Envoy: strings UTF-8; integers, timestamps (ns since epoch) and
+// durations (ns) int64 little-endian; booleans one byte; header maps in the
+// proxy-wasm pair serialisation.
 //
-// In:  a dotted property path, the current stream (undefined in the root
-//      context) and the filter's identity.
+// In:  a dotted property path (the host joins NUL-separated segments with '.'),
+//      the current stream (undefined in the root context), plugin and node facts.
 // Out: the encoded value, or undefined (the host answers NotFound).
 import {
   DESTINATION_ADDRESS,
@@ -13,67 +17,136 @@ import {
   SOURCE_ADDRESS,
   SOURCE_PRINCIPAL,
 } from '../../protocol/properties.ts';
-import type { HttpStream } from './stream.ts';
+import type { NodeFacts } from './environment.ts';
+import type { HeaderList, HttpStream } from './stream.ts';
 import { getHeader } from './stream.ts';
+import { serializePairs } from './pairs.ts';
 
 const encoder = new TextEncoder();
 
-function int64(value: number): Uint8Array {
+function int64(value: number | bigint): Uint8Array {
   const out = new Uint8Array(8);
   new DataView(out.buffer).setBigInt64(0, BigInt(value), true);
   return out;
 }
 
 function text(value: string | undefined): Uint8Array | undefined {
-  return value === undefined ? undefined : encoder.encode(value);
+  return value === undefined || value === '' ? undefined : encoder.encode(value);
 }
 
-export function propertyValue(
-  path: string,
-  stream: HttpStream | undefined,
-  plugin: { name: string; rootId: string },
-): Uint8Array | undefined {
-  if (path === 'plugin_name') return text(plugin.name);
-  if (path === 'plugin_root_id') return text(plugin.rootId);
+function bool(value: boolean | undefined): Uint8Array | undefined {
+  return value === undefined ? undefined : new Uint8Array([value ? 1 : 0]);
+}
+
+function splitHostPort(addr: string | undefined): { host: string; port: number } | undefined {
+  if (!addr) return undefined;
+  const i = addr.lastIndexOf(':');
+  if (i < 0) return undefined;
+  return { host: addr.slice(0, i), port: Number(addr.slice(i + 1)) };
+}
+
+function headerSize(list: HeaderList): number {
+  let n = 0;
+  for (const [k, v] of list) if (!k.startsWith(':')) n += k.length + v.length + 4;
+  return n;
+}
+
+/** `request.headers` (whole map) or `request.headers.<name>` (one value). */
+function mapProperty(path: string, prefix: string, list: HeaderList): Uint8Array | undefined {
+  if (path === prefix) return serializePairs(list);
+  return text(getHeader(list, path.slice(prefix.length + 1).toLowerCase()));
+}
+
+export interface PluginFacts {
+  name: string;
+  rootId: string;
+}
+
+type Resolver = (s: HttpStream) => Uint8Array | undefined;
+
+/** Per-stream attributes with a fixed name. */
+const STREAM: Record<string, Resolver> = {
+  [LISTENER_DIRECTION]: (s) => int64(s.facts.direction),
+  [SOURCE_PRINCIPAL]: (s) => text(s.facts.sourcePrincipal),
+  [SOURCE_ADDRESS]: (s) => text(`${s.facts.sourceAddress}:${s.facts.sourcePort}`),
+  'source.port': (s) => int64(s.facts.sourcePort),
+  [DESTINATION_ADDRESS]: (s) => text(`${s.facts.destinationAddress}:${s.facts.destinationPort}`),
+  'destination.port': (s) => int64(s.facts.destinationPort),
+  [DESTINATION_SERVICE]: (s) => text(s.facts.destinationService),
+  cluster_name: (s) => text(s.facts.destinationService),
+  [PEER_URI_SAN]: (s) => text(s.facts.peerUriSan),
+  'connection.uri_san_local_certificate': (s) => text(s.facts.localUriSan),
+  'connection.mtls': (s) => bool(s.facts.mtls ?? (s.facts.peerUriSan !== '' ? true : undefined)),
+  'connection.id': (s) => (s.facts.connectionId === undefined ? undefined : int64(s.facts.connectionId)),
+  'connection.tls_version': (s) => text(s.facts.tlsVersion),
+  'connection.requested_server_name': (s) => text(s.facts.requestedServerName),
+  'request.path': (s) => text(getHeader(s.requestHeaders, ':path')),
+  'request.url_path': (s) => text(getHeader(s.requestHeaders, ':path')?.split('?')[0]),
+  'request.query': (s) => {
+    const p = getHeader(s.requestHeaders, ':path') ?? '';
+    const q = p.indexOf('?');
+    return q < 0 ? undefined : encoder.encode(p.slice(q + 1));
+  },
+  'request.method': (s) => text(getHeader(s.requestHeaders, ':method')),
+  'request.host': (s) => text(getHeader(s.requestHeaders, ':authority')),
+  'request.scheme': (s) => text(s.facts.scheme),
+  'request.protocol': (s) => text(s.facts.protocol),
+  'request.id': (s) => text(getHeader(s.requestHeaders, 'x-request-id') ?? s.facts.requestId),
+  'request.referer': (s) => text(getHeader(s.requestHeaders, 'referer')),
+  'request.useragent': (s) => text(getHeader(s.requestHeaders, 'user-agent')),
+  'request.time': (s) => int64(BigInt(s.startedAt) * 1_000_000n),
+  'request.duration': (s) => int64(BigInt(Date.now() - s.startedAt) * 1_000_000n),
+  'request.size': (s) => int64(s.requestBodySize),
+  'request.total_size': (s) => int64(s.requestBodySize + headerSize(s.requestHeaders)),
+  'response.code': (s) => {
+    const code = getHeader(s.responseHeaders, ':status');
+    return code === undefined ? undefined : int64(Number(code));
+  },
+  'response.code_details': (s) => text(s.localResponse?.details),
+  'response.grpc_status': (s) => {
+    const g = getHeader(s.responseTrailers, 'grpc-status') ?? getHeader(s.responseHeaders, 'grpc-status');
+    return g === undefined ? undefined : int64(Number(g));
+  },
+  'response.size': (s) => int64(s.responseBodySize),
+  'response.total_size': (s) => int64(s.responseBodySize + headerSize(s.responseHeaders)),
+  'upstream.address': (s) => text(s.upstreamAddress),
+  'upstream.port': (s) => {
+    const hp = splitHostPort(s.upstreamAddress);
+    return hp ? int64(hp.port) : undefined;
+  },
+};
+
+const MAPS: Array<[string, (s: HttpStream) => HeaderList]> = [
+  ['request.headers', (s) => s.requestHeaders],
+  ['request.trailers', (s) => s.requestTrailers],
+  ['response.headers', (s) => s.responseHeaders],
+  ['response.trailers', (s) => s.responseTrailers],
+];
+
+/** The fixed names answered, for the docs test. */
+export const PROPERTY_NAMES = [...Object.keys(STREAM), ...MAPS.map(([p]) => p), 'plugin_name', 'plugin_root_id', 'plugin_vm_id', 'node.id', 'node.cluster', 'node.metadata.NAMESPACE'];
+
+export function propertyValue(path: string, stream: HttpStream | undefined, plugin: PluginFacts, node: NodeFacts): Uint8Array | undefined {
+  switch (path) {
+    case 'plugin_name':
+    case 'plugin_vm_id':
+      return text(plugin.name);
+    case 'plugin_root_id':
+      return text(plugin.rootId);
+    case 'node.id':
+      return text(node.id);
+    case 'node.cluster':
+      return text(node.cluster);
+    case 'node.metadata.NAMESPACE':
+      return text(node.namespace);
+  }
   if (!stream) return undefined;
   const set = stream.setProperties.get(path);
   if (set) return set;
-  const f = stream.facts;
-  const h = stream.requestHeaders;
-  switch (path) {
-    case LISTENER_DIRECTION:
-      return int64(f.direction);
-    case SOURCE_PRINCIPAL:
-      return f.sourcePrincipal ? text(f.sourcePrincipal) : undefined;
-    case SOURCE_ADDRESS:
-      return text(`${f.sourceAddress}:${f.sourcePort}`);
-    case 'source.port':
-      return int64(f.sourcePort);
-    case DESTINATION_ADDRESS:
-      return text(`${f.destinationAddress}:${f.destinationPort}`);
-    case 'destination.port':
-      return int64(f.destinationPort);
-    case DESTINATION_SERVICE:
-      return f.destinationService ? text(f.destinationService) : undefined;
-    case PEER_URI_SAN:
-      return f.peerUriSan ? text(f.peerUriSan) : undefined;
-    case 'request.path':
-      return text(getHeader(h, ':path'));
-    case 'request.url_path': {
-      const p = getHeader(h, ':path');
-      return p === undefined ? undefined : text(p.split('?')[0]);
-    }
-    case 'request.method':
-      return text(getHeader(h, ':method'));
-    case 'request.host':
-      return text(getHeader(h, ':authority'));
-    case 'request.scheme':
-      return text(f.scheme);
-    case 'request.protocol':
-      return text(f.protocol);
-    case 'request.id':
-      return text(getHeader(h, 'x-request-id') ?? f.requestId);
-    default:
-      return undefined;
+  const fixed = Object.hasOwn(STREAM, path) ? STREAM[path] : undefined;
+  if (fixed) return fixed(stream);
+  for (const [prefix, list] of MAPS) {
+    if (path === prefix || path.startsWith(prefix + '.')) return mapProperty(path, prefix, list(stream));
   }
+  return undefined;
 }

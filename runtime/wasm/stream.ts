@@ -31,6 +31,13 @@ export interface StreamFacts {
   requestId: string;
   scheme: string;
   protocol: string;
+  /** Optional connection facts (Envoy's connection.* attributes); absent → NotFound. */
+  connectionId?: number;
+  mtls?: boolean;
+  tlsVersion?: string;
+  requestedServerName?: string;
+  /** The sidecar's own certificate URI SAN on this connection. */
+  localUriSan?: string;
 }
 
 /** What ended a pause: a filter continued, answered locally, or closed the stream. */
@@ -49,6 +56,13 @@ export class HttpStream {
   readonly setProperties = new Map<string, Uint8Array>();
   localResponse: LocalResponse | undefined;
   closed = false;
+  /** When the request started (epoch ms), for request.time and request.duration. */
+  readonly startedAt = Date.now();
+  /** Body bytes seen so far, for request.size / response.size (FilterRun counts them). */
+  requestBodySize = 0;
+  responseBodySize = 0;
+  /** The chosen upstream `ip:port`, set by the data path once routed (upstream.address). */
+  upstreamAddress: string | undefined;
   /** The VM whose callback paused this stream, so a trap in that VM can wake it. */
   pausedBy: object | undefined;
   private resumeWaiter: ((outcome: ResumeOutcome) => void) | undefined;

@@ -2,16 +2,24 @@
 // the v0.2.1 host functions it imports, and the stream contexts of requests
 // in flight.
 //
-// In:  a compiled WebAssembly.Module, the filter's identity and configuration,
-//      the sidecar's HostEnvironment.
-// Out: a FilterVm the chain drives per request (createStream, onRequestHeaders,
-//      ...). Any trap or host failure during a callback surfaces as a
-//      FilterTrapError and marks the VM broken; the process never dies of it.
-import { randomFillSync } from 'node:crypto';
-import { ABI_MARKER, ABI_MARKER_COMPATIBLE, BufferType, Errno, LOG_LEVEL_NAMES, MapType, WasmResult } from './abi.ts';
+// In:  a PreparedModule (compiled, metered, memory-capped), the filter's
+//      identity, configuration and limits, the sidecar's HostEnvironment.
+// Out: a FilterVm the chain drives per request (createStream, onStream,
+//      finishStream). Any trap, exhausted fuel or host failure during a
+//      callback surfaces as a FilterTrapError and marks the VM broken; the
+//      process never dies of it.
+import { ABI_MARKER, ABI_MARKER_COMPATIBLE, BufferType, Errno, LOG_LEVEL_NAMES, MapType, StreamType, WasmResult } from './abi.ts';
 import type { HostEnvironment } from './environment.ts';
-import type { HeaderList, HttpStream } from './stream.ts';
+import { callForeignFunction } from './foreign.ts';
+import type { HttpCallResponse } from './http-call.ts';
+import { GuestMemory } from './memory.ts';
+import type { FilterLimits } from './metering.ts';
+import { FUEL_GLOBAL } from './metering.ts';
+import type { PreparedModule } from './module-cache.ts';
+import { deserializePairs, serializePairs } from './pairs.ts';
 import { propertyValue } from './properties.ts';
+import { getHeader, type HeaderList, type HttpStream } from './stream.ts';
+import { realtimeNanos, wasiFunctions, type ImportFn } from './wasi.ts';
 import { Wasm, type WasmImports, type WasmMemory, type WasmModule } from './webassembly.ts';
 import { CodedError } from '../../protocol/errors.ts';
 
@@ -21,35 +29,42 @@ export interface FilterIdentity {
   rootId: string;
   vmConfiguration: Uint8Array;
   pluginConfiguration: Uint8Array;
+  limits: FilterLimits;
 }
 
 /** A failure while loading a VM; the code says which step refused it. */
 export class FilterLoadError extends CodedError {}
 
-/** A trap (or proc_exit, or abort) inside a filter callback. */
+/** What stopped a callback: a trap (incl. proc_exit, abort, host error), exhausted fuel, or memory at its cap. */
+export type TrapCause = 'trap' | 'fuel' | 'memory';
+
+/** A trap inside a filter callback. */
 export class FilterTrapError extends Error {
   readonly filter: string;
   readonly callback: string;
-  constructor(filter: string, callback: string, cause: unknown) {
-    super(`filter ${filter} trapped in ${callback}: ${cause instanceof Error ? cause.message : String(cause)}`);
+  readonly trapCause: TrapCause;
+  constructor(filter: string, callback: string, cause: unknown, trapCause: TrapCause = 'trap') {
+    const what = cause instanceof Error ? cause.message : String(cause);
+    const why = trapCause === 'fuel' ? 'ran out of fuel (endless loop?)' : trapCause === 'memory' ? `trapped with memory at its cap (${what})` : `trapped: ${what}`;
+    super(`filter ${filter} ${why} in ${callback}`);
     this.name = 'FilterTrapError';
     this.filter = filter;
     this.callback = callback;
-  }
-}
-
-class ProcExit extends Error {
-  constructor(code: number) {
-    super(`proc_exit(${code})`);
+    this.trapCause = trapCause;
   }
 }
 
 const ROOT_CONTEXT_ID = 1;
+/** proxy_http_call timeout when the filter passes 0, and the most it may ask for. */
+const DEFAULT_CALL_TIMEOUT_MS = 5_000;
+const MAX_CALL_TIMEOUT_MS = 60_000;
+const WASM_PAGE = 65536;
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 type Exported = (...args: number[]) => number | undefined;
-type ImportFn = (...args: never[]) => number | bigint | undefined | void;
+interface FuelGlobal {
+  value: number;
+}
 
 /** Checks the ABI marker; refuses a module before anything is instantiated. */
 export function checkAbi(module: WasmModule): void {
@@ -64,14 +79,21 @@ export function checkAbi(module: WasmModule): void {
   if (!names.has('memory')) throw new FilterLoadError('FILTER_ABI', 'module does not export its memory');
 }
 
+/** Property paths arrive as NUL-separated segments (or dotted); the host keys them by dotted path. */
+function propertyPath(raw: string): string {
+  return raw.replace(/\0+$/, '').split('\0').join('.');
+}
+
 export class FilterVm {
   readonly identity: FilterIdentity;
   broken = false;
   private readonly env: HostEnvironment;
   private exports!: Record<string, unknown>;
   private memory!: WasmMemory;
-  private view!: DataView;
-  private bytes!: Uint8Array;
+  private mem!: GuestMemory;
+  private fuel: FuelGlobal | undefined;
+  /** Nesting of guest calls (host functions may call the allocator): fuel is reset at the outermost only. */
+  private depth = 0;
   private nextContextId = ROOT_CONTEXT_ID + 1;
   /** Stream contexts in flight, by context id. */
   private readonly streams = new Map<number, HttpStream>();
@@ -81,7 +103,13 @@ export class FilterVm {
   /** Contexts whose proxy_on_done returned false; proxy_done finishes them. */
   private readonly pendingDone = new Set<number>();
   private tickTimer: NodeJS.Timeout | undefined;
-  /** Set once the chain drops this VM: timers and queue notifications stop. */
+  /** HTTP calls in flight: token → nothing more is needed (responses go to the root context). */
+  private readonly calls = new Set<number>();
+  private nextCallToken = 1;
+  /** The response being delivered by proxy_on_http_call_response, readable only during it. */
+  private callResponse: (HttpCallResponse & { status: number; message: string }) | undefined;
+  private readonly queueReady = (queueId: number): void => this.onQueueReady(queueId);
+  /** Set once the chain drops this VM: timers, calls and queue notifications stop. */
   private released = false;
 
   private constructor(identity: FilterIdentity, env: HostEnvironment) {
@@ -90,34 +118,41 @@ export class FilterVm {
   }
 
   /** Instantiates, initialises and configures a VM; throws FilterLoadError when any step fails. */
-  static async create(module: WasmModule, identity: FilterIdentity, env: HostEnvironment): Promise<FilterVm> {
-    checkAbi(module);
+  static async create(prepared: PreparedModule, identity: FilterIdentity, env: HostEnvironment): Promise<FilterVm> {
+    checkAbi(prepared.module);
     const vm = new FilterVm(identity, env);
-        try {
-      vm.exports = (await Wasm.instantiate(module, vm.buildImports(module))).exports;
+    try {
+      vm.exports = (await Wasm.instantiate(prepared.module, vm.buildImports(prepared.module))).exports;
     } catch (err) {
       throw new FilterLoadError('FILTER_INSTANTIATE', `filter ${identity.name} does not instantiate: ${(err as Error).message}`);
     }
     vm.memory = vm.exports.memory as WasmMemory;
-    vm.refreshViews();
+    const alloc = (vm.exports.proxy_on_memory_allocate ?? vm.exports.malloc) as Exported | undefined;
+    vm.mem = new GuestMemory(vm.memory, typeof alloc === 'function' ? (size) => vm.guestCall(alloc, size) : undefined);
+    const fuel = vm.exports[FUEL_GLOBAL] as FuelGlobal | undefined;
+    vm.fuel = prepared.metered && identity.limits.fuelPerCallback > 0 ? fuel : undefined;
+    if (fuel && !vm.fuel) fuel.value = 0x7fffffff; // metered module, metering turned off: effectively unlimited
+    env.host.liveInstances++;
     try {
       if (typeof vm.exports._initialize === 'function') {
-        vm.callExport('_initialize');
-        if (typeof vm.exports.main === 'function') vm.callExport('main', 0, 0);
+        vm.callTop('_initialize');
+        if (typeof vm.exports.main === 'function') vm.callTop('main', 0, 0);
       } else if (typeof vm.exports._start === 'function') {
-        vm.callExport('_start');
+        vm.callTop('_start');
       }
-      vm.callExport('proxy_on_context_create', ROOT_CONTEXT_ID, 0);
-      if (vm.hasExport('proxy_on_vm_start') && !vm.callExport('proxy_on_vm_start', ROOT_CONTEXT_ID, identity.vmConfiguration.length)) {
+      vm.callTop('proxy_on_context_create', ROOT_CONTEXT_ID, 0);
+      if (vm.hasExport('proxy_on_vm_start') && !vm.callTop('proxy_on_vm_start', ROOT_CONTEXT_ID, identity.vmConfiguration.length)) {
         throw new FilterLoadError('FILTER_VM_START', `filter ${identity.name}: proxy_on_vm_start returned false`);
       }
-      if (vm.hasExport('proxy_on_configure') && !vm.callExport('proxy_on_configure', ROOT_CONTEXT_ID, identity.pluginConfiguration.length)) {
+      if (vm.hasExport('proxy_on_configure') && !vm.callTop('proxy_on_configure', ROOT_CONTEXT_ID, identity.pluginConfiguration.length)) {
         throw new FilterLoadError('FILTER_CONFIGURE', `filter ${identity.name}: proxy_on_configure returned false (configuration refused)`);
       }
     } catch (err) {
       vm.release();
       if (err instanceof FilterLoadError) throw err;
-      throw new FilterLoadError('FILTER_LOAD_TRAP', `filter ${identity.name} trapped while loading: ${(err as Error).message}`);
+      const cause = vm.trapCause();
+      const why = cause === 'fuel' ? 'ran out of fuel' : cause === 'memory' ? 'hit its memory cap' : 'trapped';
+      throw new FilterLoadError('FILTER_LOAD_TRAP', `filter ${identity.name} ${why} while loading: ${(err as Error).message}`);
     }
     return vm;
   }
@@ -158,17 +193,26 @@ export class FilterVm {
     }
   }
 
-  /** Drops the VM: stops its timer and forgets its contexts. */
+  /** Drops the VM: stops its timer, HTTP-call deliveries and queue notifications, forgets its contexts. Idempotent. */
   release(): void {
+    if (this.released) return;
     this.released = true;
+    this.env.host.liveInstances--;
     if (this.tickTimer) clearInterval(this.tickTimer);
     this.tickTimer = undefined;
+    this.env.queues.detach(this.queueReady);
+    this.calls.clear();
     this.streams.clear();
+    this.pendingDone.clear();
   }
 
   /** After a trap: no more calls into this instance; wake streams it paused so they apply the failure policy. */
-  private markBroken(): void {
+  private markBroken(err: FilterTrapError): void {
     this.broken = true;
+    this.env.host.traps.inc({ filter: this.identity.name, cause: err.trapCause });
+    this.env.log({ event: 'filter-trap', filter: this.identity.name, callback: err.callback, cause: err.trapCause, error: err.message });
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    this.tickTimer = undefined;
     for (const s of this.streams.values()) if (s.pausedBy === this) s.resume('continue');
   }
 
@@ -182,6 +226,14 @@ export class FilterVm {
     }
   }
 
+  /** Why the last guest call failed: the fuel meter, memory at its cap, or anything else. */
+  private trapCause(): TrapCause {
+    if (this.fuel && this.fuel.value < 0) return 'fuel';
+    const capPages = Math.floor(this.identity.limits.memoryMaxBytes / WASM_PAGE);
+    if (this.memory && this.memory.buffer.byteLength / WASM_PAGE >= capPages) return 'memory';
+    return 'trap';
+  }
+
   /** Calls an export with `stream` as the current context; any throw becomes a FilterTrapError. */
   private invoke(name: string, stream: HttpStream | undefined, contextId: number, ...args: number[]): number | undefined {
     if (this.broken) throw new FilterTrapError(this.identity.name, name, new Error('VM is broken by an earlier trap'));
@@ -190,177 +242,160 @@ export class FilterVm {
     this.current = stream;
     this.currentId = contextId;
     try {
-      return this.callExport(name, ...args);
+      return this.callTop(name, ...args);
     } catch (err) {
-      this.markBroken();
-      throw new FilterTrapError(this.identity.name, name, err);
+      const trap = err instanceof FilterTrapError ? err : new FilterTrapError(this.identity.name, name, err, this.trapCause());
+      this.markBroken(trap);
+      throw trap;
     } finally {
       this.current = prev;
       this.currentId = prevId;
     }
   }
 
-  private callExport(name: string, ...args: number[]): number | undefined {
+  /** Calls an export by name, refuelling first when this is the outermost guest call. */
+  private callTop(name: string, ...args: number[]): number | undefined {
     const fn = this.exports[name] as Exported | undefined;
     if (typeof fn !== 'function') return undefined;
-    const result = fn(...args);
+    const result = this.guestCall(fn, ...args);
     return typeof result === 'number' ? result : undefined;
   }
 
-  private onTick(): void {
-    if (this.broken || this.released || !this.hasExport('proxy_on_tick')) return;
+  private guestCall(fn: Exported, ...args: number[]): number | undefined {
+    if (this.depth === 0 && this.fuel) this.fuel.value = this.identity.limits.fuelPerCallback;
+    this.depth++;
     try {
-      this.invoke('proxy_on_tick', undefined, ROOT_CONTEXT_ID, ROOT_CONTEXT_ID);
-    } catch (err) {
-      this.env.log({ event: 'filter-trap', filter: this.identity.name, callback: 'proxy_on_tick', error: (err as Error).message });
+      return fn(...args);
+    } finally {
+      this.depth--;
     }
+  }
+
+  /** Root-context callbacks fired by the host (tick, queue, HTTP call response); a trap is logged and breaks the VM. */
+  private rootCallback(name: string, ...args: number[]): void {
+    if (this.broken || this.released || !this.hasExport(name)) return;
+    try {
+      this.invoke(name, undefined, ROOT_CONTEXT_ID, ROOT_CONTEXT_ID, ...args);
+    } catch {
+      // markBroken has counted and logged it; streams it paused apply their failure policy.
+    }
+  }
+
+  private onTick(): void {
+    this.rootCallback('proxy_on_tick');
   }
 
   private onQueueReady(queueId: number): void {
-    if (this.broken || this.released || !this.hasExport('proxy_on_queue_ready')) return;
+    this.rootCallback('proxy_on_queue_ready', queueId);
+  }
+
+  private onCallDone(token: number, response: HttpCallResponse | undefined, error: Error | undefined): void {
+    if (!this.calls.delete(token) || this.broken || this.released) return;
+    const r = response ?? { headers: [], body: new Uint8Array(), trailers: [] };
+    const status = Number(getHeader(r.headers, ':status') ?? 0);
+    this.callResponse = { ...r, status, message: error ? error.message : '' };
+    if (error) this.env.log({ event: 'filter-http-call-failed', filter: this.identity.name, token, error: error.message });
     try {
-      this.invoke('proxy_on_queue_ready', undefined, ROOT_CONTEXT_ID, ROOT_CONTEXT_ID, queueId);
-    } catch (err) {
-      this.env.log({ event: 'filter-trap', filter: this.identity.name, callback: 'proxy_on_queue_ready', error: (err as Error).message });
+      this.rootCallback('proxy_on_http_call_response', token, r.headers.length, r.body.length, r.trailers.length);
+    } finally {
+      this.callResponse = undefined;
     }
   }
 
-  // ---- guest memory ----
+  // ---- maps and buffers ----
 
-  private refreshViews(): void {
-    this.view = new DataView(this.memory.buffer);
-    this.bytes = new Uint8Array(this.memory.buffer);
+  /** The map for a map type; undefined when it is not available now; null for an unknown type. */
+  private headerMap(type: number): HeaderList | undefined | null {
+    const s = this.current;
+    switch (type) {
+      case MapType.RequestHeaders:
+        return s?.requestHeaders;
+      case MapType.RequestTrailers:
+        return s?.requestTrailers;
+      case MapType.ResponseHeaders:
+        return s?.responseHeaders;
+      case MapType.ResponseTrailers:
+        return s?.responseTrailers;
+      case MapType.HttpCallResponseHeaders:
+        return this.callResponse?.headers;
+      case MapType.HttpCallResponseTrailers:
+        return this.callResponse?.trailers;
+      case MapType.GrpcInitialMetadata:
+      case MapType.GrpcTrailingMetadata:
+        return undefined; // no gRPC calls: never available
+      default:
+        return null;
+    }
   }
 
-  /** Views go stale when memory grows (the ArrayBuffer is replaced). */
-  private mem(): Uint8Array {
-    if (this.bytes.buffer !== this.memory.buffer) this.refreshViews();
-    return this.bytes;
-  }
-
-  private dv(): DataView {
-    if (this.view.buffer !== this.memory.buffer) this.refreshViews();
-    return this.view;
-  }
-
-  private inBounds(ptr: number, len: number): boolean {
-    return ptr >= 0 && len >= 0 && ptr + len <= this.memory.buffer.byteLength;
-  }
-
-  private read(ptr: number, len: number): Uint8Array | undefined {
-    ptr >>>= 0;
-    len >>>= 0;
-    if (!this.inBounds(ptr, len)) return undefined;
-    return this.mem().slice(ptr, ptr + len);
-  }
-
-  private readString(ptr: number, len: number): string | undefined {
-    const b = this.read(ptr, len);
-    return b ? decoder.decode(b) : undefined;
-  }
-
-  private writeU32(ptr: number, value: number): boolean {
-    ptr >>>= 0;
-    if (!this.inBounds(ptr, 4)) return false;
-    this.dv().setUint32(ptr, value >>> 0, true);
-    return true;
-  }
-
-  private writeU64(ptr: number, value: bigint): boolean {
-    ptr >>>= 0;
-    if (!this.inBounds(ptr, 8)) return false;
-    this.dv().setBigUint64(ptr, BigInt.asUintN(64, value), true);
-    return true;
-  }
-
-  /** Allocates guest memory with proxy_on_memory_allocate, or malloc when absent. */
-  private allocate(size: number): number {
-    const alloc = (this.exports.proxy_on_memory_allocate ?? this.exports.malloc) as Exported | undefined;
-    if (typeof alloc !== 'function') throw new Error('module exports neither proxy_on_memory_allocate nor malloc');
-    const ptr = alloc(size);
-    if (typeof ptr !== 'number' || (ptr === 0 && size > 0)) throw new Error(`guest allocator failed for ${size} bytes`);
-    return ptr >>> 0;
-  }
-
-  /** Copies bytes into fresh guest memory and writes (pointer, size) to the return slots. */
-  private writeReturn(value: Uint8Array, ptrPtr: number, sizePtr: number): number {
-    const ptr = this.allocate(value.length);
-    if (!this.inBounds(ptr, value.length)) return WasmResult.InvalidMemoryAccess;
-    this.mem().set(value, ptr);
-    if (!this.writeU32(ptrPtr, ptr) || !this.writeU32(sizePtr, value.length)) return WasmResult.InvalidMemoryAccess;
+  /** Replaces a writable map; returns a WasmResult. HTTP-call maps are read-only. */
+  private setHeaderMap(type: number, list: HeaderList): number {
+    const s = this.current;
+    if (type > MapType.HttpCallResponseTrailers || type < 0) return WasmResult.BadArgument;
+    if (!s || type > MapType.ResponseTrailers) return WasmResult.NotFound;
+    if (type === MapType.RequestHeaders) s.requestHeaders = list;
+    else if (type === MapType.RequestTrailers) s.requestTrailers = list;
+    else if (type === MapType.ResponseHeaders) s.responseHeaders = list;
+    else s.responseTrailers = list;
     return WasmResult.Ok;
   }
 
-  // ---- header maps ----
-
-  private headerMap(type: number): HeaderList | undefined {
-    const s = this.current;
-    if (!s) return undefined;
+  private buffer(type: number): Uint8Array | undefined {
     switch (type) {
-      case MapType.RequestHeaders:
-        return s.requestHeaders;
-      case MapType.RequestTrailers:
-        return s.requestTrailers;
-      case MapType.ResponseHeaders:
-        return s.responseHeaders;
-      case MapType.ResponseTrailers:
-        return s.responseTrailers;
+      case BufferType.VmConfiguration:
+        return this.identity.vmConfiguration;
+      case BufferType.PluginConfiguration:
+        return this.identity.pluginConfiguration;
+      case BufferType.RequestBody:
+        return this.current?.requestBody;
+      case BufferType.ResponseBody:
+        // The spec text names HTTP_RESPONSE_BODY for call responses; Envoy uses HTTP_CALL_RESPONSE_BODY. Serve both.
+        return this.current?.responseBody ?? this.callResponse?.body;
+      case BufferType.HttpCallResponseBody:
+        return this.callResponse?.body;
       default:
         return undefined;
     }
   }
 
-  private setHeaderMap(type: number, list: HeaderList): boolean {
-    const s = this.current;
-    if (!s) return false;
-    if (type === MapType.RequestHeaders) s.requestHeaders = list;
-    else if (type === MapType.RequestTrailers) s.requestTrailers = list;
-    else if (type === MapType.ResponseHeaders) s.responseHeaders = list;
-    else if (type === MapType.ResponseTrailers) s.responseTrailers = list;
-    else return false;
-    return true;
-  }
-
-  private bodyBuffer(type: number): Buffer | undefined {
-    if (type === BufferType.VmConfiguration) return Buffer.from(this.identity.vmConfiguration);
-    if (type === BufferType.PluginConfiguration) return Buffer.from(this.identity.pluginConfiguration);
-    if (type === BufferType.RequestBody) return this.current?.requestBody;
-    if (type === BufferType.ResponseBody) return this.current?.responseBody;
-    return undefined;
-  }
-
   private buildImports(module: WasmModule): WasmImports {
     const env = this.hostFunctions();
-    const wasi = this.wasiFunctions();
+    const wasi = wasiFunctions(
+      () => this.mem,
+      (level, message) => this.env.log({ event: 'filter-log', filter: this.identity.name, level, message }),
+    );
     const imports: Record<string, Record<string, ImportFn>> = {};
     for (const imp of Wasm.Module.imports(module)) {
       if (imp.kind !== 'function') continue; // memory/table/global imports are not provided; instantiate reports it
       const isWasi = imp.module === 'wasi_snapshot_preview1' || imp.module === 'wasi_unstable';
       const table = isWasi ? wasi : imp.module === 'env' ? env : {};
       const fallback: ImportFn = isWasi ? () => Errno.Nosys : () => WasmResult.Unimplemented;
-      (imports[imp.module] ??= {})[imp.name] = table[imp.name] ?? fallback;
+      (imports[imp.module] ??= {})[imp.name] = (Object.hasOwn(table, imp.name) ? table[imp.name] : undefined) ?? fallback;
     }
     return imports;
   }
 
   private hostFunctions(): Record<string, ImportFn> {
     const ok = WasmResult.Ok;
-    const resumeCurrent = (): number => {
+    const bad = WasmResult.InvalidMemoryAccess;
+    const m = (): GuestMemory => this.mem;
+    const resume = (streamType: number): number => {
+      if (streamType === StreamType.Downstream || streamType === StreamType.Upstream) return WasmResult.Unimplemented;
+      if (streamType !== StreamType.Request && streamType !== StreamType.Response) return WasmResult.BadArgument;
       if (!this.current) return WasmResult.NotFound;
       this.current.resume('continue');
       return ok;
     };
-    return {
+    const table = {
       proxy_log: (level: number, ptr: number, len: number) => {
-        const message = this.readString(ptr, len);
-        if (message === undefined) return WasmResult.InvalidMemoryAccess;
+        const message = m().readString(ptr, len);
+        if (message === undefined) return bad;
         if (level < 0 || level > 5) return WasmResult.BadArgument;
         if (level >= this.env.logLevel) this.env.log({ event: 'filter-log', filter: this.identity.name, level: LOG_LEVEL_NAMES[level], message });
         return ok;
       },
-      proxy_get_log_level: (retPtr: number) => (this.writeU32(retPtr, this.env.logLevel) ? ok : WasmResult.InvalidMemoryAccess),
-      proxy_get_current_time_nanoseconds: (retPtr: number) =>
-        this.writeU64(retPtr, nowNanos()) ? ok : WasmResult.InvalidMemoryAccess,
+      proxy_get_log_level: (retPtr: number) => (m().writeU32(retPtr, this.env.logLevel) ? ok : bad),
+      proxy_get_current_time_nanoseconds: (retPtr: number) => (m().writeU64(retPtr, realtimeNanos()) ? ok : bad),
       proxy_set_tick_period_milliseconds: (period: number) => {
         if (this.tickTimer) clearInterval(this.tickTimer);
         this.tickTimer = undefined;
@@ -370,28 +405,30 @@ export class FilterVm {
         }
         return ok;
       },
-      proxy_get_configuration: (retPtr: number, retSize: number) => this.writeReturn(this.identity.pluginConfiguration, retPtr, retSize),
+      proxy_get_configuration: (retPtr: number, retSize: number) => m().writeReturn(this.identity.pluginConfiguration, retPtr, retSize),
       proxy_get_buffer_bytes: (type: number, start: number, maxSize: number, retPtr: number, retSize: number) => {
         if (type < 0 || type > BufferType.CallData) return WasmResult.BadArgument;
-        const buf = this.bodyBuffer(type);
+        const buf = this.buffer(type);
         if (!buf) return WasmResult.NotFound;
         start >>>= 0;
         if (start > buf.length) return WasmResult.BadArgument;
         const end = Math.min(buf.length, start + (maxSize >>> 0));
-        return this.writeReturn(buf.subarray(start, end), retPtr, retSize);
+        return m().writeReturn(buf.subarray(start, end), retPtr, retSize);
       },
       proxy_get_buffer_status: (type: number, lenPtr: number, flagsPtr: number) => {
-        const buf = this.bodyBuffer(type);
+        if (type < 0 || type > BufferType.CallData) return WasmResult.BadArgument;
+        const buf = this.buffer(type);
         if (!buf) return WasmResult.NotFound;
-        return this.writeU32(lenPtr, buf.length) && this.writeU32(flagsPtr, 0) ? ok : WasmResult.InvalidMemoryAccess;
+        return m().writeU32(lenPtr, buf.length) && m().writeU32(flagsPtr, 0) ? ok : bad;
       },
       proxy_set_buffer_bytes: (type: number, start: number, size: number, dataPtr: number, dataLen: number) => {
+        if (type < 0 || type > BufferType.CallData) return WasmResult.BadArgument;
         const s = this.current;
         if (type !== BufferType.RequestBody && type !== BufferType.ResponseBody) return WasmResult.BadArgument;
-        const buf = this.bodyBuffer(type);
+        const buf = type === BufferType.RequestBody ? s?.requestBody : s?.responseBody;
         if (!s || !buf) return WasmResult.NotFound;
-        const data = this.read(dataPtr, dataLen);
-        if (!data) return WasmResult.InvalidMemoryAccess;
+        const data = m().read(dataPtr, dataLen);
+        if (!data) return bad;
         const from = Math.min(start >>> 0, buf.length);
         const to = Math.min(from + (size >>> 0), buf.length);
         const next = Buffer.concat([buf.subarray(0, from), data, buf.subarray(to)]);
@@ -401,76 +438,78 @@ export class FilterVm {
       },
       proxy_get_header_map_pairs: (type: number, retPtr: number, retSize: number) => {
         const map = this.headerMap(type);
+        if (map === null) return WasmResult.BadArgument;
         if (!map) return WasmResult.NotFound;
-        return this.writeReturn(serializePairs(map), retPtr, retSize);
+        return m().writeReturn(serializePairs(map), retPtr, retSize);
       },
       proxy_set_header_map_pairs: (type: number, ptr: number, len: number) => {
-        const data = this.read(ptr, len);
-        if (!data) return WasmResult.InvalidMemoryAccess;
+        const data = m().read(ptr, len);
+        if (!data) return bad;
         const pairs = deserializePairs(data);
         if (!pairs) return WasmResult.ParseFailure;
-        return this.setHeaderMap(type, pairs.map(([k, v]) => [k.toLowerCase(), v])) ? ok : WasmResult.NotFound;
+        return this.setHeaderMap(
+          type,
+          pairs.map(([k, v]) => [k.toLowerCase(), v]),
+        );
       },
       proxy_get_header_map_size: (type: number, retPtr: number) => {
         const map = this.headerMap(type);
+        if (map === null) return WasmResult.BadArgument;
         if (!map) return WasmResult.NotFound;
-        return this.writeU32(retPtr, serializePairs(map).length) ? ok : WasmResult.InvalidMemoryAccess;
+        return m().writeU32(retPtr, serializePairs(map).length) ? ok : bad;
       },
       proxy_get_header_map_value: (type: number, keyPtr: number, keyLen: number, retPtr: number, retSize: number) => {
+        const key = m().readString(keyPtr, keyLen);
+        if (key === undefined) return bad;
         const map = this.headerMap(type);
-        const key = this.readString(keyPtr, keyLen);
-        if (key === undefined) return WasmResult.InvalidMemoryAccess;
+        if (map === null) return WasmResult.BadArgument;
         if (!map) return WasmResult.NotFound;
-        const name = key.toLowerCase();
-        let value: string | undefined;
-        for (const [k, v] of map) if (k === name) value = value === undefined ? v : `${value},${v}`;
+        const value = getHeader(map, key.toLowerCase());
         if (value === undefined) return WasmResult.NotFound;
-        return this.writeReturn(encoder.encode(value), retPtr, retSize);
+        return m().writeReturn(encoder.encode(value), retPtr, retSize);
       },
       proxy_add_header_map_value: (type: number, keyPtr: number, keyLen: number, valPtr: number, valLen: number) => {
-        const key = this.readString(keyPtr, keyLen);
-        const value = this.readString(valPtr, valLen);
-        if (key === undefined || value === undefined) return WasmResult.InvalidMemoryAccess;
+        const key = m().readString(keyPtr, keyLen);
+        const value = m().readString(valPtr, valLen);
+        if (key === undefined || value === undefined) return bad;
         const map = this.headerMap(type);
+        if (map === null) return WasmResult.BadArgument;
         if (!map) return WasmResult.NotFound;
-        map.push([key.toLowerCase(), value]);
-        return ok;
+        return this.setHeaderMap(type, [...map, [key.toLowerCase(), value]]);
       },
       proxy_replace_header_map_value: (type: number, keyPtr: number, keyLen: number, valPtr: number, valLen: number) => {
-        const key = this.readString(keyPtr, keyLen);
-        const value = this.readString(valPtr, valLen);
-        if (key === undefined || value === undefined) return WasmResult.InvalidMemoryAccess;
+        const key = m().readString(keyPtr, keyLen);
+        const value = m().readString(valPtr, valLen);
+        if (key === undefined || value === undefined) return bad;
         const map = this.headerMap(type);
+        if (map === null) return WasmResult.BadArgument;
         if (!map) return WasmResult.NotFound;
         const name = key.toLowerCase();
-        const next = map.filter(([k]) => k !== name);
-        next.push([name, value]);
-        this.setHeaderMap(type, next);
-        return ok;
+        return this.setHeaderMap(type, [...map.filter(([k]) => k !== name), [name, value]]);
       },
       proxy_remove_header_map_value: (type: number, keyPtr: number, keyLen: number) => {
-        const key = this.readString(keyPtr, keyLen);
-        if (key === undefined) return WasmResult.InvalidMemoryAccess;
+        const key = m().readString(keyPtr, keyLen);
+        if (key === undefined) return bad;
         const map = this.headerMap(type);
+        if (map === null) return WasmResult.BadArgument;
         if (!map) return WasmResult.NotFound;
         const name = key.toLowerCase();
-        this.setHeaderMap(
+        return this.setHeaderMap(
           type,
           map.filter(([k]) => k !== name),
         );
-        return ok;
       },
       proxy_get_property: (pathPtr: number, pathLen: number, retPtr: number, retSize: number) => {
-        const raw = this.readString(pathPtr, pathLen);
-        if (raw === undefined) return WasmResult.InvalidMemoryAccess;
-        const value = propertyValue(propertyPath(raw), this.current, this.identity);
+        const raw = m().readString(pathPtr, pathLen);
+        if (raw === undefined) return bad;
+        const value = propertyValue(propertyPath(raw), this.current, this.identity, this.env.node);
         if (!value) return WasmResult.NotFound;
-        return this.writeReturn(value, retPtr, retSize);
+        return m().writeReturn(value, retPtr, retSize);
       },
       proxy_set_property: (pathPtr: number, pathLen: number, valPtr: number, valLen: number) => {
-        const raw = this.readString(pathPtr, pathLen);
-        const value = this.read(valPtr, valLen);
-        if (raw === undefined || !value) return WasmResult.InvalidMemoryAccess;
+        const raw = m().readString(pathPtr, pathLen);
+        const value = m().read(valPtr, valLen);
+        if (raw === undefined || !value) return bad;
         if (!this.current) return WasmResult.NotFound;
         this.current.setProperties.set(propertyPath(raw), value);
         return ok;
@@ -483,25 +522,43 @@ export class FilterVm {
         bodyLen: number,
         headersPtr: number,
         headersLen: number,
-        _grpcStatus: number,
+        grpcStatus: number,
       ) => {
-        const details = this.readString(detailsPtr, detailsLen);
-        const body = this.read(bodyPtr, bodyLen);
-        const headerBytes = this.read(headersPtr, headersLen);
-        if (details === undefined || !body || !headerBytes) return WasmResult.InvalidMemoryAccess;
-        const headers = headerBytes.length === 0 ? [] : deserializePairs(headerBytes);
-        if (!headers) return WasmResult.ParseFailure;
+        const details = m().readString(detailsPtr, detailsLen);
+        const body = m().read(bodyPtr, bodyLen);
+        const headerBytes = m().read(headersPtr, headersLen);
+        if (details === undefined || !body || !headerBytes) return bad;
+        const pairs = deserializePairs(headerBytes);
+        if (!pairs) return WasmResult.ParseFailure;
         if (status < 100 || status > 999) return WasmResult.BadArgument;
         const s = this.current;
         if (!s) return WasmResult.NotFound;
-        s.localResponse = { status, details, body, headers: headers.map(([k, v]) => [k.toLowerCase(), v]) };
+        let headers: HeaderList = pairs.map(([k, v]) => [k.toLowerCase(), v]);
+        let code = status;
+        let payload: Uint8Array = body;
+        // grpc_status -1 (0xffffffff) means "not gRPC"; 0..16 are gRPC status codes.
+        if (grpcStatus >= 0 && grpcStatus <= 16) {
+          headers = headers.filter(([k]) => k !== 'grpc-status' && k !== 'grpc-message');
+          headers.push(['grpc-status', String(grpcStatus)]);
+          if (details) headers.push(['grpc-message', encodeURIComponent(details)]);
+          // A gRPC client expects HTTP 200 with the status in a trailers-only response.
+          if ((getHeader(s.requestHeaders, 'content-type') ?? '').startsWith('application/grpc')) {
+            code = 200;
+            payload = new Uint8Array();
+            headers = headers.filter(([k]) => k !== 'content-type');
+            headers.push(['content-type', 'application/grpc']);
+          }
+        }
+        s.localResponse = { status: code, details, body: payload, headers };
         s.resume('local-response');
         return ok;
       },
-      proxy_continue_stream: (_streamType: number) => resumeCurrent(),
-      proxy_continue_request: () => resumeCurrent(),
-      proxy_continue_response: () => resumeCurrent(),
-      proxy_close_stream: (_streamType: number) => {
+      proxy_continue_stream: (streamType: number) => resume(streamType),
+      proxy_continue_request: () => resume(StreamType.Request),
+      proxy_continue_response: () => resume(StreamType.Response),
+      proxy_close_stream: (streamType: number) => {
+        if (streamType === StreamType.Downstream || streamType === StreamType.Upstream) return WasmResult.Unimplemented;
+        if (streamType !== StreamType.Request && streamType !== StreamType.Response) return WasmResult.BadArgument;
         const s = this.current;
         if (!s) return WasmResult.NotFound;
         s.closed = true;
@@ -509,7 +566,12 @@ export class FilterVm {
         return ok;
       },
       proxy_clear_route_cache: () => ok,
-      proxy_get_status: () => WasmResult.NotFound,
+      proxy_get_status: (codePtr: number, msgPtr: number, msgSize: number) => {
+        const r = this.callResponse;
+        if (!r) return WasmResult.NotFound;
+        if (!m().writeU32(codePtr, r.status)) return bad;
+        return m().writeReturn(encoder.encode(r.message), msgPtr, msgSize);
+      },
       proxy_set_effective_context: (id: number) => {
         if (id === ROOT_CONTEXT_ID) {
           this.current = undefined;
@@ -529,197 +591,118 @@ export class FilterVm {
         // Run on_log/on_delete after the current callback returns, not inside it.
         queueMicrotask(() => {
           try {
-            this.deleteStream(id, s);
-          } catch (err) {
-            this.env.log({ event: 'filter-trap', filter: this.identity.name, callback: 'proxy_on_log', error: (err as Error).message });
+            if (!this.broken && !this.released) this.deleteStream(id, s);
+          } catch {
+            // counted and logged by markBroken
           }
         });
         return ok;
       },
       proxy_get_shared_data: (keyPtr: number, keyLen: number, retPtr: number, retSize: number, casPtr: number) => {
-        const key = this.readString(keyPtr, keyLen);
-        if (key === undefined) return WasmResult.InvalidMemoryAccess;
+        const key = m().readString(keyPtr, keyLen);
+        if (key === undefined) return bad;
         const entry = this.env.sharedData.get(key);
         if (!entry) return WasmResult.NotFound;
-        const r = this.writeReturn(entry.value, retPtr, retSize);
+        const r = m().writeReturn(entry.value, retPtr, retSize);
         if (r !== ok) return r;
-        return this.writeU32(casPtr, entry.cas) ? ok : WasmResult.InvalidMemoryAccess;
+        return m().writeU32(casPtr, entry.cas) ? ok : bad;
       },
       proxy_set_shared_data: (keyPtr: number, keyLen: number, valPtr: number, valLen: number, cas: number) => {
-        const key = this.readString(keyPtr, keyLen);
-        const value = this.read(valPtr, valLen);
-        if (key === undefined || !value) return WasmResult.InvalidMemoryAccess;
+        const key = m().readString(keyPtr, keyLen);
+        const value = m().read(valPtr, valLen);
+        if (key === undefined || !value) return bad;
         return this.env.sharedData.set(key, value, cas >>> 0);
       },
       proxy_register_shared_queue: (namePtr: number, nameLen: number, retId: number) => {
-        const name = this.readString(namePtr, nameLen);
-        if (name === undefined) return WasmResult.InvalidMemoryAccess;
-        const id = this.env.queues.register(this.identity.name, name, (qid) => this.onQueueReady(qid));
-        return this.writeU32(retId, id) ? ok : WasmResult.InvalidMemoryAccess;
+        const name = m().readString(namePtr, nameLen);
+        if (name === undefined) return bad;
+        const id = this.env.queues.register(this.identity.name, name, this.queueReady);
+        return m().writeU32(retId, id) ? ok : bad;
       },
       proxy_resolve_shared_queue: (vmPtr: number, vmLen: number, namePtr: number, nameLen: number, retId: number) => {
-        const vmId = this.readString(vmPtr, vmLen);
-        const name = this.readString(namePtr, nameLen);
-        if (vmId === undefined || name === undefined) return WasmResult.InvalidMemoryAccess;
+        const vmId = m().readString(vmPtr, vmLen);
+        const name = m().readString(namePtr, nameLen);
+        if (vmId === undefined || name === undefined) return bad;
         const id = this.env.queues.resolve(vmId === '' ? this.identity.name : vmId, name);
         if (id === undefined) return WasmResult.NotFound;
-        return this.writeU32(retId, id) ? ok : WasmResult.InvalidMemoryAccess;
+        return m().writeU32(retId, id) ? ok : bad;
       },
       proxy_enqueue_shared_queue: (id: number, valPtr: number, valLen: number) => {
-        const value = this.read(valPtr, valLen);
-        if (!value) return WasmResult.InvalidMemoryAccess;
+        const value = m().read(valPtr, valLen);
+        if (!value) return bad;
         return this.env.queues.enqueue(id >>> 0, value);
       },
       proxy_dequeue_shared_queue: (id: number, retPtr: number, retSize: number) => {
         const item = this.env.queues.dequeue(id >>> 0);
         if (typeof item === 'number') return item;
-        return this.writeReturn(item, retPtr, retSize);
+        return m().writeReturn(item, retPtr, retSize);
       },
       proxy_define_metric: (type: number, namePtr: number, nameLen: number, retId: number) => {
-        const name = this.readString(namePtr, nameLen);
-        if (name === undefined) return WasmResult.InvalidMemoryAccess;
+        const name = m().readString(namePtr, nameLen);
+        if (name === undefined) return bad;
         const id = this.env.metrics.define(type, name);
         if (id === undefined) return WasmResult.BadArgument;
-        return this.writeU32(retId, id) ? ok : WasmResult.InvalidMemoryAccess;
+        return m().writeU32(retId, id) ? ok : bad;
       },
       proxy_increment_metric: (id: number, offset: bigint) => this.env.metrics.increment(id >>> 0, BigInt(offset)),
       proxy_record_metric: (id: number, value: bigint) => this.env.metrics.record(id >>> 0, BigInt.asUintN(64, BigInt(value))),
       proxy_get_metric: (id: number, retPtr: number) => {
         const v = this.env.metrics.get(id >>> 0);
         if (typeof v === 'number') return v;
-        return this.writeU64(retPtr, v) ? ok : WasmResult.InvalidMemoryAccess;
+        return m().writeU64(retPtr, v) ? ok : bad;
       },
-      proxy_http_call: () => WasmResult.Unimplemented,
-      proxy_call_foreign_function: () => WasmResult.NotFound,
+      proxy_http_call: (
+        upPtr: number,
+        upLen: number,
+        hPtr: number,
+        hLen: number,
+        bPtr: number,
+        bLen: number,
+        tPtr: number,
+        tLen: number,
+        timeout: number,
+        retToken: number,
+      ) => {
+        const upstream = m().readString(upPtr, upLen);
+        const hBytes = m().read(hPtr, hLen);
+        const body = m().read(bPtr, bLen);
+        const tBytes = m().read(tPtr, tLen);
+        if (upstream === undefined || !hBytes || !body || !tBytes) return bad;
+        const dispatcher = this.env.httpCalls;
+        if (!dispatcher) return WasmResult.Unimplemented;
+        const headers = deserializePairs(hBytes)?.map(([k, v]) => [k.toLowerCase(), v] as [string, string]);
+        const trailers = deserializePairs(tBytes)?.map(([k, v]) => [k.toLowerCase(), v] as [string, string]);
+        if (!headers || !trailers) return WasmResult.ParseFailure;
+        for (const required of [':method', ':path', ':authority']) if (!getHeader(headers, required)) return WasmResult.BadArgument;
+        if (!dispatcher.knows(upstream)) return WasmResult.BadArgument;
+        const token = this.nextCallToken++;
+        if (!m().writeU32(retToken, token)) return bad;
+        this.calls.add(token);
+        const ms = timeout >>> 0 === 0 ? DEFAULT_CALL_TIMEOUT_MS : Math.min(timeout >>> 0, MAX_CALL_TIMEOUT_MS);
+        dispatcher.dispatch(upstream, headers, body, trailers, ms).then(
+          (res) => this.onCallDone(token, res, undefined),
+          (err: unknown) => this.onCallDone(token, undefined, err instanceof Error ? err : new Error(String(err))),
+        );
+        return ok;
+      },
+      proxy_call_foreign_function: (namePtr: number, nameLen: number, argPtr: number, argLen: number, retPtr: number, retSize: number) => {
+        const name = m().readString(namePtr, nameLen);
+        const args = m().read(argPtr, argLen);
+        if (name === undefined || !args) return bad;
+        const result = callForeignFunction(name, args, { identity: () => this.env.node.identity() });
+        if (typeof result === 'number') return result;
+        return m().writeReturn(result, retPtr, retSize);
+      },
       // AssemblyScript runtime imports (not proxy-wasm, but every AS module without --use abort= needs them).
       abort: (msgPtr: number, filePtr: number, line: number, col: number) => {
-        throw new Error(`abort: ${this.readAsString(msgPtr)} at ${this.readAsString(filePtr)}:${line}:${col}`);
+        throw new Error(`abort: ${m().readAsString(msgPtr)} at ${m().readAsString(filePtr)}:${line}:${col}`);
       },
       seed: () => Date.now(),
       trace: (msgPtr: number) => {
-        this.env.log({ event: 'filter-log', filter: this.identity.name, level: 'trace', message: this.readAsString(msgPtr) });
+        this.env.log({ event: 'filter-log', filter: this.identity.name, level: 'trace', message: m().readAsString(msgPtr) });
       },
-    } as unknown as Record<string, ImportFn>;
-  }
-
-  /** Reads an AssemblyScript string object (UTF-16, byte length stored just before it). */
-  private readAsString(ptr: number): string {
-    ptr >>>= 0;
-    if (ptr < 4 || !this.inBounds(ptr - 4, 4)) return '';
-    const len = this.dv().getUint32(ptr - 4, true);
-    if (!this.inBounds(ptr, len)) return '';
-    return Buffer.from(this.mem().slice(ptr, ptr + len)).toString('utf16le');
-  }
-
-  private wasiFunctions(): Record<string, ImportFn> {
-    return {
-      fd_write: (fd: number, iovs: number, iovsLen: number, writtenPtr: number) => {
-        if (fd !== 1 && fd !== 2) return Errno.Badf;
-        const parts: Uint8Array[] = [];
-        let total = 0;
-        for (let i = 0; i < iovsLen; i++) {
-          const base = (iovs >>> 0) + i * 8;
-          if (!this.inBounds(base, 8)) return Errno.Fault;
-          const ptr = this.dv().getUint32(base, true);
-          const len = this.dv().getUint32(base + 4, true);
-          const chunk = this.read(ptr, len);
-          if (!chunk) return Errno.Fault;
-          parts.push(chunk);
-          total += len;
-        }
-        const message = Buffer.concat(parts).toString('utf8').replace(/\n$/, '');
-        this.env.log({ event: 'filter-log', filter: this.identity.name, level: fd === 1 ? 'info' : 'error', message });
-        return this.writeU32(writtenPtr, total) ? Errno.Success : Errno.Fault;
-      },
-      clock_time_get: (_clockId: number, _precision: bigint, retPtr: number) =>
-        this.writeU64(retPtr, nowNanos()) ? Errno.Success : Errno.Fault,
-      random_get: (ptr: number, len: number) => {
-        ptr >>>= 0;
-        len >>>= 0;
-        if (!this.inBounds(ptr, len)) return Errno.Fault;
-        fillRandom(this.mem(), ptr, len);
-        return Errno.Success;
-      },
-      proc_exit: (code: number) => {
-        throw new ProcExit(code);
-      },
-      environ_sizes_get: (countPtr: number, sizePtr: number) =>
-        this.writeU32(countPtr, 0) && this.writeU32(sizePtr, 0) ? Errno.Success : Errno.Fault,
-      environ_get: () => Errno.Success,
-      args_sizes_get: (countPtr: number, sizePtr: number) =>
-        this.writeU32(countPtr, 0) && this.writeU32(sizePtr, 0) ? Errno.Success : Errno.Fault,
-      args_get: () => Errno.Success,
-    } as unknown as Record<string, ImportFn>;
+    };
+    return table as unknown as Record<string, ImportFn>;
   }
 }
 
-// Filters ask for a few random bytes per request (weights, percentages); one
-// syscall-backed fill per 4 KiB instead of one per call keeps that cheap.
-const randomPool = Buffer.alloc(4096);
-let randomPoolUsed = randomPool.length;
-
-function fillRandom(target: Uint8Array, offset: number, length: number): void {
-  if (length > randomPool.length) {
-    randomFillSync(target, offset, length);
-    return;
-  }
-  if (randomPoolUsed + length > randomPool.length) {
-    randomFillSync(randomPool);
-    randomPoolUsed = 0;
-  }
-  target.set(randomPool.subarray(randomPoolUsed, randomPoolUsed + length), offset);
-  // Bytes handed out are never handed out again.
-  randomPoolUsed += length;
-}
-
-function nowNanos(): bigint {
-  return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
-}
-
-/** Property paths arrive as NUL-separated segments; the host keys them by dotted path. */
-function propertyPath(raw: string): string {
-  return raw.replace(/\0+$/, '').split('\0').join('.');
-}
-
-/** proxy-wasm header map encoding: u32 count, (u32 key len, u32 value len)*, then each key and value NUL-terminated. */
-export function serializePairs(pairs: HeaderList): Uint8Array {
-  const encoded = pairs.map(([k, v]) => [encoder.encode(k), encoder.encode(v)] as const);
-  let size = 4 + encoded.length * 8;
-  for (const [k, v] of encoded) size += k.length + v.length + 2;
-  const out = new Uint8Array(size);
-  const dv = new DataView(out.buffer);
-  dv.setUint32(0, encoded.length, true);
-  let off = 4;
-  for (const [k, v] of encoded) {
-    dv.setUint32(off, k.length, true);
-    dv.setUint32(off + 4, v.length, true);
-    off += 8;
-  }
-  for (const [k, v] of encoded) {
-    out.set(k, off);
-    off += k.length + 1;
-    out.set(v, off);
-    off += v.length + 1;
-  }
-  return out;
-}
-
-export function deserializePairs(data: Uint8Array): HeaderList | undefined {
-  if (data.length < 4) return undefined;
-  const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const count = dv.getUint32(0, true);
-  if (4 + count * 8 > data.length) return undefined;
-  const sizes: Array<[number, number]> = [];
-  for (let i = 0; i < count; i++) sizes.push([dv.getUint32(4 + i * 8, true), dv.getUint32(8 + i * 8, true)]);
-  let off = 4 + count * 8;
-  const pairs: HeaderList = [];
-  for (const [kl, vl] of sizes) {
-    if (off + kl + vl + 2 > data.length) return undefined;
-    const k = decoder.decode(data.subarray(off, off + kl));
-    off += kl + 1;
-    const v = decoder.decode(data.subarray(off, off + vl));
-    off += vl + 1;
-    pairs.push([k, v]);
-  }
-  return pairs;
-}

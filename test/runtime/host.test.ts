@@ -8,6 +8,7 @@ import { ChainError, FilterChain } from '../../runtime/chain.ts';
 import { StandaloneProxy } from '../../runtime/standalone.ts';
 import { createHostEnvironment } from '../../runtime/wasm/environment.ts';
 import { Registry } from 'prom-client';
+import type { FailurePolicy } from '../../protocol/bundle.ts';
 import { buildFixture } from './build-fixtures.ts';
 import { collectLog, request, startEchoApp, type EchoApp } from './helpers.ts';
 
@@ -15,7 +16,7 @@ let probe: Uint8Array;
 let app: EchoApp;
 const started: StandaloneProxy[] = [];
 
-async function proxyWith(filters: Array<{ name: string; configuration?: string; failurePolicy?: 'open' | 'closed' }>, logs = collectLog()) {
+async function proxyWith(filters: Array<{ name: string; configuration?: string; failurePolicy?: FailurePolicy }>, logs = collectLog()) {
   const proxy = new StandaloneProxy({
     listen: { host: '127.0.0.1', port: 0 },
     admin: { host: '127.0.0.1', port: 0 },
@@ -114,33 +115,52 @@ describe('proxy-wasm host', () => {
     expect(logs.entries.some((e) => e.event === 'filter-log' && e.message === 'configured talker')).toBe(true);
   });
 
-  it('fails closed on a trap: 503 naming the filter, and the VM is replaced', async () => {
+  it('fails closed on a trap: 503 naming the filter, and it stays failed until the next bundle', async () => {
     const logs = collectLog();
     const { port, admin } = await proxyWith([{ name: 'fragile' }], logs);
     const res = await request(port, { headers: { host: 'catalog', 'x-test-action': 'trap' } });
     expect(res.status).toBe(503);
     expect(res.headers['x-mesh-reason']).toBe('filter-failed');
     expect(res.headers['x-mesh-filter']).toBe('fragile');
-    // Later requests are served by a fresh instance.
-    let ok = 0;
-    for (let i = 0; i < 50 && ok === 0; i++) {
-      const r = await request(port, { headers: { host: 'catalog' } });
-      if (r.status === 200) ok++;
-      else await new Promise((r2) => setTimeout(r2, 20));
-    }
-    expect(ok).toBe(1);
-    expect(logs.entries.some((e) => e.event === 'filter-vm-replaced' && e.filter === 'fragile')).toBe(true);
-    const metrics = await request(admin, { path: '/metrics' });
-    expect(metrics.body).toMatch(/meshc_filter_failures_total\{filter="fragile",policy="closed"\} 1/);
+    // Closed means closed: a well-formed request is refused too, and nothing was replaced.
+    const later = await request(port, { headers: { host: 'catalog' } });
+    expect(later.status).toBe(503);
+    expect(later.headers['x-mesh-filter']).toBe('fragile');
+    expect(logs.entries.some((e) => e.event === 'filter-vm-replaced')).toBe(false);
+    expect(logs.entries.some((e) => e.event === 'filter-trap' && e.filter === 'fragile' && e.cause === 'trap')).toBe(true);
+    const metrics = (await request(admin, { path: '/metrics' })).body;
+    expect(metrics).toMatch(/meshc_filter_failures_total\{filter="fragile",policy="closed"\} 2/);
+    expect(metrics).toMatch(/meshc_filter_traps_total\{filter="fragile",cause="trap"\} 1/);
   });
 
-  it('fails open on a trap: the filter is skipped for that request', async () => {
-    const { port } = await proxyWith([{ name: 'lenient', failurePolicy: 'open' }, { name: 'strict' }]);
-    const res = await request(port, { headers: { host: 'catalog', 'x-test-action': 'trap:lenient' } });
-    expect(res.status).toBe(200);
-    const h = (JSON.parse(res.body) as { headers: Record<string, string> }).headers;
-    expect(h['x-seen-lenient']).toBeUndefined();
-    expect(h['x-seen-strict']).toBe('yes');
+  it('reloads on a trap: the request that trapped fails, the next one runs on a fresh instance', async () => {
+    const logs = collectLog();
+    const { port, admin } = await proxyWith([{ name: 'phoenix', failurePolicy: 'reload' }], logs);
+    const res = await request(port, { headers: { host: 'catalog', 'x-test-action': 'trap' } });
+    expect(res.status).toBe(503);
+    expect(res.headers['x-mesh-filter']).toBe('phoenix');
+    // No polling: a request arriving while the replacement is built waits for it.
+    const next = await request(port, { headers: { host: 'catalog' } });
+    expect(next.status).toBe(200);
+    expect((JSON.parse(next.body) as { headers: Record<string, string> }).headers['x-seen-phoenix']).toBe('yes');
+    expect(logs.entries.some((e) => e.event === 'filter-vm-replaced' && e.filter === 'phoenix')).toBe(true);
+    const metrics = (await request(admin, { path: '/metrics' })).body;
+    expect(metrics).toMatch(/meshc_filter_instance_reloads_total\{filter="phoenix",result="ok"\} 1/);
+    expect(metrics).toMatch(/meshc_filter_failures_total\{filter="phoenix",policy="reload"\} 1/);
+  });
+
+  it('fails open on a trap: the filter is bypassed, for that request and later ones, and each bypass is counted', async () => {
+    const { port, admin } = await proxyWith([{ name: 'lenient', failurePolicy: 'open' }, { name: 'strict' }]);
+    const attempts: Array<Record<string, string>> = [{ host: 'catalog', 'x-test-action': 'trap:lenient' }, { host: 'catalog' }];
+    for (const headers of attempts) {
+      const res = await request(port, { headers });
+      expect(res.status).toBe(200);
+      const h = (JSON.parse(res.body) as { headers: Record<string, string> }).headers;
+      expect(h['x-seen-lenient']).toBeUndefined();
+      expect(h['x-seen-strict']).toBe('yes');
+    }
+    const metrics = (await request(admin, { path: '/metrics' })).body;
+    expect(metrics).toMatch(/meshc_filter_bypassed_total\{filter="lenient"\} 2/);
   });
 
   it('refuses a module whose proxy_on_configure returns false or traps, and a module without the ABI marker', async () => {
