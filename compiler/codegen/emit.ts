@@ -281,8 +281,8 @@ function authorizeBody(s: ServiceIR, g: Globals, fns: string[]): string[] {
       '}',
     );
   }
-  for (const audit of s.audits) body.push(...guarded(conditionExpr(audit.when, g), [`auditHit(r, ${str(audit.id)});`], ''));
   if (allow) body.push(`if (decision === null && a >= 0) r.applied(${allow.ids}[a]);`);
+  for (const audit of s.audits) body.push(...guarded(conditionExpr(audit.when, g), [`auditHit(r, ${str(audit.id)});`], ''));
   body.push('return decision;');
   return body.map((l) => `    ${l}`);
 }

@@ -1,16 +1,14 @@
 // The compiled module: a valid proxy-wasm v0.2.1 filter, deterministic, and
-// deciding as the policy says (driven through a scripted host, see fake-host.ts).
+// deciding as the policy says (driven through compiler/run/host.ts).
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compilePolicies, shutdownCompiler, type SourceFile } from '../../compiler/index.ts';
 import { ABI_EXPORTS } from '../../compiler/codegen/emit.ts';
 import { verifyBundle, type Bundle } from '../../protocol/bundle.ts';
-import { FakeHost } from './fake-host.ts';
+import { DecisionHost } from '../../compiler/run/host.ts';
 import { Wasm } from './wasm.ts';
 
 const tour: SourceFile = { path: 'tour.meshpolicy', text: readFileSync(new URL('../fixtures/compiler/tour.meshpolicy', import.meta.url), 'utf8') };
-const INBOUND = 1;
-const OUTBOUND = 2;
 const FRONTEND = 'spiffe://mesh.local/ns/default/sa/frontend';
 
 let bundle: Bundle;
@@ -74,108 +72,36 @@ describe('compiled module shape', () => {
   });
 });
 
-describe('compiled module decisions (inbound: authorization, rate limits)', () => {
+describe('compiled module decisions (the tour; the corpus covers every construct)', () => {
   it('denies by rule, allows by rule, and denies the rest by default', async () => {
-    const host = await FakeHost.load(wasm);
-    const admin = host.request({ direction: INBOUND, path: '/admin/x', source: FRONTEND });
-    expect(admin.action).toBe(1);
-    expect(admin.local).toMatchObject({ status: 403, details: 'catalog/deny/no-admin', body: 'denied by catalog/deny/no-admin\n' });
-    expect(admin.local!.headers['x-mesh-rule']).toBe('catalog/deny/no-admin');
-    host.finish(admin.contextId);
-
-    const read = host.request({ direction: INBOUND, method: 'GET', path: '/items/3?x=1', source: FRONTEND });
-    expect(read).toMatchObject({ action: 0 });
-    expect(read.local).toBeUndefined();
-    host.finish(read.contextId);
-
+    const host = await DecisionHost.load(wasm);
+    const admin = host.decide({ direction: 'inbound', path: '/admin/x', source: FRONTEND });
+    expect(admin).toMatchObject({ action: 'local', rule: 'catalog/deny/no-admin', local: { status: 403, body: 'denied by catalog/deny/no-admin\n' } });
+    const read = host.decide({ direction: 'inbound', method: 'GET', path: '/items/3?x=1', source: FRONTEND });
+    expect(read).toMatchObject({ action: 'continue', rule: 'catalog/allow/frontend-reads' });
     for (const [method, path] of [['POST', '/items'], ['GET', '/itemsX']] as const) {
-      const r = host.request({ direction: INBOUND, method, path, source: FRONTEND });
-      expect(r.local?.headers['x-mesh-rule'], `${method} ${path}`).toBe('catalog/default-deny');
-      host.finish(r.contextId);
+      expect(host.decide({ direction: 'inbound', method, path, source: FRONTEND }).rule, `${method} ${path}`).toBe('catalog/default-deny');
     }
   });
 
-  it('matches SPIFFE globs within one segment', async () => {
-    const host = await FakeHost.load(wasm);
-    const ok = host.request({ direction: INBOUND, path: '/other', source: 'spiffe://mesh.local/ns/prod/sa/catalog' });
-    expect(ok.local).toBeUndefined();
-    const deep = host.request({ direction: INBOUND, path: '/other', source: 'spiffe://mesh.local/ns/a/b/sa/catalog' });
-    expect(deep.local?.status).toBe(403);
-  });
-
-  it('rate-limits per source with a token bucket and retry-after', async () => {
-    const host = await FakeHost.load(wasm);
-    const ask = (source: string) => {
-      const r = host.request({ direction: INBOUND, method: 'GET', path: '/items', source });
-      host.finish(r.contextId);
-      return r;
-    };
-    for (let i = 0; i < 20; i++) expect(ask(FRONTEND).local, `request ${i}`).toBeUndefined();
-    const limited = ask(FRONTEND);
-    expect(limited.local).toMatchObject({ status: 429, details: 'catalog/rate_limit/per-source' });
-    expect(limited.local!.headers['retry-after']).toBe('1');
-    // Another source has its own bucket.
-    expect(ask('spiffe://mesh.local/ns/x/sa/catalog').local).toBeUndefined();
-    // 100/s refills 5 tokens in 50 ms.
-    host.nowNs += 50_000_000n;
-    for (let i = 0; i < 5; i++) expect(ask(FRONTEND).local).toBeUndefined();
-    expect(ask(FRONTEND).local?.status).toBe(429);
-  });
-
-  it('does not route or inject faults on inbound', async () => {
-    const host = await FakeHost.load(wasm);
-    const r = host.request({ direction: INBOUND, path: '/items', source: FRONTEND, headers: { 'x-chaos': '1', 'x-user-group': 'beta' } });
-    expect(r).toMatchObject({ action: 0 });
-    expect(r.routeVersion).toBeUndefined();
-  });
-});
-
-describe('compiled module decisions (outbound: faults, routes)', () => {
-  it('routes by header first, then by weight', async () => {
-    const host = await FakeHost.load(wasm);
-    expect(host.request({ direction: OUTBOUND, path: '/', headers: { 'x-user-group': 'beta' } }).routeVersion).toBe('v2');
-    host.randoms = [89];
-    expect(host.request({ direction: OUTBOUND, path: '/' }).routeVersion).toBe('v1');
-    host.randoms = [95];
-    expect(host.request({ direction: OUTBOUND, path: '/' }).routeVersion).toBe('v2');
-  });
-
-  it('aborts with the fault status and skips authorization', async () => {
-    const host = await FakeHost.load(wasm);
-    const r = host.request({ direction: OUTBOUND, method: 'GET', path: '/admin', headers: { 'x-chaos': 'yes' } });
-    expect(r.local).toMatchObject({ status: 503, details: 'catalog/fault/chaos' });
-    const post = host.request({ direction: OUTBOUND, method: 'POST', path: '/admin', headers: { 'x-chaos': 'yes' } });
-    expect(post.local).toBeUndefined();
-  });
-
   it('delays by pausing and resumes from the tick, then stops ticking', async () => {
-    const host = await FakeHost.load(wasm);
+    const host = await DecisionHost.load(wasm);
     // First random: the 50% delay chance (0 → yes); second: the weighted route.
     host.randoms = [0, 0];
-    const slow = host.request({ direction: OUTBOUND, path: '/items/slow/1' });
-    expect(slow.action).toBe(1);
-    expect(slow.routeVersion).toBe('v1');
-    expect(host.tickPeriodMs).toBeGreaterThan(0);
-    host.nowNs += 100_000_000n;
-    host.tick();
-    expect(host.continued).toEqual([]);
-    host.nowNs += 200_000_000n;
-    host.tick();
-    expect(host.continued).toEqual([slow.contextId]);
+    const slow = host.decide({ direction: 'outbound', path: '/items/slow/1' });
+    expect(slow).toMatchObject({ action: 'delayed', delayMs: 250, route: { version: 'v1', id: 'catalog/route/default' } });
     expect(host.tickPeriodMs).toBe(0);
-    // Losing the 50% draw: no delay.
     host.randoms = [0xffff_ffff, 0];
-    expect(host.request({ direction: OUTBOUND, path: '/items/slow/2' }).action).toBe(0);
+    expect(host.decide({ direction: 'outbound', path: '/items/slow/2' }).action).toBe('continue');
   });
 
   it('runs all four families in order when the direction is unspecified', async () => {
-    const host = await FakeHost.load(wasm);
-    const denied = host.request({ direction: 0, method: 'GET', path: '/admin', headers: { 'x-chaos': '1' }, source: FRONTEND });
-    expect(denied.local?.details).toBe('catalog/deny/no-admin');
-    const aborted = host.request({ direction: 0, method: 'GET', path: '/items', headers: { 'x-chaos': '1' }, source: FRONTEND });
-    expect(aborted.local?.details).toBe('catalog/fault/chaos');
-    const routed = host.request({ direction: 0, method: 'GET', path: '/items', headers: { 'x-user-group': 'beta' }, source: FRONTEND });
-    expect(routed).toMatchObject({ action: 0, routeVersion: 'v2' });
+    const host = await DecisionHost.load(wasm);
+    const h = { 'x-chaos': '1' };
+    expect(host.decide({ direction: 'unspecified', method: 'GET', path: '/admin', headers: h, source: FRONTEND }).rule).toBe('catalog/deny/no-admin');
+    expect(host.decide({ direction: 'unspecified', method: 'GET', path: '/items', headers: h, source: FRONTEND }).rule).toBe('catalog/fault/chaos');
+    const routed = host.decide({ direction: 'unspecified', method: 'GET', path: '/items', headers: { 'x-user-group': 'beta' }, source: FRONTEND });
+    expect(routed).toMatchObject({ action: 'continue', route: { version: 'v2' } });
   });
 });
 
@@ -184,19 +110,18 @@ describe('compiled module resources', () => {
     const result = await compilePolicies([
       { path: 'k.meshpolicy', text: 'service k { rate_limit per-key { key header "x-api-key" rate 1/h burst 1 } }' },
     ]);
-    const host = await FakeHost.load(result.bundle!.modules.get('k.wasm')!);
+    const host = await DecisionHost.load(result.bundle!.modules.get('k.wasm')!);
     const sizes: number[] = [];
     for (let i = 0; i < 25_000; i++) {
-      const r = host.request({ direction: INBOUND, headers: { 'x-api-key': `key-${i}` } });
+      const r = host.decide({ direction: 'inbound', headers: { 'x-api-key': `key-${i}` } });
       expect(r.local).toBeUndefined();
-      host.finish(r.contextId);
       if (i % 5000 === 4999) sizes.push(host.memoryBytes());
     }
     // Past the 10,000-key cap the memory stops growing.
     expect(sizes[sizes.length - 1]).toBe(sizes[2]);
     // The first key was evicted (fresh bucket); a recent one is still limited.
-    expect(host.request({ direction: INBOUND, headers: { 'x-api-key': 'key-0' } }).local).toBeUndefined();
-    expect(host.request({ direction: INBOUND, headers: { 'x-api-key': 'key-24999' } }).local?.status).toBe(429);
+    expect(host.decide({ direction: 'inbound', headers: { 'x-api-key': 'key-0' } }).local).toBeUndefined();
+    expect(host.decide({ direction: 'inbound', headers: { 'x-api-key': 'key-24999' } }).local?.status).toBe(429);
   });
 
   it('compiles again after the worker was shut down', async () => {
