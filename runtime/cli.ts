@@ -42,7 +42,7 @@ async function runStandalone(args: import('./proxy-args.ts').StandaloneArgs): Pr
       let name = f.name ?? basename(f.file).replace(/\.wasm$/, '');
       if (used.has(name)) name = `${name}-${i}`;
       used.add(name);
-      return {
+      const spec: import('./chain.ts').FilterSpec = {
         name,
         service: '*',
         rootId: f.rootId ?? name,
@@ -50,6 +50,9 @@ async function runStandalone(args: import('./proxy-args.ts').StandaloneArgs): Pr
         failurePolicy: f.failurePolicy,
         wasm: new Uint8Array(await readFile(f.file)),
       };
+      if (f.dryRun) spec.dryRun = true;
+      if (f.limits) spec.limits = f.limits;
+      return spec;
     }),
   );
   const options: import('./standalone.ts').StandaloneOptions = {

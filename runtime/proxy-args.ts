@@ -18,6 +18,9 @@ export interface StandaloneFilterArg {
   configuration: string;
   rootId?: string;
   failurePolicy: FailurePolicy;
+  /** Log and count the filter's local responses instead of sending them. */
+  dryRun?: boolean;
+  limits?: { memoryMaxBytes?: number; fuelPerCallback?: number };
 }
 
 export interface StandaloneArgs {
@@ -55,7 +58,8 @@ export const PROXY_USAGE = `Usage:
               [--state-dir DIR] [--trusted-key FILE]... [--upstream-timeout-ms MS]
   meshc proxy --listen HOST:PORT --upstream URL
               [--filter FILE.wasm [--filter-name NAME] [--filter-config STRING] [--filter-root-id ID]
-                                 [--failure-policy closed|open]]
+                                 [--failure-policy closed|open|reload] [--dry-run]
+                                 [--memory-limit BYTES[Ki|Mi|Gi]] [--fuel UNITS]]
               [--filter ...]... [--version-upstream NAME=URL]... [--admin HOST:PORT] [--service NAME]
               [--upstream-timeout-ms MS]
 `;
@@ -78,12 +82,28 @@ function parseUrl(value: string, flag: string): URL {
   }
 }
 
+const UNITS: Record<string, number> = { '': 1, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 };
+
+/** `--memory-limit 16Mi` → bytes; at least one 64 KiB Wasm page. */
+function parseBytes(v: string): number {
+  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(v);
+  const bytes = m ? Number(m[1]) * UNITS[m[2] ?? '']! : Number.NaN;
+  if (!(bytes >= 65536)) throw new ProxyArgsError(`--memory-limit expects bytes (e.g. 16Mi, at least 64Ki), got "${v}"`);
+  return bytes;
+}
+
+/** `--fuel 1000000`; 0 turns metering off. */
+function parseCount(v: string, flag: string): number {
+  if (!/^\d+$/.test(v) || Number(v) > 0x7fffffff) throw new ProxyArgsError(`${flag} expects a whole number up to 2147483647, got "${v}"`);
+  return Number(v);
+}
+
 export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
   const single = new Map<string, string>();
   const trustedKeyFiles: string[] = [];
   const versionUpstreams = new Map<string, URL>();
   const filters: StandaloneFilterArg[] = [];
-  const filterOptions = new Set(['--filter-config', '--filter-root-id', '--failure-policy', '--filter-name']);
+  const filterOptions = new Set(['--filter-config', '--filter-root-id', '--failure-policy', '--filter-name', '--memory-limit', '--fuel']);
   const known = new Set([
     '--controller', '--service', '--service-version', '--instance', '--namespace', '--service-account',
     '--inbound', '--outbound', '--app', '--admin', '--state-dir', '--listen', '--upstream', '--upstream-timeout-ms',
@@ -101,6 +121,11 @@ export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
     };
     if (flag === '--filter') {
       filters.push({ file: value(), configuration: '', failurePolicy: 'closed' });
+    } else if (flag === '--dry-run') {
+      const f = filters.at(-1);
+      if (!f) throw new ProxyArgsError('--dry-run must follow the --filter it belongs to');
+      if (inline !== undefined) throw new ProxyArgsError('--dry-run takes no value');
+      f.dryRun = true;
     } else if (filterOptions.has(flag)) {
       const f = filters.at(-1);
       if (!f) throw new ProxyArgsError(`${flag} must follow the --filter it belongs to`);
@@ -108,8 +133,10 @@ export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
       if (flag === '--filter-config') f.configuration = v;
       else if (flag === '--filter-root-id') f.rootId = v;
       else if (flag === '--filter-name') f.name = v;
-      else if (v === 'closed' || v === 'open') f.failurePolicy = v;
-      else throw new ProxyArgsError(`--failure-policy is closed or open, got "${v}"`);
+      else if (flag === '--memory-limit') (f.limits ??= {}).memoryMaxBytes = parseBytes(v);
+      else if (flag === '--fuel') (f.limits ??= {}).fuelPerCallback = parseCount(v, '--fuel');
+      else if (v === 'closed' || v === 'open' || v === 'reload') f.failurePolicy = v;
+      else throw new ProxyArgsError(`--failure-policy is closed, open or reload, got "${v}"`);
     } else if (flag === '--version-upstream') {
       const v = value();
       const at = v.indexOf('=');

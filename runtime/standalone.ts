@@ -13,6 +13,7 @@ import { handleRequest, newRequestId, type ListenerRole, type UpstreamTarget } f
 import { SidecarMetrics } from './metrics.ts';
 import { jsonLineLog } from './sidecar.ts';
 import { createHostEnvironment } from './wasm/environment.ts';
+import { hostPortTarget, nodeHttpDispatcher } from './wasm/http-call.ts';
 import { sha256Hex } from '../protocol/bundle.ts';
 
 export interface StandaloneOptions {
@@ -79,7 +80,8 @@ export class StandaloneProxy {
 
   /** Loads the filters (throws ChainError if one is refused), then listens. */
   async start(): Promise<void> {
-    const env = createHostEnvironment(this.metrics.registry, this.log);
+    // proxy_http_call: with no mesh to name services, the upstream is host:port.
+    const env = createHostEnvironment(this.metrics.registry, this.log, { httpCalls: nodeHttpDispatcher(hostPortTarget) });
     const version = sha256Hex(this.options.filters.map((f) => `${f.name}:${sha256Hex(f.wasm)}:${f.configuration}`).join('\n')).slice(0, 16);
     this.chain = await FilterChain.fromSpecs(this.options.filters, env, version);
     this.metrics.chainReload('applied', version);
