@@ -531,6 +531,7 @@ class ConditionChecker {
       else if (this.topology?.ports && !this.topology.ports.includes(v.value)) report('MP2046', v.span, [v.text, this.topology.service], `known ports: ${this.topology.ports.join(', ')}`);
       return;
     }
+    if (v.kind === 'word' && v.cyclic) return; // reported as MP2029
     if (v.kind !== 'string') {
       const hint = v.kind === 'word' ? didYouMean(v.text, this.scope.consts.keys()) ?? `write a string "${v.text}", or define const ${v.text} = "..."` : undefined;
       report(v.kind === 'word' ? 'MP2024' : 'MP2028', v.span, v.kind === 'word' ? ['constant', v.text] : ['a string', describe(v)], hint);

@@ -22,8 +22,8 @@ export type Resolved =
   | { kind: 'string'; value: string; span: SourceSpan }
   | { kind: 'number'; value: number; text: string; span: SourceSpan }
   | { kind: 'duration'; lit: A.DurationLit; span: SourceSpan }
-  /** A bare word that names no constant: a method, an option word, a version. */
-  | { kind: 'word'; text: string; span: SourceSpan }
+  /** A bare word that names no constant (a method, an option word, a version), or a constant in a cycle. */
+  | { kind: 'word'; text: string; span: SourceSpan; cyclic?: boolean }
   | { kind: 'list'; items: Resolved[]; span: SourceSpan };
 
 function where(span: SourceSpan): string {
@@ -108,8 +108,12 @@ export function resolveValue(v: A.Value, scope: Scope, report: Report = () => {}
       if (!c) return { kind: 'word', text: v.text, span: v.span };
       const key = `${c.scope.path}:${v.text}`;
       if (visiting.includes(key)) {
-        if (visiting[0] === key) report('MP2029', c.decl.name.span, ['constants', [...visiting, key].map((k) => k.split(':').pop()).join(' → ')]);
-        return { kind: 'word', text: v.text, span: v.span };
+        // Report a cycle once: when resolution started at its member declared first.
+        const members = visiting.slice(visiting.indexOf(key));
+        const spans = members.map((k) => scope.consts.get(k.slice(k.lastIndexOf(':') + 1))?.decl.name.span ?? c.decl.name.span);
+        const first = spans.reduce((a, b) => (b.file < a.file || (b.file === a.file && (b.line < a.line || (b.line === a.line && b.col < a.col))) ? b : a));
+        if (visiting[0] === key && first === spans[0]) report('MP2029', c.decl.name.span, ['constants', [...members, key].map((k) => k.slice(k.lastIndexOf(':') + 1)).join(' → ')]);
+        return { kind: 'word', text: v.text, span: v.span, cyclic: true };
       }
       const inner = resolveValue(c.decl.value, c.scope, report, [...visiting, key]);
       // Keep the use site's span for messages, the constant's value for meaning.
