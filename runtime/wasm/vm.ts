@@ -45,7 +45,7 @@ export class FilterTrapError extends Error {
   readonly trapCause: TrapCause;
   constructor(filter: string, callback: string, cause: unknown, trapCause: TrapCause = 'trap') {
     const what = cause instanceof Error ? cause.message : String(cause);
-    const why = trapCause === 'fuel' ? 'ran out of fuel (endless loop?)' : trapCause === 'memory' ? `trapped with memory at its cap (${what})` : `trapped: ${what}`;
+    const why = trapCause === 'fuel' ? 'ran out of fuel (endless loop?)' : trapCause === 'memory' ? `trapped with memory near its cap (${what})` : `trapped: ${what}`;
     super(`filter ${filter} ${why} in ${callback}`);
     this.name = 'FilterTrapError';
     this.filter = filter;
@@ -226,11 +226,15 @@ export class FilterVm {
     }
   }
 
-  /** Why the last guest call failed: the fuel meter, memory at its cap, or anything else. */
+  /**
+   * Why the last guest call failed: the fuel meter (exact), memory near its
+   * cap (an allocator whose memory.grow failed traps within one allocation of
+   * the cap, so "at least 3/4 of the cap" is taken as the cause), or anything else.
+   */
   private trapCause(): TrapCause {
     if (this.fuel && this.fuel.value < 0) return 'fuel';
-    const capPages = Math.floor(this.identity.limits.memoryMaxBytes / WASM_PAGE);
-    if (this.memory && this.memory.buffer.byteLength / WASM_PAGE >= capPages) return 'memory';
+    const capBytes = Math.floor(this.identity.limits.memoryMaxBytes / WASM_PAGE) * WASM_PAGE;
+    if (this.memory && this.memory.buffer.byteLength >= capBytes * 0.75) return 'memory';
     return 'trap';
   }
 
