@@ -5,7 +5,9 @@
 // codegen/emit.ts (AssemblyScript) → codegen/worker-client.ts (asc in a worker).
 import type { KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { sign } from 'node:crypto';
 import { makeBundle, PROXY_WASM_ABI, BUNDLE_FORMAT, sha256Hex, type Bundle, type BundleFilter, type BundleManifest, type SourceSpan } from '../protocol/bundle.ts';
+import { BuildCache, compilerIdentity, memoryCache } from './cache.ts';
 import type { PolicyFile } from './ast.ts';
 import { analyse } from './check/analysis.ts';
 import { checkFiles, type Topology } from './check/checker.ts';
@@ -21,11 +23,14 @@ export type { Diagnostic } from './diagnostics.ts';
 export type { Topology } from './check/checker.ts';
 export type { SourceFile } from './sources.ts';
 export { formatDiagnostic } from './diagnostics.ts';
+export { BuildCache, defaultCacheDir } from './cache.ts';
 export { readPolicySources } from './sources.ts';
 
 export interface CompileOptions {
   topology?: Topology;
   signKey?: KeyObject;
+  /** Where finished builds and modules are kept (default: in memory, per process). */
+  cache?: BuildCache;
 }
 
 export interface CompileResult {
@@ -95,11 +100,37 @@ function ruleSpans(service: ServiceIR): Record<string, SourceSpan> {
   return out;
 }
 
+/** The key of a whole build: the compiler's identity, every source, the topology. */
+function buildKey(files: SourceFile[], options: CompileOptions): string {
+  const parts = [compilerIdentity(COMPILER_VERSION), JSON.stringify(options.topology ?? null)];
+  for (const f of [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))) parts.push(f.path, sha256Hex(f.text));
+  return sha256Hex(parts.join('\n'));
+}
+
+/** A service's module: from the cache when its generated source was built before, else asc. */
+async function moduleFor(source: string, cache: BuildCache): Promise<Uint8Array> {
+  const key = sha256Hex(`${compilerIdentity(COMPILER_VERSION)}\n${source}`);
+  const hit = cache.getModule(key);
+  if (hit) return hit;
+  const wasm = await compileInWorker(source);
+  cache.putModule(key, wasm);
+  return wasm;
+}
+
 export async function compilePolicies(files: SourceFile[], options: CompileOptions = {}): Promise<CompileResult> {
+  const cache = options.cache ?? memoryCache;
+  const key = buildKey(files, options);
+  const cached = cache.getBuild(key);
+  if (cached) {
+    const manifest = JSON.parse(new TextDecoder().decode(cached.manifestBytes)) as BundleManifest;
+    const bundle: Bundle = { manifest, manifestBytes: cached.manifestBytes, modules: cached.modules };
+    if (options.signKey) bundle.signature = sign(null, cached.manifestBytes, options.signKey).toString('base64');
+    return { diagnostics: cached.diagnostics as Diagnostic[], bundle };
+  }
   const { diagnostics, ir } = frontEnd(files, options);
   if (!ir) return { diagnostics };
   const textByPath = new Map(files.map((f) => [f.path, f.text]));
-  const wasms = await Promise.all(ir.services.map((s) => compileInWorker(emitService(s))));
+  const wasms = await Promise.all(ir.services.map((s) => moduleFor(emitService(s), cache)));
   const modules = new Map<string, Uint8Array>();
   const filters: BundleFilter[] = ir.services.map((service, i) => {
     const wasm = wasms[i]!;
@@ -127,7 +158,9 @@ export async function compilePolicies(files: SourceFile[], options: CompileOptio
     compiler: { name: COMPILER_NAME, version: COMPILER_VERSION },
     filters,
   };
-  return { diagnostics, bundle: makeBundle(manifest, modules, options.signKey) };
+  const bundle = makeBundle(manifest, modules, options.signKey);
+  cache.putBuild(key, { manifestBytes: bundle.manifestBytes, modules, diagnostics });
+  return { diagnostics, bundle };
 }
 
 /** Ends the compile worker (it is restarted by the next compilePolicies call). */

@@ -2,7 +2,7 @@
 // deciding as the policy says (driven through compiler/run/host.ts).
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { compilePolicies, shutdownCompiler, type SourceFile } from '../../compiler/index.ts';
+import { BuildCache, compilePolicies, shutdownCompiler, type SourceFile } from '../../compiler/index.ts';
 import { ABI_EXPORTS } from '../../compiler/codegen/emit.ts';
 import { verifyBundle, type Bundle } from '../../protocol/bundle.ts';
 import { DecisionHost } from '../../compiler/run/host.ts';
@@ -15,7 +15,7 @@ let bundle: Bundle;
 let wasm: Uint8Array;
 
 beforeAll(async () => {
-  const result = await compilePolicies([tour]);
+  const result = await compilePolicies([tour], { cache: new BuildCache() });
   expect(result.diagnostics).toEqual([]);
   bundle = result.bundle!;
   wasm = bundle.modules.get('catalog.wasm')!;
@@ -59,8 +59,8 @@ describe('compiled module shape', () => {
     expect(catalog.rules['catalog/deny/no-admin']).toMatchObject({ file: 'tour.meshpolicy', line: 30, col: 3 });
   });
 
-  it('is byte-identical across builds', async () => {
-    const again = await compilePolicies([tour]);
+  it('is byte-identical across builds (no cache involved)', async () => {
+    const again = await compilePolicies([tour], { cache: new BuildCache() });
     expect(Buffer.from(again.bundle!.modules.get('catalog.wasm')!).equals(Buffer.from(wasm))).toBe(true);
     expect(Buffer.from(again.bundle!.manifestBytes).equals(Buffer.from(bundle.manifestBytes))).toBe(true);
   });
