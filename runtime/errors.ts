@@ -3,8 +3,7 @@
 // into the HTTP response (status, `x-mesh-reason`, short text body).
 //
 // In:  a MeshError (or any thrown value, treated as internal-error).
-// Out: the response written on a node:http ServerResponse.
-import type { ServerResponse } from 'node:http';
+// Out: the response (status, headers, body) the codec writes.
 import { REASON_HEADER } from '../protocol/properties.ts';
 
 /** Stable reason codes, their status and the Envoy-style response flag used in metrics. */
@@ -16,9 +15,23 @@ export const REASONS = {
   'upstream-identity-mismatch': { status: 502, flag: 'UF' },
   'upstream-timeout': { status: 504, flag: 'UT' },
   'upstream-reset': { status: 502, flag: 'UR' },
+  'upstream-protocol-error': { status: 502, flag: 'UPE' },
+  'circuit-open': { status: 503, flag: 'UO' },
   'filter-failed': { status: 503, flag: 'FF' },
   'filter-closed-stream': { status: 503, flag: 'FC' },
   'shutting-down': { status: 503, flag: 'SD' },
+  // The downstream request itself is at fault (the HTTP/1.1 codec refuses it, then closes).
+  'malformed-request': { status: 400, flag: 'DPE' },
+  'ambiguous-framing': { status: 400, flag: 'DPE' },
+  'bad-chunk': { status: 400, flag: 'DPE' },
+  'headers-too-large': { status: 431, flag: 'DPE' },
+  'uri-too-long': { status: 414, flag: 'DPE' },
+  'version-not-supported': { status: 505, flag: 'DPE' },
+  'unsupported-transfer-coding': { status: 501, flag: 'DPE' },
+  'unsupported-expectation': { status: 417, flag: 'DPE' },
+  'method-not-allowed': { status: 405, flag: 'DPE' },
+  'request-timeout': { status: 408, flag: 'DT' },
+  'too-many-connections': { status: 503, flag: 'OM' },
   'internal-error': { status: 500, flag: 'IE' },
 } as const;
 
@@ -43,18 +56,17 @@ export function toMeshError(err: unknown): MeshError {
   return new MeshError('internal-error', err instanceof Error ? err.message : String(err));
 }
 
-/** Writes the error response if the head is not sent yet; otherwise resets the downstream connection. */
-export function sendMeshError(res: ServerResponse, error: MeshError): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const body = `${error.reason}: ${error.message}\n`;
-  res.writeHead(error.status, {
-    ...error.headers,
-    [REASON_HEADER]: error.reason,
-    'content-type': 'text/plain; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-  });
-  res.end(body);
+export interface ErrorResponse {
+  status: number;
+  /** Lowercase names; the codec adds framing (content-length) and connection headers. */
+  headers: Array<[string, string]>;
+  body: Buffer;
+}
+
+/** The one place a MeshError becomes a response: status, `x-mesh-reason`, extra headers, a short text body. */
+export function renderError(error: MeshError): ErrorResponse {
+  const headers: Array<[string, string]> = [];
+  for (const [k, v] of Object.entries(error.headers)) headers.push([k, v]);
+  headers.push([REASON_HEADER, error.reason], ['content-type', 'text/plain; charset=utf-8']);
+  return { status: error.status, headers, body: Buffer.from(`${error.reason}: ${error.message}\n`) };
 }

@@ -1,29 +1,30 @@
-// The HTTP/1.1 codec edge on node:http: turns a downstream request into an
-// HttpStream, runs the filter chain (FilterRun), forwards to the upstream the
-// listener's role picks, streams bodies both ways, and writes exactly one
-// response, access-log line and metric record per request.
+// The HTTP request path: one downstream exchange (from runtime/http1/server)
+// through the filter chain (FilterRun), routed by the listener's role, sent
+// on an upstream pool (runtime/http1/client), and answered with exactly one
+// response, access-log line and metric record.
 //
-// In:  a ListenerRole (outbound, inbound or standalone: facts, chain, routing)
-//      and a node:http request/response pair.
+// In:  a ListenerRole (outbound, inbound or standalone: facts, chain,
+//      routing) and a ServerExchange.
 // Out: the proxied (or locally answered, or errored) response.
 //
-// Kept apart from the routing and filter logic so a faster codec can replace it.
-import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
-import https from 'node:https';
+// One ProxyRequest object per request holds all of its state; callbacks are
+// its methods, so the hot path allocates no closures. Bodies stream unless a
+// filter exports a body callback.
 import { randomUUID } from 'node:crypto';
 import { RULE_HEADER } from '../protocol/properties.ts';
 import type { FilterChain } from './chain.ts';
-import { MeshError, REASONS, sendMeshError, toMeshError } from './errors.ts';
+import { MeshError, REASONS, toMeshError } from './errors.ts';
 import { FilterRun, type StepOutcome } from './filter-run.ts';
 import type { SidecarMetrics } from './metrics.ts';
+import type { BodySink } from './http1/body.ts';
+import type { ResponseHandler, UpstreamExchange, UpstreamPool } from './http1/client.ts';
+import type { RequestHead, ResponseHead } from './http1/parse.ts';
+import type { ExchangeListener, ServerExchange } from './http1/server.ts';
 import { HttpStream, getHeader, type HeaderList, type LocalResponse, type StreamFacts } from './wasm/stream.ts';
 
 /** Where one request goes. */
 export interface UpstreamTarget {
-  protocol: 'http:' | 'https:';
-  host: string;
-  port: number;
-  agent: http.Agent;
+  pool: UpstreamPool;
   /** The version (subset) of the destination, for logs and metrics. */
   version: string;
   /** Instance name or URL, for the access log. */
@@ -35,7 +36,7 @@ export interface ListenerRole {
   readonly name: 'inbound' | 'outbound' | 'standalone';
   readonly reporter: 'source' | 'destination';
   /** Connection and mesh facts for a new request; throws MeshError to refuse it (e.g. no-certificate, unknown-service). */
-  facts(req: IncomingMessage): StreamFacts;
+  facts(exchange: ServerExchange): StreamFacts;
   chain(): FilterChain | undefined;
   /** Picks the upstream after the request filters ran (they may have set mesh.route.version); throws MeshError. */
   route(stream: HttpStream): UpstreamTarget;
@@ -52,284 +53,531 @@ export interface ProxyDeps {
   track(delta: 1 | -1): void;
 }
 
-// RFC 9110 7.6.1 connection-specific headers, never forwarded.
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
+// RFC 9110 7.6.1 connection-specific fields, never forwarded.
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+/** Not copied from the header list to the wire: the codec writes framing itself, Host comes from :authority. */
+const NOT_SERIALISED = new Set(['content-length', 'transfer-encoding', 'expect', 'host']);
 
-/** Request headers as a proxy-wasm map: pseudo-headers first (as Envoy presents them), lowercase names, no hop-by-hop. */
-export function requestHeaderList(req: IncomingMessage, scheme: string): HeaderList {
+function isHopByHop(name: string, connection: string[] | undefined): boolean {
+  return HOP_BY_HOP.has(name) || (connection !== undefined && connection.includes(name));
+}
+
+/** Request headers as a proxy-wasm map: pseudo-headers first (as Envoy presents them), no hop-by-hop fields. */
+export function requestHeaderList(head: RequestHead, scheme: string): HeaderList {
+  let path = head.target;
+  let authority = head.host;
+  if (path.charCodeAt(0) !== 0x2f && path !== '*') {
+    // absolute-form (RFC 9112 3.2.2): the target's authority wins over Host.
+    const m = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)([^#]*)/.exec(path);
+    if (m) {
+      authority = m[1]!;
+      path = m[2] || '/';
+    }
+  }
   const list: HeaderList = [
-    [':method', req.method ?? 'GET'],
-    [':path', req.url ?? '/'],
-    [':authority', req.headers.host ?? ''],
+    [':method', head.method],
+    [':path', path],
+    [':authority', authority],
     [':scheme', scheme],
   ];
-  appendRaw(list, req.rawHeaders, connectionTokens(req.headers));
+  const h = head.headers;
+  for (let i = 0; i < h.length; i++) {
+    const e = h[i]!;
+    const k = e[0];
+    if (k === 'host' || isHopByHop(k, head.connection)) continue;
+    list.push(e);
+  }
   return list;
 }
 
-function appendRaw(list: HeaderList, raw: string[], extraHop: Set<string>): void {
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i]!.toLowerCase();
-    if (name === 'host' || HOP_BY_HOP.has(name) || extraHop.has(name)) continue;
-    list.push([name, raw[i + 1]!]);
+function responseHeaderList(head: ResponseHead): HeaderList {
+  const list: HeaderList = [[':status', String(head.status)]];
+  const h = head.headers;
+  for (let i = 0; i < h.length; i++) {
+    const e = h[i]!;
+    if (!isHopByHop(e[0], head.connection)) list.push(e);
   }
+  return list;
 }
 
-/** Headers named in `Connection:` are hop-by-hop too. */
-function connectionTokens(headers: IncomingHttpHeaders): Set<string> {
-  const c = headers.connection;
-  if (!c) return new Set();
-  return new Set(c.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean));
+/** The request head for the upstream, with framing fields for the body as it will be sent. */
+function serialiseRequest(list: HeaderList, length: number, upgrade: string): string {
+  let method = 'GET';
+  let path = '/';
+  let authority = '';
+  let fields = '';
+  for (let i = 0; i < list.length; i++) {
+    const e = list[i]!;
+    const k = e[0];
+    if (k.charCodeAt(0) === 0x3a) {
+      if (k === ':method') method = e[1];
+      else if (k === ':path') path = e[1];
+      else if (k === ':authority') authority = e[1];
+      continue;
+    }
+    if (NOT_SERIALISED.has(k)) continue;
+    fields += k + ': ' + e[1] + '\r\n';
+  }
+  let s = method + ' ' + path + ' HTTP/1.1\r\nhost: ' + authority + '\r\n' + fields;
+  if (length > 0) s += 'content-length: ' + length + '\r\n';
+  else if (length === -1) s += 'transfer-encoding: chunked\r\n';
+  if (upgrade) s += 'connection: upgrade\r\nupgrade: ' + upgrade + '\r\n';
+  return s + '\r\n';
 }
 
-function toOutgoing(list: HeaderList): Array<[string, string]> {
-  return list.filter(([k]) => !k.startsWith(':'));
-}
-
-function flatten(list: Array<[string, string]>): string[] {
-  const out: string[] = [];
-  for (const [k, v] of list) out.push(k, v);
+/** Response fields for the downstream: no pseudo-headers, no framing (the codec adds it). */
+function outgoingResponseHeaders(list: HeaderList): HeaderList {
+  const out: HeaderList = [];
+  for (let i = 0; i < list.length; i++) {
+    const e = list[i]!;
+    const k = e[0];
+    if (k.charCodeAt(0) === 0x3a || k === 'content-length' || k === 'transfer-encoding') continue;
+    out.push(e);
+  }
   return out;
 }
 
-function hasBody(req: IncomingMessage): boolean {
-  const len = req.headers['content-length'];
-  if (req.headers['transfer-encoding'] !== undefined) return true;
-  return len !== undefined && len !== '0';
-}
-
-function exportsAny(run: FilterRun, chain: FilterChain | undefined, service: string, callback: string): boolean {
-  if (!chain || run.empty) return false;
+function exportsAny(chain: FilterChain, service: string, callback: string): boolean {
   return chain.filtersFor(service).some((f) => f.vm.hasExport(callback));
 }
 
-/** Handles one request end to end. Never throws; every failure becomes a response. */
-export function handleRequest(role: ListenerRole, deps: ProxyDeps, req: IncomingMessage, res: ServerResponse): void {
-  const started = performance.now();
-  deps.track(1);
-  const log: Record<string, unknown> = {
-    time: new Date().toISOString(),
-    direction: role.name,
-    method: req.method,
-    path: req.url,
-    authority: req.headers.host ?? '',
-  };
-  let chain: FilterChain | undefined;
-  let run: FilterRun | undefined;
-  let stream: HttpStream | undefined;
-  let target: UpstreamTarget | undefined;
-  let reason = '';
-  let bytesOut = 0;
-  let finished = false;
+const EMPTY = Buffer.alloc(0);
 
-  const finish = (): void => {
-    if (finished) return;
-    finished = true;
-    if (run) run.finish();
-    if (chain) chain.release();
-    const status = res.statusCode;
-    const durationMs = performance.now() - started;
+/** Handles one request end to end. Never throws; every failure becomes a response. */
+export function handleRequest(role: ListenerRole, deps: ProxyDeps, ex: ServerExchange): void {
+  new ProxyRequest(role, deps, ex).start();
+}
+
+class ProxyRequest implements ExchangeListener, ResponseHandler {
+  private readonly role: ListenerRole;
+  private readonly deps: ProxyDeps;
+  private readonly ex: ServerExchange;
+  private readonly started = performance.now();
+  private chain: FilterChain | undefined;
+  private run: FilterRun | undefined;
+  private stream: HttpStream | undefined;
+  private target: UpstreamTarget | undefined;
+  private upstream: UpstreamExchange | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private reason = '';
+  private rule: string | undefined;
+  private filter: string | undefined;
+  private error: string | undefined;
+  private done = false;
+  /** The request has a body to read. */
+  private bodyExpected: boolean;
+  /** Request / response body chunks go through filter body callbacks. */
+  private filterRequestBody = false;
+  private filterResponseBody = false;
+  /** Response body pieces that arrived before the response head was written, or while a filter works. */
+  private responseQueue: Buffer[] | undefined;
+  private responseEnded = false;
+  private responseTrailers: HeaderList | undefined;
+  private headWritten = false;
+  private pumping = false;
+
+  constructor(role: ListenerRole, deps: ProxyDeps, ex: ServerExchange) {
+    this.role = role;
+    this.deps = deps;
+    this.ex = ex;
+    ex.listener = this;
+    const h = ex.head;
+    this.bodyExpected = h.chunked || h.contentLength > 0;
+  }
+
+  start(): void {
+    this.deps.track(1);
+    try {
+      const head = this.ex.head;
+      if (head.expect !== '' && head.expect !== '100-continue') {
+        throw new MeshError('unsupported-expectation', `Expect "${head.expect}" is not supported`);
+      }
+      if (head.method === 'CONNECT') throw new MeshError('method-not-allowed', 'CONNECT is only served on the HTTP proxy port');
+      const facts = this.role.facts(this.ex);
+      const stream = new HttpStream(facts, requestHeaderList(head, facts.scheme));
+      this.stream = stream;
+      if (getHeader(stream.requestHeaders, 'x-request-id') === undefined) stream.requestHeaders.push(['x-request-id', facts.requestId]);
+      const chain = this.role.chain();
+      if (chain && chain.filtersFor(facts.destinationService).length > 0) {
+        this.chain = chain;
+        chain.acquire();
+        this.run = new FilterRun(chain, facts.destinationService, stream, this);
+        this.run.requestHeaders(!this.bodyExpected).then(
+          (out) => this.afterRequestHeaders(out),
+          (err: unknown) => this.fail(err),
+        );
+        return;
+      }
+      this.forward();
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  /** FilterRunHooks */
+  onFilterFailure(filter: string, policy: string, error: string): void {
+    this.deps.metrics.filterFailure(filter, policy);
+    this.deps.log({ event: 'filter-failure', filter, policy, error });
+  }
+
+  private afterRequestHeaders(out: StepOutcome): void {
+    if (this.done || this.ended(out)) return;
+    try {
+      this.forward();
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private forward(): void {
+    const stream = this.stream!;
+    const target = this.role.route(stream);
+    this.target = target;
+    const head = this.ex.head;
+    let length = 0;
+    if (this.bodyExpected) {
+      this.filterRequestBody = this.run !== undefined && this.chain !== undefined && exportsAny(this.chain, stream.facts.destinationService, 'proxy_on_request_body');
+      // Filters may change the body's length: send it chunked instead of trusting the original length.
+      length = head.chunked || this.filterRequestBody ? -1 : head.contentLength;
+    }
+    const upgrade = head.upgrade;
+    const wire = serialiseRequest(stream.requestHeaders, length, upgrade);
+    this.timer = setTimeout(onTimeout, this.deps.upstreamTimeoutMs, this);
+    this.upstream = target.pool.request(wire, { method: getHeader(stream.requestHeaders, ':method') ?? head.method, length, upgrade: upgrade !== '' }, this);
+    if (this.bodyExpected) {
+      if (head.expect === '100-continue') this.ex.writeContinue();
+      this.ex.readBody(this.filterRequestBody ? new FilteredRequestBody(this) : new RequestBody(this));
+    }
+  }
+
+  // --- request body ---
+
+  /** Unfiltered request body chunk: straight to the upstream, with backpressure. */
+  requestData(chunk: Buffer): void {
+    const up = this.upstream;
+    if (!up || this.done) return;
+    if (!up.write(chunk)) {
+      this.ex.pauseBody();
+      up.onDrain(() => this.ex.resumeBody());
+    }
+  }
+
+  setRequestTrailers(trailers: HeaderList | undefined): void {
+    if (trailers && this.stream) this.stream.requestTrailers = trailers;
+  }
+
+  requestEnd(trailers: HeaderList | undefined): void {
+    if (trailers && this.stream) this.stream.requestTrailers = trailers;
+    this.upstream?.finish(trailers);
+  }
+
+  async filterRequestChunk(chunk: Buffer, end: boolean): Promise<boolean> {
+    const { outcome, data } = await this.run!.requestBody(chunk, end);
+    if (this.done || this.ended(outcome)) return false;
+    const up = this.upstream;
+    if (!up) return false;
+    if (data.length && !up.write(data)) await new Promise<void>((r) => up.onDrain(r));
+    if (end) up.finish(this.stream!.requestTrailers.length ? this.stream!.requestTrailers : undefined);
+    return true;
+  }
+
+  // --- ResponseHandler (upstream side) ---
+
+  response(head: ResponseHead, up: UpstreamExchange): void {
+    if (this.done) return;
+    const stream = this.stream!;
+    if (head.status === 101) {
+      this.tunnel(head, up);
+      return;
+    }
+    stream.responseHeaders = responseHeaderList(head);
+    const noBody = this.ex.head.method === 'HEAD' || head.status === 204 || head.status === 304 || head.contentLength === 0;
+    const length = head.contentLength;
+    if (!this.run) {
+      this.writeResponseHead(length);
+      return;
+    }
+    this.filterResponseBody = !noBody && exportsAny(this.chain!, stream.facts.destinationService, 'proxy_on_response_body');
+    up.pauseResponse();
+    this.run.responseHeaders(noBody).then(
+      (out) => {
+        if (this.done || this.ended(out)) return;
+        this.writeResponseHead(this.filterResponseBody ? -1 : length);
+        up.resumeResponse();
+        this.pump();
+      },
+      (err: unknown) => this.fail(err),
+    );
+  }
+
+  private writeResponseHead(length: number): void {
+    const list = this.stream!.responseHeaders;
+    const status = Number(getHeader(list, ':status') ?? 502);
+    this.ex.writeHead(status, outgoingResponseHeaders(list), length);
+    this.headWritten = true;
+  }
+
+  data(chunk: Buffer): void {
+    if (this.done) return;
+    if (this.headWritten && !this.filterResponseBody && this.responseQueue === undefined) {
+      if (!this.ex.write(chunk)) {
+        const up = this.upstream!;
+        up.pauseResponse();
+        this.ex.onDrain(() => up.resumeResponse());
+      }
+      return;
+    }
+    (this.responseQueue ??= []).push(chunk);
+    if (this.headWritten) this.pump();
+  }
+
+  end(trailers: HeaderList | undefined): void {
+    if (this.done) return;
+    this.responseEnded = true;
+    this.responseTrailers = trailers;
+    if (this.headWritten && !this.filterResponseBody && this.responseQueue === undefined) {
+      this.ex.finishResponse(trailers);
+      this.finish();
+      return;
+    }
+    if (this.headWritten) this.pump();
+  }
+
+  failed(err: MeshError): void {
+    this.fail(err);
+  }
+
+  /** Writes queued response body pieces in order, through the filters when they want the body. */
+  private pump(): void {
+    if (this.pumping || this.done) return;
+    if (!this.filterResponseBody) {
+      const q = this.responseQueue;
+      this.responseQueue = undefined;
+      if (q) for (const c of q) this.ex.write(c);
+      if (this.responseEnded) {
+        this.ex.finishResponse(this.responseTrailers);
+        this.finish();
+      }
+      return;
+    }
+    this.pumping = true;
+    this.pumpFiltered().then(
+      () => (this.pumping = false),
+      (err: unknown) => {
+        this.pumping = false;
+        this.fail(err);
+      },
+    );
+  }
+
+  private async pumpFiltered(): Promise<void> {
+    const run = this.run!;
+    for (;;) {
+      const q = this.responseQueue;
+      if (q && q.length > 0) {
+        const chunk = q.shift()!;
+        const { outcome, data } = await run.responseBody(chunk, false);
+        if (this.done || this.ended(outcome)) return;
+        if (data.length && !this.ex.write(data)) await new Promise<void>((r) => this.ex.onDrain(r));
+        continue;
+      }
+      if (!this.responseEnded) return;
+      const { outcome, data } = await run.responseBody(EMPTY, true);
+      if (this.done || this.ended(outcome)) return;
+      this.ex.write(data);
+      this.ex.finishResponse(this.responseTrailers);
+      this.finish();
+      return;
+    }
+  }
+
+  /** 101 Switching Protocols: relay the head, then both sockets carry raw bytes until either side closes. */
+  private tunnel(head: ResponseHead, up: UpstreamExchange): void {
+    this.clearTimer();
+    const headers = outgoingResponseHeaders(responseHeaderList(head));
+    headers.push(['connection', 'upgrade'], ['upgrade', head.headers.find(([k]) => k === 'upgrade')?.[1] ?? this.ex.head.upgrade]);
+    this.ex.writeHead(101, headers, -1);
+    this.headWritten = true;
+    const down = this.ex.detach();
+    const upstream = up.detach();
+    if (upstream.head.length) down.socket.write(upstream.head);
+    if (down.head.length) upstream.socket.write(down.head);
+    down.socket.pipe(upstream.socket);
+    upstream.socket.pipe(down.socket);
+    let closed = false;
+    const close = (): void => {
+      if (closed) return;
+      closed = true;
+      down.socket.destroy();
+      upstream.socket.destroy();
+      this.finish();
+    };
+    for (const s of [down.socket, upstream.socket]) {
+      s.on('error', close);
+      s.on('close', close);
+    }
+  }
+
+  // --- endings ---
+
+  /** ExchangeListener: the downstream went away, or the codec refused the rest of the request. */
+  aborted(error: MeshError | undefined, status: number): void {
+    if (this.done) return;
+    if (error) {
+      this.reason = error.reason;
+      this.ex.status = status;
+    } else if (!this.reason) {
+      this.reason = 'downstream-reset';
+    }
+    this.upstream?.abort();
+    this.finish();
+  }
+
+  timedOut(): void {
+    this.timer = undefined;
+    if (this.done) return;
+    this.upstream?.abort();
+    this.fail(new MeshError('upstream-timeout', `no response from ${this.target?.endpoint ?? 'the upstream'} within ${this.deps.upstreamTimeoutMs} ms`));
+  }
+
+  /** Non-continue outcomes end the request here; returns true when it did. */
+  private ended(out: StepOutcome): boolean {
+    if (out.kind === 'continue') return false;
+    if (out.kind === 'local-response') this.answerLocally(out.response, out.filter);
+    else if (out.kind === 'close') {
+      this.reason = 'filter-closed-stream';
+      this.filter = out.filter;
+      this.upstream?.abort();
+      this.ex.destroy();
+      this.finish();
+    } else {
+      this.filter = out.filter;
+      this.fail(new MeshError('filter-failed', `filter ${out.filter} failed`, { 'x-mesh-filter': out.filter }));
+    }
+    return true;
+  }
+
+  private answerLocally(r: LocalResponse, filter: string): void {
+    const rule = getHeader(r.headers, RULE_HEADER) ?? (r.details || '');
+    this.rule = rule;
+    this.filter = filter;
+    this.deps.metrics.localResponse(rule);
+    this.upstream?.abort();
+    if (this.ex.headersSent) {
+      this.ex.destroy();
+      this.finish();
+      return;
+    }
+    const headers: HeaderList = [];
+    for (const e of r.headers) {
+      const k = e[0];
+      if (k.charCodeAt(0) === 0x3a || HOP_BY_HOP.has(k) || k === 'content-length') continue;
+      headers.push(e);
+    }
+    // An unread request body would be taken for the next request: close after answering.
+    if (!this.ex.bodyEnded) this.ex.keepAlive = false;
+    this.ex.respond(r.status, headers, Buffer.from(r.body));
+    this.finish();
+  }
+
+  /** Every failure becomes a response through the one renderer (runtime/errors.ts). */
+  fail(err: unknown): void {
+    if (this.done) return;
+    const e = toMeshError(err);
+    this.reason = e.reason;
+    if (e.reason === 'internal-error') this.error = e.message;
+    this.upstream?.abort();
+    this.ex.fail(e);
+    this.finish();
+  }
+
+  private clearTimer(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  private finish(): void {
+    if (this.done) return;
+    this.done = true;
+    this.clearTimer();
+    this.run?.finish();
+    this.chain?.release();
+    const ex = this.ex;
+    const status = ex.status;
+    const durationMs = performance.now() - this.started;
+    const stream = this.stream;
     const service = stream?.facts.destinationService ?? '';
-    deps.metrics.record({
+    const role = this.role;
+    const reason = this.reason;
+    this.deps.metrics.record({
       reporter: role.reporter,
       sourceWorkload: stream ? role.sourceWorkload(stream) : '',
       destinationService: service,
-      destinationVersion: target?.version ?? (role.name === 'inbound' ? role.ownVersion() : ''),
+      destinationVersion: this.target?.version ?? (role.name === 'inbound' ? role.ownVersion() : ''),
       status,
       responseFlags: reason ? (REASONS[reason as keyof typeof REASONS]?.flag ?? '-') : '-',
       durationMs,
     });
-    Object.assign(log, {
+    const head = ex.head;
+    this.deps.log({
+      time: new Date().toISOString(),
+      direction: role.name,
+      method: head.method,
+      path: head.target,
+      authority: head.host,
       destination_service: service,
-      version: target?.version,
-      endpoint: target?.endpoint,
+      version: this.target?.version,
+      endpoint: this.target?.endpoint,
       status,
       duration_ms: Math.round(durationMs * 100) / 100,
-      bytes_sent: bytesOut,
+      bytes_sent: ex.bytesSent,
+      rule: this.rule,
+      filter: this.filter,
       reason: reason || undefined,
+      error: this.error,
     });
-    deps.log(log);
-    deps.track(-1);
-  };
-  res.on('close', finish);
-
-  const fail = (err: unknown): void => {
-    const e = toMeshError(err);
-    reason = e.reason;
-    if (e.reason === 'internal-error') log.error = e.message;
-    sendMeshError(res, e);
-  };
-
-  const answerLocally = (r: LocalResponse, filter: string): void => {
-    const rule = getHeader(r.headers, RULE_HEADER) ?? (r.details || '');
-    log.rule = rule;
-    log.filter = filter;
-    deps.metrics.localResponse(rule);
-    if (res.headersSent) {
-      res.destroy();
-      return;
-    }
-    const headers = flatten(r.headers.filter(([k]) => !k.startsWith(':') && !HOP_BY_HOP.has(k) && k !== 'content-length'));
-    headers.push('content-length', String(r.body.length));
-    res.writeHead(r.status, headers);
-    bytesOut += r.body.length;
-    res.end(r.body);
-  };
-
-  /** Non-continue outcomes end the request here; returns true when it did. */
-  const ended = (out: StepOutcome): boolean => {
-    if (out.kind === 'continue') return false;
-    if (out.kind === 'local-response') answerLocally(out.response, out.filter);
-    else if (out.kind === 'close') {
-      reason = 'filter-closed-stream';
-      log.filter = out.filter;
-      res.destroy();
-    } else {
-      log.filter = out.filter;
-      fail(new MeshError('filter-failed', `filter ${out.filter} failed`, { 'x-mesh-filter': out.filter }));
-    }
-    return true;
-  };
-
-  const main = async (): Promise<void> => {
-    const facts = role.facts(req);
-    const scheme = facts.scheme;
-    stream = new HttpStream(facts, requestHeaderList(req, scheme));
-    if (getHeader(stream.requestHeaders, 'x-request-id') === undefined) stream.requestHeaders.push(['x-request-id', facts.requestId]);
-    chain = role.chain();
-    chain?.acquire();
-    run = chain ? new FilterRun(chain, facts.destinationService, stream, {
-      onFilterFailure: (filter, policy, error) => {
-        deps.metrics.filterFailure(filter, policy);
-        deps.log({ event: 'filter-failure', filter, policy, error });
-      },
-    }) : undefined;
-    const bodyExpected = hasBody(req);
-    if (run && ended(await run.requestHeaders(!bodyExpected))) return;
-    target = role.route(stream);
-    await forward(stream, target, bodyExpected);
-  };
-
-  const forward = (s: HttpStream, t: UpstreamTarget, bodyExpected: boolean): Promise<void> =>
-    new Promise<void>((resolve, reject) => {
-      const filterBody = bodyExpected && run !== undefined && exportsAny(run, chain, s.facts.destinationService, 'proxy_on_request_body');
-      // Filters may change the body's length: send it chunked instead of trusting the original length.
-      const h = filterBody ? s.requestHeaders.filter(([k]) => k !== 'content-length') : s.requestHeaders;
-      const options: http.RequestOptions = {
-        protocol: t.protocol,
-        host: t.host,
-        port: t.port,
-        agent: t.agent,
-        method: getHeader(h, ':method') ?? 'GET',
-        path: getHeader(h, ':path') ?? '/',
-        headers: flatten([['host', getHeader(h, ':authority') ?? ''], ...toOutgoing(h)]),
-        // The timer below covers the whole exchange; no socket-level timeout on pooled sockets.
-      };
-      const upstream = (t.protocol === 'https:' ? https : http).request(options);
-      const timer = setTimeout(() => {
-        upstream.destroy(new MeshError('upstream-timeout', `no response from ${t.endpoint} within ${deps.upstreamTimeoutMs} ms`));
-      }, deps.upstreamTimeoutMs);
-      timer.unref();
-      res.on('close', () => {
-        clearTimeout(timer);
-        if (!res.writableFinished) upstream.destroy();
-      });
-      upstream.on('error', (err: NodeJS.ErrnoException) => {
-        clearTimeout(timer);
-        reject(upstreamError(err, t));
-      });
-      upstream.on('response', (ures) => {
-        onUpstreamResponse(s, ures).then(
-          () => {
-            clearTimeout(timer);
-            resolve();
-          },
-          (err: unknown) => {
-            clearTimeout(timer);
-            reject(err);
-          },
-        );
-      });
-      sendRequestBody(upstream, bodyExpected, filterBody).catch((err: unknown) => {
-        upstream.destroy();
-        reject(err);
-      });
-    });
-
-  const sendRequestBody = async (upstream: http.ClientRequest, bodyExpected: boolean, filterBody: boolean): Promise<void> => {
-    if (!bodyExpected) {
-      upstream.end();
-      return;
-    }
-    if (!run || !filterBody) {
-      req.pipe(upstream);
-      return;
-    }
-    for await (const chunk of req) {
-      const { outcome, data } = await run.requestBody(chunk as Buffer, false);
-      if (ended(outcome)) return;
-      if (data.length && !upstream.write(data)) await new Promise((r) => upstream.once('drain', r));
-    }
-    const { outcome, data } = await run.requestBody(Buffer.alloc(0), true);
-    if (ended(outcome)) return;
-    upstream.end(data);
-  };
-
-  const onUpstreamResponse = async (s: HttpStream, ures: IncomingMessage): Promise<void> => {
-    const list: HeaderList = [[':status', String(ures.statusCode ?? 502)]];
-    appendRaw(list, ures.rawHeaders, connectionTokens(ures.headers));
-    s.responseHeaders = list;
-    const noBody = ures.headers['content-length'] === '0' || ures.statusCode === 204 || ures.statusCode === 304 || req.method === 'HEAD';
-    if (run && ended(await run.responseHeaders(noBody))) {
-      ures.resume();
-      return;
-    }
-    const filterBody = run !== undefined && exportsAny(run, chain, s.facts.destinationService, 'proxy_on_response_body');
-    const out = s.responseHeaders.filter(([k]) => !k.startsWith(':') && (!filterBody || k !== 'content-length'));
-    const status = Number(getHeader(s.responseHeaders, ':status') ?? ures.statusCode ?? 502);
-    res.writeHead(status, flatten(out));
-    if (!filterBody || !run) {
-      ures.on('data', (c: Buffer) => (bytesOut += c.length));
-      ures.pipe(res);
-      await new Promise<void>((resolve, reject) => {
-        ures.on('end', resolve);
-        ures.on('error', reject);
-        ures.on('aborted', () => reject(new MeshError('upstream-reset', 'upstream closed the response early')));
-      });
-      return;
-    }
-    for await (const chunk of ures) {
-      const { outcome, data } = await run.responseBody(chunk as Buffer, false);
-      if (ended(outcome)) return;
-      bytesOut += data.length;
-      if (data.length && !res.write(data)) await new Promise((r) => res.once('drain', r));
-    }
-    const { outcome, data } = await run.responseBody(Buffer.alloc(0), true);
-    if (ended(outcome)) return;
-    bytesOut += data.length;
-    res.end(data);
-  };
-
-  main().catch(fail);
+    this.deps.track(-1);
+  }
 }
 
-function upstreamError(err: NodeJS.ErrnoException, t: UpstreamTarget): MeshError {
-  if (err instanceof MeshError) return err;
-  if (err.code === 'MESH_IDENTITY_MISMATCH') return new MeshError('upstream-identity-mismatch', err.message);
-  if (err.code === 'ECONNRESET' || err.code === 'EPIPE') {
-    return new MeshError('upstream-reset', `connection to ${t.endpoint} was reset: ${err.message}`);
+function onTimeout(p: ProxyRequest): void {
+  p.timedOut();
+}
+
+/** Request body straight through. */
+class RequestBody implements BodySink {
+  private readonly p: ProxyRequest;
+  constructor(p: ProxyRequest) {
+    this.p = p;
   }
-  return new MeshError('upstream-connect-failed', `cannot reach ${t.endpoint}: ${err.message}`);
+  data(chunk: Buffer): void {
+    this.p.requestData(chunk);
+  }
+  end(trailers: HeaderList | undefined): void {
+    this.p.requestEnd(trailers);
+  }
+}
+
+/** Request body through the filters' body callbacks, one chunk at a time, in order. */
+class FilteredRequestBody implements BodySink {
+  private readonly p: ProxyRequest;
+  private tail: Promise<boolean> = Promise.resolve(true);
+  constructor(p: ProxyRequest) {
+    this.p = p;
+  }
+  data(chunk: Buffer): void {
+    this.tail = this.tail.then((ok) => (ok ? this.p.filterRequestChunk(chunk, false) : false)).catch((err: unknown) => this.failed(err));
+  }
+  end(trailers: HeaderList | undefined): void {
+    this.p.setRequestTrailers(trailers);
+    this.tail = this.tail.then((ok) => (ok ? this.p.filterRequestChunk(EMPTY, true) : false)).catch((err: unknown) => this.failed(err));
+  }
+  private failed(err: unknown): boolean {
+    this.p.fail(err);
+    return false;
+  }
 }
 
 export function newRequestId(): string {

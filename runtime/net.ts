@@ -1,8 +1,7 @@
 // Small listener helpers shared by the sidecar and the standalone proxy.
 //
-// In:  a node:http/https server and an Address. Out: a bound server, its address.
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+// In:  a net/tls/http server and an Address. Out: a bound server, its address.
+import type { AddressInfo, Server } from 'node:net';
 
 export interface Address {
   host: string;

@@ -6,16 +6,19 @@
 // In:  SidecarOptions; bundles, endpoints and certificates via apply*.
 // Out: proxied traffic, access-log lines, /ready /metrics /stats /config.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import https from 'node:https';
-import type { TLSSocket, PeerCertificate } from 'node:tls';
+import net from 'node:net';
+import tls, { type TLSSocket } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { bound, delay, listen, type Address } from './net.ts';
 import type { Bundle } from '../protocol/bundle.ts';
 import { Direction } from '../protocol/properties.ts';
 import type { CertificatePayload, Endpoint, EndpointsPayload, NodeInfo } from '../protocol/wire.ts';
 import { ChainError, FilterChain } from './chain.ts';
-import { MeshError } from './errors.ts';
+import { MeshError, REASONS } from './errors.ts';
 import { handleRequest, newRequestId, type ListenerRole, type ProxyDeps, type UpstreamTarget } from './http-proxy.ts';
+import { UpstreamPool } from './http1/client.ts';
+import { DEFAULT_LIMITS } from './http1/parse.ts';
+import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerExchange, type ServerOptions } from './http1/server.ts';
 import { SidecarMetrics } from './metrics.ts';
 import { createHostEnvironment, type HostEnvironment } from './wasm/environment.ts';
 import type { HttpStream, StreamFacts } from './wasm/stream.ts';
@@ -32,6 +35,8 @@ export interface SidecarOptions {
   /** Ed25519 public keys (PEM); when set, bundles must be signed by one. */
   trustedKeys?: string[];
   upstreamTimeoutMs?: number;
+  /** Codec limits and timeouts of the inbound and outbound listeners (defaults: runtime/http1). */
+  http?: Partial<ServerOptions>;
   /** Default: one JSON line per entry on stdout. */
   log?: (entry: Record<string, unknown>) => void;
 }
@@ -65,13 +70,17 @@ export class Sidecar {
   private chain: FilterChain | undefined;
   private endpoints: EndpointsPayload | undefined;
   private tls: TlsMaterial | undefined;
-  /** Pooled mTLS agents per upstream endpoint; replaced wholesale when the certificate changes. */
-  private agents = new Map<string, https.Agent>();
-  private readonly appAgent = new http.Agent({ keepAlive: true });
+  /** Pooled mTLS connections per upstream endpoint; replaced wholesale when the certificate changes. */
+  private pools = new Map<string, UpstreamPool>();
+  private readonly appPool: UpstreamPool;
   private readonly roundRobin = new Map<string, number>();
-  private readonly outboundServer: http.Server;
-  private readonly inboundServer: https.Server;
+  private readonly outboundServer: net.Server;
+  private readonly inboundServer: tls.Server;
   private readonly adminServer: http.Server;
+  private readonly outboundHttp: Http1Server;
+  private readonly inboundHttp: Http1Server;
+  /** Raw TCP connections of the inbound listener (the TLS layer sits on top). */
+  private readonly handshaking = new Set<net.Socket>();
   private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
   private stopping = false;
@@ -88,12 +97,34 @@ export class Sidecar {
     };
     const outbound = this.outboundRole();
     const inbound = this.inboundRole();
-    this.outboundServer = http.createServer((req, res) => handleRequest(outbound, deps, req, res));
+    const httpOptions: ServerOptions = { limits: DEFAULT_LIMITS, ...DEFAULT_SERVER_OPTIONS, ...options.http };
+    const refused = (role: ListenerRole) => (conn: { socket: net.Socket }, err: MeshError, status: number) => {
+      this.metrics.record({ reporter: role.reporter, sourceWorkload: '', destinationService: '', destinationVersion: '', status, responseFlags: REASONS[err.reason].flag, durationMs: 0 });
+      this.log({ time: new Date().toISOString(), direction: role.name, status, reason: err.reason, error: err.message, source: conn.socket.remoteAddress });
+    };
+    this.outboundHttp = new Http1Server(httpOptions, { request: (ex) => handleRequest(outbound, deps, ex), refused: refused(outbound) });
+    this.inboundHttp = new Http1Server(httpOptions, { request: (ex) => handleRequest(inbound, deps, ex), refused: refused(inbound) });
+    this.appPool = new UpstreamPool({
+      connect: () => net.connect({ host: options.app.host, port: options.app.port }),
+      secure: false,
+      limits: DEFAULT_LIMITS,
+      // Below the 5 s keep-alive timeout of Node's http server, the most common app server here.
+      idleTimeoutMs: 4_000,
+      maxIdle: 256,
+    });
+    this.outboundServer = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.outboundHttp.accept(socket));
     // No certificate until applyCertificate: the TLS handshake fails, so nothing is served in plaintext.
-    this.inboundServer = https.createServer({ requestCert: true, rejectUnauthorized: true }, (req, res) =>
-      handleRequest(inbound, deps, req, res),
+    this.inboundServer = tls.createServer(
+      { requestCert: true, rejectUnauthorized: true, allowHalfOpen: true, ALPNProtocols: ['http/1.1'], handshakeTimeout: httpOptions.headersTimeoutMs },
+      (socket: TLSSocket) => this.inboundHttp.accept(socket, { peer: uriSan(socket.getPeerCertificate().subjectaltname) }),
     );
     this.inboundServer.on('tlsClientError', (err) => this.log({ event: 'inbound-tls-error', error: err.message }));
+    // A connection whose client gave up inside the handshake (it refused our certificate, say) is
+    // not the codec's yet and lingers half-open until handshakeTimeout; stop() closes such ones.
+    this.inboundServer.on('connection', (raw: net.Socket) => {
+      this.handshaking.add(raw);
+      raw.once('close', () => this.handshaking.delete(raw));
+    });
     this.adminServer = http.createServer((req, res) => this.admin(req, res));
   }
 
@@ -140,9 +171,9 @@ export class Sidecar {
     // Fails here (and keeps the old certificate) if key and certificate do not match.
     this.inboundServer.setSecureContext({ cert: material.cert, key: material.key, ca: material.ca });
     this.tls = material;
-    const old = this.agents;
-    this.agents = new Map();
-    for (const agent of old.values()) retireAgent(agent);
+    const old = this.pools;
+    this.pools = new Map();
+    for (const pool of old.values()) pool.retire();
     this.log({ event: 'certificate-applied', spiffeId: cert.spiffeId, notAfter: cert.notAfter });
   }
 
@@ -156,12 +187,19 @@ export class Sidecar {
     const closing = [this.outboundServer, this.inboundServer, this.adminServer].map(
       (s) => new Promise<void>((resolve) => s.close(() => resolve())),
     );
-    for (const s of [this.outboundServer, this.inboundServer, this.adminServer]) s.closeIdleConnections();
+    this.outboundHttp.drain();
+    this.inboundHttp.drain();
+    this.adminServer.closeIdleConnections();
+    const deadline = Date.now() + STOP_DEADLINE_MS;
     await Promise.race([this.idle(), delay(STOP_DEADLINE_MS)]);
-    for (const s of [this.outboundServer, this.inboundServer, this.adminServer]) s.closeAllConnections();
+    // Responses just completed still have bytes to flush: let their connections close on their own first.
+    const grace = Math.max(100, Math.min(1_000, deadline - Date.now()));
+    await Promise.all([this.outboundHttp.closeAll(grace), this.inboundHttp.closeAll(grace)]);
+    for (const raw of this.handshaking) raw.destroy();
+    this.adminServer.closeAllConnections();
     await Promise.all(closing);
-    for (const a of this.agents.values()) a.destroy();
-    this.appAgent.destroy();
+    for (const p of this.pools.values()) p.destroy();
+    this.appPool.destroy();
     this.chain?.retire();
     this.log({ event: 'sidecar-stopped', instance: this.options.node.instance });
   }
@@ -189,11 +227,11 @@ export class Sidecar {
     return {
       name: 'outbound',
       reporter: 'source',
-      facts: (req) => {
+      facts: (ex) => {
         const tls = this.tls;
         if (!tls) throw new MeshError('no-certificate', 'this sidecar has no certificate yet');
-        const service = this.serviceFromHost(req.headers.host ?? '');
-        return this.facts(req, Direction.Outbound, tls.spiffeId, service, '', 'http');
+        const service = this.serviceFromHost(ex.head.host);
+        return this.facts(ex, Direction.Outbound, tls.spiffeId, service, '', 'http');
       },
       chain: () => this.chain,
       route: (stream) => this.routeOutbound(stream),
@@ -205,22 +243,23 @@ export class Sidecar {
   private inboundRole(): ListenerRole {
     const node = this.options.node;
     const app = this.options.app;
+    const appEndpoint = `app ${app.host}:${app.port}`;
     return {
       name: 'inbound',
       reporter: 'destination',
-      facts: (req) => {
-        const peer = uriSan((req.socket as TLSSocket).getPeerCertificate() as PeerCertificate | undefined ? ((req.socket as TLSSocket).getPeerCertificate() as PeerCertificate).subjectaltname : undefined);
-        return this.facts(req, Direction.Inbound, peer, node.service, peer, 'https');
+      facts: (ex) => {
+        const peer = ex.conn.info.peer ?? '';
+        return this.facts(ex, Direction.Inbound, peer, node.service, peer, 'https');
       },
       chain: () => this.chain,
-      route: () => ({ protocol: 'http:', host: app.host, port: app.port, agent: this.appAgent, version: node.version, endpoint: `app ${app.host}:${app.port}` }),
+      route: () => ({ pool: this.appPool, version: node.version, endpoint: appEndpoint }),
       sourceWorkload: (stream) => workloadOf(stream.facts.sourcePrincipal),
       ownVersion: () => node.version,
     };
   }
 
-  private facts(req: IncomingMessage, direction: number, principal: string, service: string, peer: string, scheme: string): StreamFacts {
-    const sock = req.socket;
+  private facts(ex: ServerExchange, direction: number, principal: string, service: string, peer: string, scheme: string): StreamFacts {
+    const sock = ex.conn.socket;
     return {
       direction,
       sourcePrincipal: principal,
@@ -232,7 +271,7 @@ export class Sidecar {
       peerUriSan: peer,
       requestId: newRequestId(),
       scheme,
-      protocol: `HTTP/${req.httpVersion}`,
+      protocol: ex.head.minor === 1 ? 'HTTP/1.1' : 'HTTP/1.0',
     };
   }
 
@@ -260,31 +299,46 @@ export class Sidecar {
     const n = this.roundRobin.get(service) ?? 0;
     this.roundRobin.set(service, n + 1);
     const ep = candidates[n % candidates.length]!;
-    return { protocol: 'https:', host: ep.address, port: ep.port, agent: this.agentFor(ep, tls), version: ep.version, endpoint: ep.instance };
+    return { pool: this.poolFor(ep, tls), version: ep.version, endpoint: ep.instance };
   }
 
-  private agentFor(ep: Endpoint, tls: TlsMaterial): https.Agent {
+  private poolFor(ep: Endpoint, material: TlsMaterial): UpstreamPool {
     const key = `${ep.address}:${ep.port}|${ep.spiffeId}`;
-    let agent = this.agents.get(key);
-    if (!agent) {
+    let pool = this.pools.get(key);
+    if (!pool) {
       const expected = ep.spiffeId;
-      agent = new https.Agent({
-        keepAlive: true,
-        cert: tls.cert,
-        key: tls.key,
-        ca: tls.ca,
-        // The chain is verified against the mesh CA by Node; identity is the SPIFFE URI SAN, not the host name.
-        checkServerIdentity: (_host, cert) => {
-          const got = uriSan(cert.subjectaltname);
-          if (got === expected) return undefined;
-          const err = new Error(`upstream ${ep.instance} presented ${got || 'no SPIFFE ID'}, expected ${expected}`) as NodeJS.ErrnoException;
-          err.code = 'MESH_IDENTITY_MISMATCH';
-          return err;
+      const secureContext = tls.createSecureContext({ cert: material.cert, key: material.key, ca: material.ca });
+      let session: Buffer | undefined;
+      pool = new UpstreamPool({
+        connect: () => {
+          const socket = tls.connect({
+            host: ep.address,
+            port: ep.port,
+            secureContext,
+            ALPNProtocols: ['http/1.1'],
+            ...(session ? { session } : {}),
+            // The chain is verified against the mesh CA by Node; identity is the SPIFFE URI SAN, not the host name.
+            checkServerIdentity: (_host, cert) => {
+              const got = uriSan(cert.subjectaltname);
+              if (got === expected) return undefined;
+              const err = new Error(`upstream ${ep.instance} presented ${got || 'no SPIFFE ID'}, expected ${expected}`) as NodeJS.ErrnoException;
+              err.code = 'MESH_IDENTITY_MISMATCH';
+              return err;
+            },
+          });
+          // TLS session resumption makes reconnects to the same sidecar cheap.
+          socket.once('session', (s: Buffer) => (session = s));
+          return socket;
         },
+        secure: true,
+        limits: DEFAULT_LIMITS,
+        // Below the inbound listener's idle timeout, so the client side closes first.
+        idleTimeoutMs: Math.max(1_000, (this.options.http?.idleTimeoutMs ?? DEFAULT_SERVER_OPTIONS.idleTimeoutMs) - 5_000),
+        maxIdle: 256,
       });
-      this.agents.set(key, agent);
+      this.pools.set(key, pool);
     }
-    return agent;
+    return pool;
   }
 
   private admin(req: IncomingMessage, res: ServerResponse): void {
@@ -346,10 +400,4 @@ function certExpiry(pem: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Idle pooled sockets close now; busy ones close when their request ends (keepAlive off). */
-function retireAgent(agent: https.Agent): void {
-  (agent as unknown as { keepAlive: boolean }).keepAlive = false;
-  for (const list of Object.values(agent.freeSockets)) for (const s of list ?? []) s.destroy();
 }

@@ -5,11 +5,16 @@
 // In:  StandaloneOptions (listen address, upstream URLs, filter specs).
 // Out: a running proxy with the same data path and admin endpoints as the sidecar.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import https from 'node:https';
+import net from 'node:net';
+import tls from 'node:tls';
 import { bound, listen, type Address } from './net.ts';
 import { Direction, ROUTE_VERSION } from '../protocol/properties.ts';
 import { FilterChain, type FilterSpec } from './chain.ts';
 import { handleRequest, newRequestId, type ListenerRole, type UpstreamTarget } from './http-proxy.ts';
+import { UpstreamPool } from './http1/client.ts';
+import { DEFAULT_LIMITS } from './http1/parse.ts';
+import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerOptions } from './http1/server.ts';
+import { REASONS } from './errors.ts';
 import { SidecarMetrics } from './metrics.ts';
 import { jsonLineLog } from './sidecar.ts';
 import { createHostEnvironment } from './wasm/environment.ts';
@@ -26,22 +31,21 @@ export interface StandaloneOptions {
   /** destination.service; default: the upstream's host name. */
   service?: string;
   upstreamTimeoutMs?: number;
+  /** Codec limits and timeouts of the listener. */
+  http?: Partial<ServerOptions>;
   log?: (entry: Record<string, unknown>) => void;
 }
 
-interface Upstream {
-  url: URL;
-  agent: http.Agent;
-}
 
 export class StandaloneProxy {
   private readonly options: StandaloneOptions;
   private readonly log: (entry: Record<string, unknown>) => void;
   readonly metrics = new SidecarMetrics();
   private chain: FilterChain | undefined;
-  private readonly server: http.Server;
+  private readonly server: net.Server;
+  private readonly http: Http1Server;
   private readonly adminServer: http.Server | undefined;
-  private readonly upstreams = new Map<string, Upstream>();
+  private readonly upstreams = new Map<string, UpstreamPool>();
 
   constructor(options: StandaloneOptions) {
     this.options = options;
@@ -50,18 +54,18 @@ export class StandaloneProxy {
     const role: ListenerRole = {
       name: 'standalone',
       reporter: 'source',
-      facts: (req) => ({
+      facts: (ex) => ({
         direction: Direction.Unspecified,
         sourcePrincipal: '',
-        sourceAddress: req.socket.remoteAddress ?? '',
-        sourcePort: req.socket.remotePort ?? 0,
-        destinationAddress: req.socket.localAddress ?? '',
-        destinationPort: req.socket.localPort ?? 0,
+        sourceAddress: ex.conn.socket.remoteAddress ?? '',
+        sourcePort: ex.conn.socket.remotePort ?? 0,
+        destinationAddress: ex.conn.socket.localAddress ?? '',
+        destinationPort: ex.conn.socket.localPort ?? 0,
         destinationService: service,
         peerUriSan: '',
         requestId: newRequestId(),
         scheme: 'http',
-        protocol: `HTTP/${req.httpVersion}`,
+        protocol: ex.head.minor === 1 ? 'HTTP/1.1' : 'HTTP/1.0',
       }),
       chain: () => this.chain,
       route: (stream) => {
@@ -74,7 +78,17 @@ export class StandaloneProxy {
       ownVersion: () => '',
     };
     const deps = { metrics: this.metrics, log: this.log, upstreamTimeoutMs: options.upstreamTimeoutMs ?? 15_000, track: () => {} };
-    this.server = http.createServer((req, res) => handleRequest(role, deps, req, res));
+    this.http = new Http1Server(
+      { limits: DEFAULT_LIMITS, ...DEFAULT_SERVER_OPTIONS, ...options.http },
+      {
+        request: (ex) => handleRequest(role, deps, ex),
+        refused: (conn, err, status) => {
+          this.metrics.record({ reporter: 'source', sourceWorkload: '', destinationService: '', destinationVersion: '', status, responseFlags: REASONS[err.reason].flag, durationMs: 0 });
+          this.log({ time: new Date().toISOString(), direction: 'standalone', status, reason: err.reason, error: err.message, source: conn.socket.remoteAddress });
+        },
+      },
+    );
+    this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.http.accept(socket));
     if (options.admin) this.adminServer = http.createServer((req, res) => this.admin(req, res));
   }
 
@@ -96,24 +110,34 @@ export class StandaloneProxy {
   }
 
   async stop(): Promise<void> {
-    const servers = [this.server, ...(this.adminServer ? [this.adminServer] : [])];
-    const closed = servers.map((s) => new Promise<void>((r) => s.close(() => r())));
-    for (const s of servers) s.closeIdleConnections();
-    await Promise.race([Promise.all(closed), new Promise((r) => setTimeout(r, 5_000).unref())]);
-    for (const s of servers) s.closeAllConnections();
-    for (const u of this.upstreams.values()) u.agent.destroy();
+    const closed = [this.server, ...(this.adminServer ? [this.adminServer] : [])].map((s) => new Promise<void>((r) => s.close(() => r())));
+    this.http.drain();
+    this.adminServer?.closeIdleConnections();
+    const deadline = Date.now() + 5_000;
+    while (this.http.busy() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await this.http.closeAll(Math.max(100, Math.min(1_000, deadline - Date.now())));
+    this.adminServer?.closeAllConnections();
+    await Promise.all(closed);
+    for (const u of this.upstreams.values()) u.destroy();
     this.chain?.retire();
   }
 
   private target(url: URL, version: string): UpstreamTarget {
-    let u = this.upstreams.get(url.href);
-    if (!u) {
-      const agent = url.protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
-      u = { url, agent };
-      this.upstreams.set(url.href, u);
+    let pool = this.upstreams.get(url.href);
+    if (!pool) {
+      const secure = url.protocol === 'https:';
+      const port = Number(url.port || (secure ? 443 : 80));
+      const host = url.hostname.replace(/^\[|\]$/g, '');
+      pool = new UpstreamPool({
+        connect: () => (secure ? tls.connect({ host, port, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'] }) : net.connect({ host, port })),
+        secure,
+        limits: DEFAULT_LIMITS,
+        idleTimeoutMs: 4_000,
+        maxIdle: 256,
+      });
+      this.upstreams.set(url.href, pool);
     }
-    const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
-    return { protocol: url.protocol === 'https:' ? 'https:' : 'http:', host: url.hostname, port, agent: u.agent, version, endpoint: url.href };
+    return { pool, version, endpoint: url.href };
   }
 
   private admin(req: IncomingMessage, res: ServerResponse): void {
