@@ -268,21 +268,16 @@ export class UpstreamConnection {
     }
     if (this.decoder?.done && this.ex === ex) {
       if (used < buf.length) this.keepAlive = false; // bytes after the response: out of step
-      this.completeAfterBody();
+      this.finishExchange();
     }
   }
 
-  /** The decoder ended the body (ex.end was called through the sink). */
-  private completeAfterBody(): void {
-    this.finishExchange();
-  }
-
   private complete(trailers: HeaderList | undefined): void {
-    const ex = this.ex!;
-    ex.end(trailers);
+    this.ex!.end(trailers);
     this.finishExchange();
   }
 
+  /** The response is complete: the connection goes back to the pool first, then the handler hears of the end (so its next request can reuse it). */
   private finishExchange(): void {
     const ex = this.ex!;
     ex.responseDone = true;
@@ -301,6 +296,7 @@ export class UpstreamConnection {
     } else {
       this.close();
     }
+    ex.deliverEnd();
   }
 
   private fail(err: MeshError): void {
@@ -382,6 +378,7 @@ export class UpstreamExchange implements BodySink {
   aborted = false;
   private failed = false;
   upgradeHead: Buffer | undefined;
+  private trailers: HeaderList | undefined;
 
   constructor(pool: UpstreamPool, head: string, framing: RequestFraming, handler: ResponseHandler) {
     this.pool = pool;
@@ -425,9 +422,14 @@ export class UpstreamExchange implements BodySink {
     if (!this.aborted) this.handler.data(chunk);
   }
 
+  /** The decoder reached the end; the connection delivers it once it has been released. */
   end(trailers: HeaderList | undefined): void {
     this.responseDone = true;
-    if (!this.aborted) this.handler.end(trailers);
+    this.trailers = trailers;
+  }
+
+  deliverEnd(): void {
+    if (!this.aborted) this.handler.end(this.trailers);
   }
 
   fail(err: MeshError): void {
