@@ -18,6 +18,7 @@ export interface SuiteResult {
 /** Every suite, in the order `npm run bench` runs them. Each module exports `run(options)`. */
 const SUITES: Record<string, () => Promise<{ run(options: SuiteOptions): Promise<SuiteResult> }>> = {
   'http-hop': () => import('./http-hop.ts'),
+  host: () => import('./host.ts'),
 };
 
 const { values } = parseArgs({
