@@ -10,6 +10,7 @@ import net from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { bound, delay, listen, type Address } from './net.ts';
+import { jsonLineLog } from './log.ts';
 import type { Bundle } from '../protocol/bundle.ts';
 import { Direction } from '../protocol/properties.ts';
 import type { CertificatePayload, Endpoint, EndpointsPayload, NodeInfo } from '../protocol/wire.ts';
@@ -51,9 +52,7 @@ interface TlsMaterial {
 
 const STOP_DEADLINE_MS = 10_000;
 
-export function jsonLineLog(entry: Record<string, unknown>): void {
-  process.stdout.write(JSON.stringify(entry) + '\n');
-}
+export { jsonLineLog };
 
 /** The URI SAN (SPIFFE ID) of a certificate, from Node's `subjectaltname` string. */
 export function uriSan(subjectaltname: string | undefined): string {

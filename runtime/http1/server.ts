@@ -476,6 +476,10 @@ export class ServerExchange implements BodySink {
     const h = this.head;
     this.noBody = h.method === 'HEAD' || status === 204 || status === 304 || (status >= 100 && status < 200);
     if (this.conn.draining) this.keepAlive = false;
+    // Head and the first body bytes (usually read together from the upstream) leave in one writev.
+    const socket = this.conn.socket;
+    socket.cork();
+    process.nextTick(uncork, socket);
     let s = `HTTP/1.1 ${status} ${reason ?? statusText(status)}\r\n`;
     for (let i = 0; i < headers.length; i++) {
       const e = headers[i]!;
@@ -497,7 +501,7 @@ export class ServerExchange implements BodySink {
       // The caller supplies Connection: upgrade and Upgrade; the socket leaves the codec next.
     } else if (!this.keepAlive) s += 'connection: close\r\n';
     else if (h.minor === 0) s += 'connection: keep-alive\r\n';
-    this.conn.socket.write(s + '\r\n', 'latin1');
+    socket.write(s + '\r\n', 'latin1');
   }
 
   /** Body bytes; returns false when the socket's buffer is full (wait for drain()). */
@@ -560,6 +564,10 @@ export class ServerExchange implements BodySink {
     this.finished = true;
     this.listener?.aborted(error, status);
   }
+}
+
+function uncork(socket: Socket): void {
+  socket.uncork();
 }
 
 const STATUS_TEXT: Record<number, string> = {
