@@ -17,18 +17,59 @@ import { MeshError, REASONS, toMeshError } from './errors.ts';
 import { FilterRun, type StepOutcome } from './filter-run.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import type { BodySink } from './http1/body.ts';
-import type { ResponseHandler, UpstreamExchange, UpstreamPool } from './http1/client.ts';
+import type { RequestFraming, ResponseHandler, UpstreamExchange, UpstreamPool } from './http1/client.ts';
+import type { RetryPolicy } from '../protocol/traffic.ts';
+import { backoffMs, retriable, type TryOutcome } from './traffic/retry.ts';
 import type { RequestHead, ResponseHead } from './http1/parse.ts';
 import type { ExchangeListener, ServerExchange } from './http1/server.ts';
 import { HttpStream, getHeader, type HeaderList, type LocalResponse, type StreamFacts } from './wasm/stream.ts';
 
-/** Where one request goes. */
+/** Where one try of a request goes. */
 export interface UpstreamTarget {
   pool: UpstreamPool;
   /** The version (subset) of the destination, for logs and metrics. */
   version: string;
   /** Instance name or URL, for the access log. */
   endpoint: string;
+}
+
+/**
+ * How a request is routed once the filters ran: the endpoint for each try,
+ * the timeouts and retry policy, what to tell the balancer and outlier
+ * detection about each try, and where to mirror a copy.
+ */
+export interface Route {
+  /** The whole request, every try included. */
+  timeoutMs: number;
+  perTryTimeoutMs: number | undefined;
+  retry: RetryPolicy | undefined;
+  /** The target of the next try (load is counted from here); throws MeshError (no-healthy-endpoint, circuit-open). */
+  next(): UpstreamTarget;
+  /** How a try ended (for outlier detection and latency-aware balancing). */
+  report(target: UpstreamTarget, outcome: TryOutcome, latencyMs: number): void;
+  /** The try no longer loads its endpoint. Called once per next(). */
+  release(target: UpstreamTarget): void;
+  /** Takes one retry from the budget; false when the budget is spent. */
+  retryAllowed(): boolean;
+  /** Where a copy of this request goes (mirroring), decided once per request. */
+  mirror(): UpstreamTarget | undefined;
+  /** The request is over (every admitted request calls it once). */
+  done(): void;
+}
+
+/** A route to one fixed upstream, without retries (inbound to the app, standalone). */
+export function fixedRoute(target: UpstreamTarget, timeoutMs: number): Route {
+  return {
+    timeoutMs,
+    perTryTimeoutMs: undefined,
+    retry: undefined,
+    next: () => target,
+    report: () => {},
+    release: () => {},
+    retryAllowed: () => false,
+    mirror: () => undefined,
+    done: () => {},
+  };
 }
 
 /** What differs between listeners: who the peer is, which chain, where requests go. */
@@ -38,8 +79,8 @@ export interface ListenerRole {
   /** Connection and mesh facts for a new request; throws MeshError to refuse it (e.g. no-certificate, unknown-service). */
   facts(exchange: ServerExchange): StreamFacts;
   chain(): FilterChain | undefined;
-  /** Picks the upstream after the request filters ran (they may have set mesh.route.version); throws MeshError. */
-  route(stream: HttpStream): UpstreamTarget;
+  /** Routes the request after the request filters ran (they may have set mesh.route.version and mesh.route.id); throws MeshError. */
+  route(stream: HttpStream): Route;
   sourceWorkload(stream: HttpStream): string;
   /** Version label for metrics when no upstream was chosen. */
   ownVersion(): string;
@@ -156,9 +197,23 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
   private chain: FilterChain | undefined;
   private run: FilterRun | undefined;
   private stream: HttpStream | undefined;
+  private route: Route | undefined;
   private target: UpstreamTarget | undefined;
   private upstream: UpstreamExchange | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** The request as sent upstream, for every try. */
+  private wire = '';
+  private framing: RequestFraming | undefined;
+  private tries = 0;
+  private tryOpen = false;
+  private tryStarted = 0;
+  private tryTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  /** Request body kept for a retry while it is small enough. */
+  private bodyCopy: Buffer[] | undefined;
+  private bodyCopyBytes = 0;
+  private replayable = true;
+  private requestEnded = false;
   private reason = '';
   private rule: string | undefined;
   private filter: string | undefined;
@@ -175,6 +230,7 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
   private responseTrailers: HeaderList | undefined;
   private headWritten = false;
   private pumping = false;
+  private budgetSpent = false;
 
   constructor(role: ListenerRole, deps: ProxyDeps, ex: ServerExchange) {
     this.role = role;
@@ -231,8 +287,8 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
 
   private forward(): void {
     const stream = this.stream!;
-    const target = this.role.route(stream);
-    this.target = target;
+    const route = this.role.route(stream);
+    this.route = route;
     const head = this.ex.head;
     let length = 0;
     if (this.bodyExpected) {
@@ -241,9 +297,16 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
       length = head.chunked || this.filterRequestBody ? -1 : head.contentLength;
     }
     const upgrade = head.upgrade;
-    const wire = serialiseRequest(stream.requestHeaders, length, upgrade);
-    this.timer = setTimeout(onTimeout, this.deps.upstreamTimeoutMs, this);
-    this.upstream = target.pool.request(wire, { method: getHeader(stream.requestHeaders, ':method') ?? head.method, length, upgrade: upgrade !== '' }, this);
+    this.wire = serialiseRequest(stream.requestHeaders, length, upgrade);
+    this.framing = { method: getHeader(stream.requestHeaders, ':method') ?? head.method, length, upgrade: upgrade !== '' };
+    this.timer = setTimeout(onTimeout, route.timeoutMs, this);
+    if (route.retry && this.bodyExpected) this.bodyCopy = [];
+    this.startTry();
+    if (this.done) return;
+    if (!this.bodyExpected && upgrade === '') {
+      const m = route.mirror();
+      if (m) this.mirrorTo(m);
+    }
     if (this.bodyExpected) {
       if (head.expect === '100-continue') this.ex.writeContinue();
       this.ex.readBody(this.filterRequestBody ? new FilteredRequestBody(this) : new RequestBody(this));
@@ -254,8 +317,10 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
 
   /** Unfiltered request body chunk: straight to the upstream, with backpressure. */
   requestData(chunk: Buffer): void {
+    if (this.done) return;
+    this.keepForRetry(chunk);
     const up = this.upstream;
-    if (!up || this.done) return;
+    if (!up) return;
     if (!up.write(chunk)) {
       this.ex.pauseBody();
       up.onDrain(() => this.ex.resumeBody());
@@ -268,14 +333,28 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
 
   requestEnd(trailers: HeaderList | undefined): void {
     if (trailers && this.stream) this.stream.requestTrailers = trailers;
+    this.requestEnded = true;
     this.upstream?.finish(trailers);
+  }
+
+  private keepForRetry(chunk: Buffer): void {
+    if (!this.bodyCopy) return;
+    this.bodyCopyBytes += chunk.length;
+    if (this.bodyCopyBytes > MAX_REPLAY_BYTES) {
+      this.bodyCopy = undefined;
+      this.replayable = false;
+    } else {
+      this.bodyCopy.push(chunk);
+    }
   }
 
   async filterRequestChunk(chunk: Buffer, end: boolean): Promise<boolean> {
     const { outcome, data } = await this.run!.requestBody(chunk, end);
     if (this.done || this.ended(outcome)) return false;
+    if (data.length) this.keepForRetry(data);
+    if (end) this.requestEnded = true;
     const up = this.upstream;
-    if (!up) return false;
+    if (!up) return true;
     if (data.length && !up.write(data)) await new Promise<void>((r) => up.onDrain(r));
     if (end) up.finish(this.stream!.requestTrailers.length ? this.stream!.requestTrailers : undefined);
     return true;
@@ -285,6 +364,15 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
 
   response(head: ResponseHead, up: UpstreamExchange): void {
     if (this.done) return;
+    this.clearTryTimer();
+    const outcome: TryOutcome = { kind: 'response', status: head.status };
+    this.route!.report(this.target!, outcome, performance.now() - this.tryStarted);
+    if (head.status !== 101 && this.shouldRetry(outcome)) {
+      up.abort();
+      this.releaseTry();
+      this.retryLater();
+      return;
+    }
     const stream = this.stream!;
     if (head.status === 101) {
       this.tunnel(head, up);
@@ -344,7 +432,102 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
   }
 
   failed(err: MeshError): void {
+    if (this.done) return;
+    this.clearTryTimer();
+    const outcome = outcomeOf(err);
+    if (outcome && !this.headWritten) {
+      this.route!.report(this.target!, outcome, performance.now() - this.tryStarted);
+      this.releaseTry();
+      if (this.shouldRetry(outcome)) {
+        this.retryLater();
+        return;
+      }
+    }
     this.fail(err);
+  }
+
+  // --- tries ---
+
+  private startTry(): void {
+    const route = this.route!;
+    this.tries++;
+    const target = route.next();
+    this.target = target;
+    this.tryOpen = true;
+    this.tryStarted = performance.now();
+    const up = target.pool.request(this.wire, this.framing!, this);
+    this.upstream = up;
+    if (route.perTryTimeoutMs !== undefined) this.tryTimer = setTimeout(onTryTimeout, route.perTryTimeoutMs, this);
+    if (this.tries > 1 && this.bodyCopy) {
+      for (const c of this.bodyCopy) up.write(c);
+      if (this.requestEnded) up.finish(this.stream!.requestTrailers.length ? this.stream!.requestTrailers : undefined);
+    }
+  }
+
+  private shouldRetry(outcome: TryOutcome): boolean {
+    const route = this.route!;
+    const policy = route.retry;
+    if (!policy || this.tries > policy.attempts || this.headWritten || this.ex.headersSent) return false;
+    if (this.bodyExpected && !this.replayable) return false;
+    if (!retriable(policy, outcome)) return false;
+    if (!route.retryAllowed()) {
+      this.budgetSpent = true;
+      return false;
+    }
+    return true;
+  }
+
+  private retryLater(): void {
+    this.upstream = undefined;
+    this.retryTimer = setTimeout(onRetry, backoffMs(this.route!.retry!, this.tries), this);
+  }
+
+  retryNow(): void {
+    this.retryTimer = undefined;
+    if (this.done) return;
+    if (this.bodyExpected && !this.replayable) {
+      this.fail(new MeshError('upstream-reset', 'the request body grew too large to send again'));
+      return;
+    }
+    try {
+      this.startTry();
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  tryTimedOut(): void {
+    this.tryTimer = undefined;
+    if (this.done) return;
+    const outcome: TryOutcome = { kind: 'timeout' };
+    this.upstream?.abort();
+    this.route!.report(this.target!, outcome, performance.now() - this.tryStarted);
+    this.releaseTry();
+    if (this.shouldRetry(outcome)) {
+      this.retryLater();
+      return;
+    }
+    this.fail(new MeshError('upstream-timeout', `no response from ${this.target?.endpoint ?? 'the upstream'} within the per-try timeout of ${this.route!.perTryTimeoutMs} ms`));
+  }
+
+  private releaseTry(): void {
+    if (this.tryOpen) {
+      this.tryOpen = false;
+      this.route!.release(this.target!);
+    }
+  }
+
+  private clearTryTimer(): void {
+    if (this.tryTimer) {
+      clearTimeout(this.tryTimer);
+      this.tryTimer = undefined;
+    }
+  }
+
+  /** A copy of the request (no body) to the mirror target; its response is read and dropped. */
+  private mirrorTo(t: UpstreamTarget): void {
+    const list = this.stream!.requestHeaders.map((e): [string, string] => (e[0] === ':authority' ? [':authority', `${e[1]}-shadow`] : e));
+    t.pool.request(serialiseRequest(list, 0, ''), { method: this.framing!.method, length: 0, upgrade: false }, DISCARD);
   }
 
   /** Writes queued response body pieces in order, through the filters when they want the body. */
@@ -437,7 +620,7 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
     this.timer = undefined;
     if (this.done) return;
     this.upstream?.abort();
-    this.fail(new MeshError('upstream-timeout', `no response from ${this.target?.endpoint ?? 'the upstream'} within ${this.deps.upstreamTimeoutMs} ms`));
+    this.fail(new MeshError('upstream-timeout', `no response from ${this.target?.endpoint ?? 'the upstream'} within ${this.route?.timeoutMs ?? this.deps.upstreamTimeoutMs} ms`));
   }
 
   /** Non-continue outcomes end the request here; returns true when it did. */
@@ -496,12 +679,21 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
+    this.clearTryTimer();
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
   }
 
   private finish(): void {
     if (this.done) return;
     this.done = true;
     this.clearTimer();
+    if (this.route) {
+      this.releaseTry();
+      this.route.done();
+    }
     this.run?.finish();
     this.chain?.release();
     const ex = this.ex;
@@ -537,6 +729,8 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
       filter: this.filter,
       reason: reason || undefined,
       error: this.error,
+      attempts: this.tries > 1 ? this.tries : undefined,
+      retry_budget_spent: this.budgetSpent || undefined,
     });
     this.deps.track(-1);
   }
@@ -545,6 +739,34 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
 function onTimeout(p: ProxyRequest): void {
   p.timedOut();
 }
+
+function onTryTimeout(p: ProxyRequest): void {
+  p.tryTimedOut();
+}
+
+function onRetry(p: ProxyRequest): void {
+  p.retryNow();
+}
+
+/** Which retry/outlier outcome a failed try was; undefined for failures that say nothing about the endpoint. */
+function outcomeOf(err: MeshError): TryOutcome | undefined {
+  switch (err.reason) {
+    case 'upstream-connect-failed':
+    case 'upstream-identity-mismatch':
+      return { kind: 'connect-failure' };
+    case 'upstream-reset':
+    case 'upstream-protocol-error':
+      return { kind: 'reset' };
+    default:
+      return undefined;
+  }
+}
+
+/** Mirrored requests: the response is read to the end (so the connection is reused) and dropped. */
+const DISCARD: ResponseHandler = { response: () => {}, data: () => {}, end: () => {}, failed: () => {} };
+
+/** Request bodies up to this size are kept so a retry can send them again. */
+const MAX_REPLAY_BYTES = 64 * 1024;
 
 /** Request body straight through. */
 class RequestBody implements BodySink {

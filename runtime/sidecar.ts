@@ -16,14 +16,17 @@ import { Direction } from '../protocol/properties.ts';
 import type { CertificatePayload, Endpoint, EndpointsPayload, NodeInfo } from '../protocol/wire.ts';
 import { ChainError, FilterChain } from './chain.ts';
 import { MeshError, REASONS } from './errors.ts';
-import { handleRequest, newRequestId, type ListenerRole, type ProxyDeps, type UpstreamTarget } from './http-proxy.ts';
+import { fixedRoute, handleRequest, newRequestId, type ListenerRole, type ProxyDeps, type Route, type UpstreamTarget } from './http-proxy.ts';
+import type { ServiceTraffic } from '../protocol/traffic.ts';
+import type { EndpointState } from './traffic/balancer.ts';
+import { ServiceRouter } from './traffic/router.ts';
 import { UpstreamPool } from './http1/client.ts';
 import { DEFAULT_LIMITS } from './http1/parse.ts';
 import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerExchange, type ServerOptions } from './http1/server.ts';
 import { SidecarMetrics } from './metrics.ts';
 import { createHostEnvironment, type HostEnvironment } from './wasm/environment.ts';
-import type { HttpStream, StreamFacts } from './wasm/stream.ts';
-import { ROUTE_VERSION } from '../protocol/properties.ts';
+import { getHeader, type HttpStream, type StreamFacts } from './wasm/stream.ts';
+import { ROUTE_ID, ROUTE_VERSION } from '../protocol/properties.ts';
 
 export type { Address };
 
@@ -72,7 +75,11 @@ export class Sidecar {
   /** Pooled mTLS connections per upstream endpoint; replaced wholesale when the certificate changes. */
   private pools = new Map<string, UpstreamPool>();
   private readonly appPool: UpstreamPool;
-  private readonly roundRobin = new Map<string, number>();
+  /** Outbound routers by destination service. */
+  private readonly routers = new Map<string, ServiceRouter>();
+  /** Traffic policy by destination service, from the current bundle. */
+  private traffic = new Map<string, ServiceTraffic>();
+  private readonly upstreamTimeoutMs: number;
   private readonly outboundServer: net.Server;
   private readonly inboundServer: tls.Server;
   private readonly adminServer: http.Server;
@@ -88,10 +95,11 @@ export class Sidecar {
     this.options = options;
     this.log = options.log ?? jsonLineLog;
     this.env = createHostEnvironment(this.metrics.registry, this.log);
+    this.upstreamTimeoutMs = options.upstreamTimeoutMs ?? 15_000;
     const deps: ProxyDeps = {
       metrics: this.metrics,
       log: this.log,
-      upstreamTimeoutMs: options.upstreamTimeoutMs ?? 15_000,
+      upstreamTimeoutMs: this.upstreamTimeoutMs,
       track: (delta) => this.track(delta),
     };
     const outbound = this.outboundRole();
@@ -154,6 +162,8 @@ export class Sidecar {
     }
     const previous = this.chain;
     this.chain = next;
+    this.traffic = trafficOf(bundle);
+    this.updateRouters();
     previous?.retire();
     this.metrics.chainReload('applied', next.version);
     this.log({ event: 'bundle-applied', version: next.version, filters: next.filters.map((f) => f.name) });
@@ -161,6 +171,7 @@ export class Sidecar {
 
   applyEndpoints(payload: EndpointsPayload): void {
     this.endpoints = payload;
+    this.updateRouters();
     this.log({ event: 'endpoints-applied', services: Object.keys(payload.services).length });
   }
 
@@ -199,6 +210,7 @@ export class Sidecar {
     await Promise.all(closing);
     for (const p of this.pools.values()) p.destroy();
     this.appPool.destroy();
+    for (const r of this.routers.values()) r.close();
     this.chain?.retire();
     this.log({ event: 'sidecar-stopped', instance: this.options.node.instance });
   }
@@ -251,7 +263,7 @@ export class Sidecar {
         return this.facts(ex, Direction.Inbound, peer, node.service, peer, 'https');
       },
       chain: () => this.chain,
-      route: () => ({ pool: this.appPool, version: node.version, endpoint: appEndpoint }),
+      route: () => fixedRoute({ pool: this.appPool, version: node.version, endpoint: appEndpoint }, this.upstreamTimeoutMs),
       sourceWorkload: (stream) => workloadOf(stream.facts.sourcePrincipal),
       ownVersion: () => node.version,
     };
@@ -284,24 +296,71 @@ export class Sidecar {
     throw new MeshError('unknown-service', `no mesh service named by Host "${host}"`);
   }
 
-  private routeOutbound(stream: HttpStream): UpstreamTarget {
+  /** The outbound route: the service's router picks endpoints per try under the bundle's traffic policy. */
+  private routeOutbound(stream: HttpStream): Route {
     const service = stream.facts.destinationService;
-    const tls = this.tls;
-    if (!tls) throw new MeshError('no-certificate', 'this sidecar has no certificate yet');
-    const all = this.endpoints?.services[service]?.endpoints ?? [];
-    const wanted = stream.setProperties.get(ROUTE_VERSION);
-    const version = wanted ? new TextDecoder().decode(wanted) : undefined;
-    const candidates = version === undefined ? all : all.filter((e) => e.version === version);
-    if (candidates.length === 0) {
-      throw new MeshError('no-healthy-endpoint', `service ${service} has no endpoint` + (version ? ` of version ${version}` : ''));
-    }
-    const n = this.roundRobin.get(service) ?? 0;
-    this.roundRobin.set(service, n + 1);
-    const ep = candidates[n % candidates.length]!;
-    return { pool: this.poolFor(ep, tls), version: ep.version, endpoint: ep.instance };
+    const material = this.tls;
+    if (!material) throw new MeshError('no-certificate', 'this sidecar has no certificate yet');
+    const router = this.routerFor(service);
+    const version = propertyText(stream, ROUTE_VERSION);
+    const policy = router.policy(propertyText(stream, ROUTE_ID));
+    const hashKey = hashKeyOf(router.hashOn, stream);
+    // Fails fast (no-healthy-endpoint) before the request is admitted and counted.
+    router.requireEndpoints(version);
+    router.admit();
+    const tried = new Set<EndpointState>();
+    const states = new Map<UpstreamTarget, EndpointState>();
+    const target = (s: EndpointState): UpstreamTarget => ({ pool: this.poolFor(s.endpoint, material, router), version: s.endpoint.version, endpoint: s.endpoint.instance });
+    return {
+      timeoutMs: policy.timeoutMs ?? this.upstreamTimeoutMs,
+      perTryTimeoutMs: policy.retries?.perTryTimeoutMs,
+      retry: policy.retries,
+      next: () => {
+        const s = router.pick(version, hashKey, tried);
+        tried.add(s);
+        s.active++;
+        const t = target(s);
+        states.set(t, s);
+        return t;
+      },
+      report: (t, outcome, ms) => {
+        const s = states.get(t);
+        if (s) router.report(s, outcome, ms);
+      },
+      release: (t) => {
+        const s = states.get(t);
+        if (s) s.active--;
+      },
+      retryAllowed: () => router.retryAllowed(),
+      mirror: () => {
+        const m = policy.mirror;
+        if (!m || Math.random() * 100 >= m.percent) return undefined;
+        try {
+          return target(router.pick(m.version, undefined, undefined));
+        } catch {
+          return undefined;
+        }
+      },
+      done: () => router.leave(),
+    };
   }
 
-  private poolFor(ep: Endpoint, material: TlsMaterial): UpstreamPool {
+  private routerFor(service: string): ServiceRouter {
+    let router = this.routers.get(service);
+    if (!router) {
+      router = new ServiceRouter(service, this.log);
+      router.update(this.endpoints?.services[service]?.endpoints ?? [], this.traffic.get(service));
+      this.routers.set(service, router);
+    }
+    return router;
+  }
+
+  /** Endpoints or policy changed: every router takes the new ones (endpoint health is kept by instance). */
+  private updateRouters(): void {
+    for (const [service, router] of this.routers) router.update(this.endpoints?.services[service]?.endpoints ?? [], this.traffic.get(service));
+  }
+
+  private poolFor(ep: Endpoint, material: TlsMaterial, router: ServiceRouter): UpstreamPool {
     const key = `${ep.address}:${ep.port}|${ep.spiffeId}`;
     let pool = this.pools.get(key);
     if (!pool) {
@@ -334,6 +393,7 @@ export class Sidecar {
         // Below the inbound listener's idle timeout, so the client side closes first.
         idleTimeoutMs: Math.max(1_000, (this.options.http?.idleTimeoutMs ?? DEFAULT_SERVER_OPTIONS.idleTimeoutMs) - 5_000),
         maxIdle: 256,
+        budget: router.connections,
       });
       this.pools.set(key, pool);
     }
@@ -399,4 +459,32 @@ function certExpiry(pem: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+function propertyText(stream: HttpStream, path: string): string | undefined {
+  const v = stream.setProperties.get(path);
+  return v ? new TextDecoder().decode(v) : undefined;
+}
+
+/** The consistent-hash key of a request: a header, a cookie, or the source address. */
+function hashKeyOf(on: ServiceRouter['hashOn'], stream: HttpStream): string | undefined {
+  if (!on) return undefined;
+  if ('header' in on) return getHeader(stream.requestHeaders, on.header.toLowerCase());
+  if ('cookie' in on) {
+    const cookies = getHeader(stream.requestHeaders, 'cookie');
+    if (!cookies) return undefined;
+    for (const part of cookies.split(/[;,]\s*/)) {
+      const eq = part.indexOf('=');
+      if (eq > 0 && part.slice(0, eq).trim() === on.cookie) return part.slice(eq + 1).trim();
+    }
+    return undefined;
+  }
+  return stream.facts.sourceAddress;
+}
+
+/** Traffic policy per destination service, from the filters of a bundle that carry one. */
+function trafficOf(bundle: Bundle): Map<string, ServiceTraffic> {
+  const out = new Map<string, ServiceTraffic>();
+  for (const f of bundle.manifest.filters) if (f.traffic && f.service !== '*') out.set(f.service, f.traffic);
+  return out;
 }

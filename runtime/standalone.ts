@@ -10,7 +10,7 @@ import tls from 'node:tls';
 import { bound, listen, type Address } from './net.ts';
 import { Direction, ROUTE_VERSION } from '../protocol/properties.ts';
 import { FilterChain, type FilterSpec } from './chain.ts';
-import { handleRequest, newRequestId, type ListenerRole, type UpstreamTarget } from './http-proxy.ts';
+import { fixedRoute, handleRequest, newRequestId, type ListenerRole, type UpstreamTarget } from './http-proxy.ts';
 import { UpstreamPool } from './http1/client.ts';
 import { DEFAULT_LIMITS } from './http1/parse.ts';
 import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerOptions } from './http1/server.ts';
@@ -72,7 +72,7 @@ export class StandaloneProxy {
         const wanted = stream.setProperties.get(ROUTE_VERSION);
         const version = wanted ? new TextDecoder().decode(wanted) : '';
         const url = (version && options.versionUpstreams?.get(version)) || options.upstream;
-        return this.target(url, version || 'default');
+        return fixedRoute(this.target(url, version || 'default'), options.upstreamTimeoutMs ?? 15_000);
       },
       sourceWorkload: () => '',
       ownVersion: () => '',

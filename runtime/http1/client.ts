@@ -26,6 +26,21 @@ export interface PoolOptions {
   idleTimeoutMs: number;
   /** Idle connections kept at most. */
   maxIdle: number;
+  /** Circuit breaking shared by the pools of one service's endpoints. */
+  budget?: ConnectionBudget;
+}
+
+/**
+ * Connection limits across the pools of one service: beyond maxConnections a
+ * request waits for a connection (a pending request); beyond maxPending it
+ * fails at once with circuit-open.
+ */
+export interface ConnectionBudget {
+  open: number;
+  maxConnections: number;
+  pending: number;
+  maxPending: number;
+  waiters: UpstreamExchange[];
 }
 
 export interface ResponseHandler extends BodySink {
@@ -80,11 +95,50 @@ export class UpstreamPool {
       }
       c.close();
     }
-    if (!conn) conn = new UpstreamConnection(this, this.options.connect());
+    if (!conn) {
+      const b = this.options.budget;
+      if (b && b.open >= b.maxConnections) {
+        if (b.pending >= b.maxPending) {
+          const err = new MeshError('circuit-open', `${b.open} connections and ${b.pending} pending requests: the service's limits are reached`);
+          queueMicrotask(() => ex.fail(err));
+          return;
+        }
+        b.pending++;
+        ex.waiting = true;
+        b.waiters.push(ex);
+        return;
+      }
+      conn = new UpstreamConnection(this, this.options.connect());
+    }
     conn.start(ex);
   }
 
+  /** A connection of this pool went away: a request waiting on the service's budget may open one now. */
+  connectionClosed(): void {
+    this.open--;
+    const b = this.options.budget;
+    if (!b) return;
+    b.open--;
+    const next = b.waiters.shift();
+    if (next) {
+      b.pending--;
+      next.waiting = false;
+      next.pool.assign(next, false);
+    }
+  }
+
   release(conn: UpstreamConnection): void {
+    const b = this.options.budget;
+    if (b && b.pending > 0 && !this.retired) {
+      const i = b.waiters.findIndex((w) => w.pool === this);
+      if (i !== -1) {
+        const next = b.waiters.splice(i, 1)[0]!;
+        b.pending--;
+        next.waiting = false;
+        conn.start(next);
+        return;
+      }
+    }
     if (this.retired || this.idle.length >= this.options.maxIdle) {
       conn.close();
       return;
@@ -158,6 +212,7 @@ export class UpstreamConnection {
     this.pool = pool;
     this.socket = socket;
     pool.open++;
+    if (pool.options.budget) pool.options.budget.open++;
     socket.setNoDelay(true);
     socket.once(pool.options.secure ? 'secureConnect' : 'connect', () => {
       this.connected = true;
@@ -327,8 +382,8 @@ export class UpstreamConnection {
     const wasConnected = this.connected;
     const state = this.state;
     this.state = CLOSED;
-    this.pool.open--;
     this.pool.forget(this);
+    this.pool.connectionClosed();
     const ex = this.ex;
     this.ex = undefined;
     if (!ex) return;
@@ -356,7 +411,7 @@ export class UpstreamConnection {
   detach(): Socket {
     this.state = CLOSED;
     this.ex = undefined;
-    this.pool.open--;
+    this.pool.connectionClosed();
     this.socket.removeAllListeners('data');
     this.socket.removeAllListeners('end');
     this.socket.removeAllListeners('close');
@@ -366,7 +421,9 @@ export class UpstreamConnection {
 
 /** One request on the pool: the head goes out at once, the body as the proxy writes it. */
 export class UpstreamExchange implements BodySink {
-  private readonly pool: UpstreamPool;
+  readonly pool: UpstreamPool;
+  /** Queued on the service's connection budget. */
+  waiting = false;
   private readonly head: string;
   readonly framing: RequestFraming;
   private readonly handler: ResponseHandler;
@@ -379,6 +436,9 @@ export class UpstreamExchange implements BodySink {
   private failed = false;
   upgradeHead: Buffer | undefined;
   private trailers: HeaderList | undefined;
+  private queued: Buffer[] | undefined;
+  private finishQueued = false;
+  private queuedTrailers: HeaderList | undefined;
 
   constructor(pool: UpstreamPool, head: string, framing: RequestFraming, handler: ResponseHandler) {
     this.pool = pool;
@@ -390,12 +450,25 @@ export class UpstreamExchange implements BodySink {
 
   sendHead(): void {
     this.conn!.socket.write(this.head, 'latin1');
+    // Body bytes written while the request waited for a connection.
+    const q = this.queued;
+    this.queued = undefined;
+    if (q) for (const d of q) this.write(d);
+    if (this.finishQueued) {
+      this.finishQueued = false;
+      this.requestDone = false;
+      this.finish(this.queuedTrailers);
+    }
   }
 
   /** Request body bytes (framed chunked when the length is unknown). False: wait for onDrain. */
   write(data: Buffer): boolean {
     const c = this.conn;
-    if (!c || this.aborted) return true;
+    if (this.aborted) return true;
+    if (!c) {
+      (this.queued ??= []).push(data);
+      return true;
+    }
     if (this.framing.length === -1) return writeChunk(c.socket, data);
     return data.length === 0 ? true : c.socket.write(data);
   }
@@ -405,6 +478,11 @@ export class UpstreamExchange implements BodySink {
     if (this.requestDone) return;
     this.requestDone = true;
     const c = this.conn;
+    if (!c && !this.aborted) {
+      this.finishQueued = true;
+      this.queuedTrailers = trailers;
+      return;
+    }
     if (c && !this.aborted && this.framing.length === -1) c.socket.write(lastChunk(trailers), 'latin1');
   }
 
@@ -451,6 +529,12 @@ export class UpstreamExchange implements BodySink {
   abort(): void {
     if (this.aborted) return;
     this.aborted = true;
+    const b = this.pool.options.budget;
+    if (this.waiting && b) {
+      this.waiting = false;
+      b.pending--;
+      b.waiters.splice(b.waiters.indexOf(this), 1);
+    }
     const c = this.conn;
     this.conn = undefined;
     c?.close();
