@@ -18,7 +18,10 @@ export interface SuiteResult {
 /** Every suite, in the order `npm run bench` runs them. Each module exports `run(options)`. */
 const SUITES: Record<string, () => Promise<{ run(options: SuiteOptions): Promise<SuiteResult> }>> = {
   'http-hop': () => import('./http-hop.ts'),
+  dataplane: () => import('./dataplane.ts'),
   host: () => import('./host.ts'),
+  decisions: () => import('./decisions.ts'),
+  compile: () => import('./compile.ts'),
 };
 
 const { values } = parseArgs({

@@ -10,11 +10,13 @@
 // edit), and on disk under a directory when one is given (the CLI's
 // $MESHC_CACHE_DIR, default ~/.cache/meshc). Entries are written atomically
 // (temp file + rename); a corrupt or unreadable entry is a miss.
+import { sign, type KeyObject } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { sha256Hex } from '../protocol/bundle.ts';
+import { sha256Hex, type Bundle, type BundleManifest } from '../protocol/bundle.ts';
 import { ASC_FLAGS } from './codegen/asc.ts';
+import { COMPILER_VERSION } from './version.ts';
 
 const FILTERS_DIR = new URL('../filters/', import.meta.url);
 
@@ -135,3 +137,20 @@ export class BuildCache {
 
 /** The process-wide in-memory cache compilePolicies uses when given none. */
 export const memoryCache = new BuildCache();
+
+/** The key of a whole build: the compiler's identity, every source (path and digest), the topology. */
+export function buildKey(files: { path: string; text: string }[], topology: unknown): string {
+  const parts = [compilerIdentity(COMPILER_VERSION), JSON.stringify(topology ?? null)];
+  for (const f of [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))) parts.push(f.path, sha256Hex(f.text));
+  return sha256Hex(parts.join('\n'));
+}
+
+/** A finished build from the cache, signed with `signKey` when given, or undefined. */
+export function cachedBundle(cache: BuildCache, key: string, signKey?: KeyObject): { bundle: Bundle; diagnostics: unknown[] } | undefined {
+  const cached = cache.getBuild(key);
+  if (!cached) return undefined;
+  const manifest = JSON.parse(new TextDecoder().decode(cached.manifestBytes)) as BundleManifest;
+  const bundle: Bundle = { manifest, manifestBytes: cached.manifestBytes, modules: cached.modules };
+  if (signKey) bundle.signature = sign(null, cached.manifestBytes, signKey).toString('base64');
+  return { bundle, diagnostics: cached.diagnostics };
+}

@@ -6,6 +6,8 @@
 // command found a problem (errors, failed tests, unformatted files), 2 for
 // unusable input.
 import type { Command } from 'commander';
+import type { Bundle } from '../protocol/bundle.ts';
+import type { Diagnostic } from './diagnostics.ts';
 
 interface CommonOptions {
   json?: boolean;
@@ -55,12 +57,21 @@ export function registerCompilerCommands(program: Command): void {
       try {
         const { readFile } = await import('node:fs/promises');
         const { writeBundle, loadSigningKey } = await import('../protocol/bundle.ts');
-        const compiler = await import('./index.ts');
+        const { readPolicySources } = await import('./sources.ts');
+        const { buildKey, cachedBundle } = await import('./cache.ts');
         const topology = await loadTopology(options.topology);
         const signKey = options.signKey ? loadSigningKey(await readFile(options.signKey, 'utf8')) : undefined;
-        const sources = await compiler.readPolicySources(paths);
-        const result = await compiler.compilePolicies(sources, { ...(topology && { topology }), ...(signKey && { signKey }), cache: await cacheFor(options) });
-        await compiler.shutdownCompiler();
+        const sources = await readPolicySources(paths);
+        const cache = await cacheFor(options);
+        // An unchanged build is answered from the cache before the compiler is even loaded.
+        let result: { diagnostics: Diagnostic[]; bundle?: Bundle };
+        const hit = cachedBundle(cache, buildKey(sources, topology), signKey);
+        if (hit) result = { diagnostics: hit.diagnostics as Diagnostic[], bundle: hit.bundle };
+        else {
+          const compiler = await import('./index.ts');
+          result = await compiler.compilePolicies(sources, { ...(topology && { topology }), ...(signKey && { signKey }), cache });
+          await compiler.shutdownCompiler();
+        }
         if (result.bundle) await writeBundle(options.out, result.bundle);
         if (!result.bundle) process.exitCode = 1;
         if (options.json) {
@@ -73,7 +84,8 @@ export function registerCompilerCommands(program: Command): void {
           });
           return;
         }
-        for (const d of result.diagnostics) process.stderr.write(compiler.formatDiagnostic(d) + '\n');
+        const { formatDiagnostic } = await import('./diagnostics.ts');
+        for (const d of result.diagnostics) process.stderr.write(formatDiagnostic(d) + '\n');
         if (!result.bundle) return;
         const names = result.bundle.manifest.filters.map((f) => f.file).join(', ');
         process.stdout.write(`wrote ${options.out}: ${names || 'no filters'}${result.bundle.signature ? ' (signed)' : ''}\n`);

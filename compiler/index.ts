@@ -4,10 +4,9 @@
 // Pipeline: syntax/to-ast.ts → check/checker.ts → lower.ts (IR) →
 // codegen/emit.ts (AssemblyScript) → codegen/worker-client.ts (asc in a worker).
 import type { KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { sign } from 'node:crypto';
 import { makeBundle, PROXY_WASM_ABI, BUNDLE_FORMAT, sha256Hex, type Bundle, type BundleFilter, type BundleManifest, type SourceSpan } from '../protocol/bundle.ts';
-import { BuildCache, compilerIdentity, memoryCache } from './cache.ts';
+import { BuildCache, buildKey, cachedBundle, compilerIdentity, memoryCache } from './cache.ts';
+import { COMPILER_NAME, COMPILER_VERSION } from './version.ts';
 import type { PolicyFile } from './ast.ts';
 import { analyse } from './check/analysis.ts';
 import { checkFiles, type Topology } from './check/checker.ts';
@@ -24,6 +23,7 @@ export type { Topology } from './check/checker.ts';
 export type { SourceFile } from './sources.ts';
 export { formatDiagnostic } from './diagnostics.ts';
 export { BuildCache, defaultCacheDir } from './cache.ts';
+export { COMPILER_NAME, COMPILER_VERSION } from './version.ts';
 export { readPolicySources } from './sources.ts';
 
 export interface CompileOptions {
@@ -38,11 +38,6 @@ export interface CompileResult {
   /** Absent iff any diagnostic is an error. */
   bundle?: Bundle;
 }
-
-export const COMPILER_NAME = 'meshc';
-export const COMPILER_VERSION: string = (
-  JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
-).version;
 
 export interface Front {
   asts: PolicyFile[];
@@ -100,13 +95,6 @@ function ruleSpans(service: ServiceIR): Record<string, SourceSpan> {
   return out;
 }
 
-/** The key of a whole build: the compiler's identity, every source, the topology. */
-function buildKey(files: SourceFile[], options: CompileOptions): string {
-  const parts = [compilerIdentity(COMPILER_VERSION), JSON.stringify(options.topology ?? null)];
-  for (const f of [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))) parts.push(f.path, sha256Hex(f.text));
-  return sha256Hex(parts.join('\n'));
-}
-
 /** A service's module: from the cache when its generated source was built before, else asc. */
 async function moduleFor(source: string, cache: BuildCache): Promise<Uint8Array> {
   const key = sha256Hex(`${compilerIdentity(COMPILER_VERSION)}\n${source}`);
@@ -119,14 +107,9 @@ async function moduleFor(source: string, cache: BuildCache): Promise<Uint8Array>
 
 export async function compilePolicies(files: SourceFile[], options: CompileOptions = {}): Promise<CompileResult> {
   const cache = options.cache ?? memoryCache;
-  const key = buildKey(files, options);
-  const cached = cache.getBuild(key);
-  if (cached) {
-    const manifest = JSON.parse(new TextDecoder().decode(cached.manifestBytes)) as BundleManifest;
-    const bundle: Bundle = { manifest, manifestBytes: cached.manifestBytes, modules: cached.modules };
-    if (options.signKey) bundle.signature = sign(null, cached.manifestBytes, options.signKey).toString('base64');
-    return { diagnostics: cached.diagnostics as Diagnostic[], bundle };
-  }
+  const key = buildKey(files, options.topology);
+  const cached = cachedBundle(cache, key, options.signKey);
+  if (cached) return { diagnostics: cached.diagnostics as Diagnostic[], bundle: cached.bundle };
   const { diagnostics, ir } = frontEnd(files, options);
   if (!ir) return { diagnostics };
   const textByPath = new Map(files.map((f) => [f.path, f.text]));

@@ -36,9 +36,19 @@ function takeReturnedString(): string {
   return text;
 }
 
-/** A property's raw bytes as a string, or null when the host has no value. */
-export function getPropertyString(path: string): string | null {
-  const key = String.UTF8.encode(path);
+/** UTF-8 bytes of a name, for the calls below (encode constant names once, at module start). */
+export function utf8(name: string): ArrayBuffer {
+  return String.UTF8.encode(name);
+}
+
+// Names a filter asks for on every request, encoded once.
+export const KEY_METHOD = utf8(":method");
+export const KEY_PATH = utf8(":path");
+export const KEY_AUTHORITY = utf8(":authority");
+export const KEY_CONTENT_TYPE = utf8("content-type");
+
+/** A property's raw bytes as a string, or null when the host has no value. `key` is the UTF-8 path. */
+export function getPropertyString(key: ArrayBuffer): string | null {
   store<u32>(OUT_PTR, 0);
   store<u32>(OUT_SIZE, 0);
   if (proxy_get_property(changetype<usize>(key), <usize>key.byteLength, OUT_PTR, OUT_SIZE) != RESULT_OK) return null;
@@ -46,8 +56,7 @@ export function getPropertyString(path: string): string | null {
 }
 
 /** A property holding an int64 little-endian, or `fallback` when absent or malformed. */
-export function getPropertyInt64(path: string, fallback: i64): i64 {
-  const key = String.UTF8.encode(path);
+export function getPropertyInt64(key: ArrayBuffer, fallback: i64): i64 {
   store<u32>(OUT_PTR, 0);
   store<u32>(OUT_SIZE, 0);
   if (proxy_get_property(changetype<usize>(key), <usize>key.byteLength, OUT_PTR, OUT_SIZE) != RESULT_OK) return fallback;
@@ -59,15 +68,13 @@ export function getPropertyInt64(path: string, fallback: i64): i64 {
   return value;
 }
 
-export function setPropertyString(path: string, value: string): bool {
-  const key = String.UTF8.encode(path);
+export function setPropertyString(key: ArrayBuffer, value: string): bool {
   const bytes = String.UTF8.encode(value);
   return proxy_set_property(changetype<usize>(key), <usize>key.byteLength, changetype<usize>(bytes), <usize>bytes.byteLength) == RESULT_OK;
 }
 
-/** A request header's value, or null when absent. `name` must be lower-case. */
-export function getRequestHeader(name: string): string | null {
-  const key = String.UTF8.encode(name);
+/** A request header's value, or null when absent. `key` is the UTF-8 lower-case name. */
+export function getRequestHeader(key: ArrayBuffer): string | null {
   store<u32>(OUT_PTR, 0);
   store<u32>(OUT_SIZE, 0);
   const result = proxy_get_header_map_value(MAP_HTTP_REQUEST_HEADERS, changetype<usize>(key), <usize>key.byteLength, OUT_PTR, OUT_SIZE);

@@ -3,7 +3,7 @@
 // request, by listener direction.
 // In: a Request. Out: Continue, or Pause (answered locally, or delayed).
 import { ACTION_CONTINUE, ACTION_PAUSE, DIRECTION_INBOUND, DIRECTION_OUTBOUND, DIRECTION_UNSPECIFIED, PROPERTY_LISTENER_DIRECTION } from "./constants";
-import { getPropertyInt64, nowNanoseconds } from "./hostcalls";
+import { getPropertyInt64, nowNanoseconds, utf8 } from "./hostcalls";
 import { schedule } from "./delays";
 import { Request } from "./request";
 
@@ -31,6 +31,8 @@ export abstract class Policy {
 
 let installed: Policy | null = null;
 
+const KEY_DIRECTION = utf8(PROPERTY_LISTENER_DIRECTION);
+
 /** Routes whose response headers must change, by context id (set in route, used once). */
 const responseRoutes = new Map<u32, i32>();
 
@@ -54,7 +56,7 @@ export function forgetContext(contextId: u32): void {
 export function decide(contextId: u32): i32 {
   const policy = installed;
   if (policy === null) return ACTION_CONTINUE;
-  const direction = getPropertyInt64(PROPERTY_LISTENER_DIRECTION, DIRECTION_UNSPECIFIED);
+  const direction = getPropertyInt64(KEY_DIRECTION, DIRECTION_UNSPECIFIED);
   const r = new Request(contextId);
   const action = run(policy, r, direction);
   r.publishTrace();

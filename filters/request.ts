@@ -15,6 +15,11 @@ import {
   sendLocalResponse,
   setHeader,
   setPropertyString,
+  utf8,
+  KEY_AUTHORITY,
+  KEY_CONTENT_TYPE,
+  KEY_METHOD,
+  KEY_PATH,
 } from "./hostcalls";
 import {
   LOG_INFO,
@@ -32,11 +37,22 @@ import {
 import { Cidr, parseAddress } from "./ip";
 import { BucketSet } from "./token-bucket";
 
+const KEY_SOURCE_PRINCIPAL = utf8(PROPERTY_SOURCE_PRINCIPAL);
+const KEY_SOURCE_ADDRESS = utf8(PROPERTY_SOURCE_ADDRESS);
+const KEY_DESTINATION_PORT = utf8(PROPERTY_DESTINATION_PORT);
+const KEY_REQUEST_SCHEME = utf8(PROPERTY_REQUEST_SCHEME);
+const KEY_ROUTE_VERSION = utf8(PROPERTY_ROUTE_VERSION);
+const KEY_ROUTE_ID = utf8(PROPERTY_ROUTE_ID);
+const KEY_RULES = utf8(PROPERTY_RULES);
+
 /** Header values looked up by the generated code, cached per request by slot number. */
 let headerSlotCount: i32 = 0;
+/** Each slot's header name, UTF-8, encoded on first use. */
+let slotKeys = new Array<ArrayBuffer | null>(0);
 
 export function setHeaderSlotCount(n: i32): void {
   headerSlotCount = n;
+  slotKeys = new Array<ArrayBuffer | null>(n);
 }
 
 /** The segment after `/<label>/` in a SPIFFE ID (ns, sa), or null. */
@@ -79,7 +95,7 @@ export class Request {
 
   get method(): string {
     if (this.methodValue === null) {
-      const m = getRequestHeader(":method");
+      const m = getRequestHeader(KEY_METHOD);
       this.methodValue = m !== null ? m : "";
     }
     return this.methodValue!;
@@ -88,7 +104,7 @@ export class Request {
   /** `:path` as sent, query string included. */
   get rawPath(): string {
     if (this.rawPathValue === null) {
-      const raw = getRequestHeader(":path");
+      const raw = getRequestHeader(KEY_PATH);
       this.rawPathValue = raw !== null ? raw : "/";
     }
     return this.rawPathValue!;
@@ -106,7 +122,7 @@ export class Request {
 
   get host(): string | null {
     if (!this.hostLoaded) {
-      this.hostValue = getRequestHeader(":authority");
+      this.hostValue = getRequestHeader(KEY_AUTHORITY);
       this.hostLoaded = true;
     }
     return this.hostValue;
@@ -115,7 +131,7 @@ export class Request {
   /** The peer's SPIFFE ID (property source.principal), null when the host has none. */
   get source(): string | null {
     if (!this.sourceLoaded) {
-      this.sourceValue = getPropertyString(PROPERTY_SOURCE_PRINCIPAL);
+      this.sourceValue = getPropertyString(KEY_SOURCE_PRINCIPAL);
       this.sourceLoaded = true;
     }
     return this.sourceValue;
@@ -134,7 +150,12 @@ export class Request {
   /** The value of header slot `slot` (name lower-case), fetched once per request. */
   hdr(slot: i32, name: string): string | null {
     if (!unchecked(this.slotLoaded[slot])) {
-      unchecked((this.slots[slot] = getRequestHeader(name)));
+      let key = slotKeys[slot];
+      if (key === null) {
+        key = utf8(name);
+        slotKeys[slot] = key;
+      }
+      unchecked((this.slots[slot] = getRequestHeader(key)));
       unchecked((this.slotLoaded[slot] = true));
     }
     return unchecked(this.slots[slot]);
@@ -161,13 +182,13 @@ export class Request {
 
   /** A verified JWT claim the host supplies as property mesh.jwt.claims.<name>. */
   claim(name: string): string | null {
-    return getPropertyString(PROPERTY_JWT_CLAIMS_PREFIX + name);
+    return getPropertyString(utf8(PROPERTY_JWT_CLAIMS_PREFIX + name));
   }
 
   private loadGrpc(): void {
     if (this.grpcLoaded) return;
     this.grpcLoaded = true;
-    const ct = getRequestHeader("content-type");
+    const ct = getRequestHeader(KEY_CONTENT_TYPE);
     if (ct === null || !ct.startsWith("application/grpc")) return;
     const p = this.path;
     const slash = p.indexOf("/", 1);
@@ -188,14 +209,14 @@ export class Request {
 
   /** Property destination.port, -1 when the host has none. */
   get destinationPort(): i64 {
-    if (this.portValue == -2) this.portValue = getPropertyInt64(PROPERTY_DESTINATION_PORT, -1);
+    if (this.portValue == -2) this.portValue = getPropertyInt64(KEY_DESTINATION_PORT, -1);
     return this.portValue;
   }
 
   sourceIpIn(blocks: StaticArray<Cidr>): bool {
     if (!this.addressLoaded) {
       this.addressLoaded = true;
-      const a = getPropertyString(PROPERTY_SOURCE_ADDRESS);
+      const a = getPropertyString(KEY_SOURCE_ADDRESS);
       this.addressValue = a !== null ? parseAddress(a) : null;
     }
     const address = this.addressValue;
@@ -216,7 +237,7 @@ export class Request {
   }
 
   get keyAddress(): string {
-    const a = getPropertyString(PROPERTY_SOURCE_ADDRESS);
+    const a = getPropertyString(KEY_SOURCE_ADDRESS);
     if (a === null) return "";
     // The peer's IP without its port: one bucket per client address.
     if (a.startsWith("[")) {
@@ -287,7 +308,7 @@ export class Request {
   redirect(status: i32, ruleId: string, scheme: string, host: string, port: i32, path: string): void {
     let s = scheme;
     if (s.length == 0) {
-      const fromHost = getPropertyString(PROPERTY_REQUEST_SCHEME);
+      const fromHost = getPropertyString(KEY_REQUEST_SCHEME);
       s = fromHost !== null && fromHost.length > 0 ? fromHost : "http";
     }
     const authority = this.host;
@@ -371,14 +392,14 @@ export class Request {
   }
 
   routeTo(version: string, ruleId: string): void {
-    setPropertyString(PROPERTY_ROUTE_VERSION, version);
-    setPropertyString(PROPERTY_ROUTE_ID, ruleId);
+    setPropertyString(KEY_ROUTE_VERSION, version);
+    setPropertyString(KEY_ROUTE_ID, ruleId);
     this.applied(ruleId);
   }
 
   /** Publishes the trace as property mesh.rules (for access logs, meshc test and explain). */
   publishTrace(): void {
-    if (this.trace.length > 0) setPropertyString(PROPERTY_RULES, this.trace);
+    if (this.trace.length > 0) setPropertyString(KEY_RULES, this.trace);
   }
 }
 

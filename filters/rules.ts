@@ -9,6 +9,20 @@ import { Request } from "./request";
 
 const NONE = new StaticArray<i32>(0);
 
+/** The index from its compiled form: key i's rules are rules[ends[i-1] .. ends[i]). */
+export function buildIndex(keys: StaticArray<string>, ends: StaticArray<i32>, rules: StaticArray<i32>): Map<string, StaticArray<i32>> {
+  const index = new Map<string, StaticArray<i32>>();
+  let start = 0;
+  for (let i = 0; i < keys.length; i++) {
+    const end = ends[i];
+    const list = new StaticArray<i32>(end - start);
+    for (let j = start; j < end; j++) list[j - start] = rules[j];
+    index.set(keys[i], list);
+    start = end;
+  }
+  return index;
+}
+
 export function firstMatch(
   keyed: Map<string, StaticArray<i32>> | null,
   always: StaticArray<i32>,

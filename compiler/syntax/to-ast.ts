@@ -159,7 +159,7 @@ function splitBlock(tokens: IToken[], from: number): Block {
 
 /** The parser's first error on `range` as a diagnostic; `nextIndex` is where the range ends in `all`. */
 function firstSyntaxError(path: string, range: IToken[], nextIndex: number, all: IToken[]): Diagnostic | undefined {
-  const e = policyParser.errors[0];
+  const e = policyParser().errors[0];
   if (!e) return undefined;
   let payload: ParseErrorPayload;
   try {
