@@ -2,8 +2,8 @@
 // deciding as the policy says (driven through compiler/run/host.ts).
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BuildCache, compilePolicies, shutdownCompiler, type SourceFile } from '../../compiler/index.ts';
-import { ABI_EXPORTS } from '../../compiler/codegen/emit.ts';
+import { BuildCache, compilePolicies, frontEnd, shutdownCompiler, type SourceFile } from '../../compiler/index.ts';
+import { ABI_EXPORTS, emitService, INDEX_THRESHOLD } from '../../compiler/codegen/emit.ts';
 import { verifyBundle, type Bundle } from '../../protocol/bundle.ts';
 import { DecisionHost } from '../../compiler/run/host.ts';
 import { Wasm } from './wasm.ts';
@@ -102,6 +102,19 @@ describe('compiled module decisions (the tour; the corpus covers every construct
     expect(host.decide({ direction: 'unspecified', method: 'GET', path: '/items', headers: h, source: FRONTEND }).rule).toBe('catalog/fault/chaos');
     const routed = host.decide({ direction: 'unspecified', method: 'GET', path: '/items', headers: { 'x-user-group': 'beta' }, source: FRONTEND });
     expect(routed).toMatchObject({ action: 'continue', route: { version: 'v2' } });
+  });
+});
+
+describe('rule index', () => {
+  it('indexes families of INDEX_THRESHOLD rules or more by the exact source identity they require', () => {
+    const allows = Array.from({ length: INDEX_THRESHOLD }, (_, i) => `allow a${i} { from "spiffe://t/ns/n/sa/s${i}" }`).join(' ');
+    const small = frontEnd([{ path: 's.meshpolicy', text: 'service s { allow a { from "spiffe://t/ns/n/sa/s" } }' }]).ir!.services[0]!;
+    const large = frontEnd([{ path: 'l.meshpolicy', text: `service l { ${allows} allow open { when header "x" present } }` }]).ir!.services[0]!;
+    expect(emitService(small)).not.toContain('buildIndex(');
+    const source = emitService(large);
+    expect(source).toContain('const ALLOW_ENFORCED_BY_SOURCE = buildIndex(ALLOW_ENFORCED_KEYS, ALLOW_ENFORCED_ENDS, ALLOW_ENFORCED_RULES);');
+    // Every keyed rule under its identity; the header rule is tested for everyone.
+    expect(source).toContain(`const ALLOW_ENFORCED_ALWAYS: StaticArray<i32> = [${INDEX_THRESHOLD}];`);
   });
 });
 
