@@ -31,6 +31,8 @@ export interface UpstreamTarget {
   version: string;
   /** Instance name or URL, for the access log. */
   endpoint: string;
+  /** `ip:port` of the upstream, for the upstream.address property. */
+  address?: string;
 }
 
 /**
@@ -332,8 +334,19 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
   }
 
   requestEnd(trailers: HeaderList | undefined): void {
-    if (trailers && this.stream) this.stream.requestTrailers = trailers;
     this.requestEnded = true;
+    if (trailers && trailers.length > 0 && this.run) {
+      // Filters see (and may change) the trailers before they are forwarded.
+      this.run.requestTrailers(trailers).then(
+        (out) => {
+          if (this.done || this.ended(out)) return;
+          this.upstream?.finish(this.stream!.requestTrailers);
+        },
+        (err: unknown) => this.fail(err),
+      );
+      return;
+    }
+    if (trailers && this.stream) this.stream.requestTrailers = trailers;
     this.upstream?.finish(trailers);
   }
 
@@ -352,6 +365,10 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
     const { outcome, data } = await this.run!.requestBody(chunk, end);
     if (this.done || this.ended(outcome)) return false;
     if (data.length) this.keepForRetry(data);
+    if (end && this.stream!.requestTrailers.length > 0) {
+      const t = await this.run!.requestTrailers(this.stream!.requestTrailers);
+      if (this.done || this.ended(t)) return false;
+    }
     if (end) this.requestEnded = true;
     const up = this.upstream;
     if (!up) return true;
@@ -424,11 +441,27 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
     this.responseEnded = true;
     this.responseTrailers = trailers;
     if (this.headWritten && !this.filterResponseBody && this.responseQueue === undefined) {
-      this.ex.finishResponse(trailers);
-      this.finish();
+      this.endResponse(trailers);
       return;
     }
     if (this.headWritten) this.pump();
+  }
+
+  /** Response trailers pass the filters (reverse order) before the last chunk goes out. */
+  private endResponse(trailers: HeaderList | undefined): void {
+    if (trailers && trailers.length > 0 && this.run) {
+      this.run.responseTrailers(trailers).then(
+        (out) => {
+          if (this.done || this.ended(out)) return;
+          this.ex.finishResponse(this.stream!.responseTrailers);
+          this.finish();
+        },
+        (err: unknown) => this.fail(err),
+      );
+      return;
+    }
+    this.ex.finishResponse(trailers);
+    this.finish();
   }
 
   failed(err: MeshError): void {
@@ -453,6 +486,7 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
     this.tries++;
     const target = route.next();
     this.target = target;
+    this.stream!.upstreamAddress = target.address;
     this.tryOpen = true;
     this.tryStarted = performance.now();
     const up = target.pool.request(this.wire, this.framing!, this);
@@ -537,10 +571,7 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
       const q = this.responseQueue;
       this.responseQueue = undefined;
       if (q) for (const c of q) this.ex.write(c);
-      if (this.responseEnded) {
-        this.ex.finishResponse(this.responseTrailers);
-        this.finish();
-      }
+      if (this.responseEnded) this.endResponse(this.responseTrailers);
       return;
     }
     this.pumping = true;
@@ -568,8 +599,7 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
       const { outcome, data } = await run.responseBody(EMPTY, true);
       if (this.done || this.ended(outcome)) return;
       this.ex.write(data);
-      this.ex.finishResponse(this.responseTrailers);
-      this.finish();
+      this.endResponse(this.responseTrailers);
       return;
     }
   }

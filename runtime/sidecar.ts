@@ -24,6 +24,7 @@ import { UpstreamPool } from './http1/client.ts';
 import { DEFAULT_LIMITS } from './http1/parse.ts';
 import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerExchange, type ServerOptions } from './http1/server.ts';
 import { SidecarMetrics } from './metrics.ts';
+import { meshCallDispatcher } from './mesh-calls.ts';
 import { createHostEnvironment, type HostEnvironment } from './wasm/environment.ts';
 import { getHeader, type HttpStream, type StreamFacts } from './wasm/stream.ts';
 import { ROUTE_ID, ROUTE_VERSION } from '../protocol/properties.ts';
@@ -94,7 +95,18 @@ export class Sidecar {
   constructor(options: SidecarOptions) {
     this.options = options;
     this.log = options.log ?? jsonLineLog;
-    this.env = createHostEnvironment(this.metrics.registry, this.log);
+    this.env = createHostEnvironment(this.metrics.registry, this.log, {
+      // proxy_http_call: the upstream a filter names is a mesh service, reached over the outbound pools.
+      httpCalls: meshCallDispatcher({
+        knows: (service) => this.endpoints !== undefined && Object.hasOwn(this.endpoints.services, service),
+        pool: (service) => {
+          const material = this.tls;
+          if (!material) throw new MeshError('no-certificate', 'this sidecar has no certificate yet');
+          const router = this.routerFor(service);
+          return this.poolFor(router.pick(undefined, undefined, undefined).endpoint, material, router);
+        },
+      }),
+    });
     this.upstreamTimeoutMs = options.upstreamTimeoutMs ?? 15_000;
     const deps: ProxyDeps = {
       metrics: this.metrics,
@@ -263,7 +275,7 @@ export class Sidecar {
         return this.facts(ex, Direction.Inbound, peer, node.service, peer, 'https');
       },
       chain: () => this.chain,
-      route: () => fixedRoute({ pool: this.appPool, version: node.version, endpoint: appEndpoint }, this.upstreamTimeoutMs),
+      route: () => fixedRoute({ pool: this.appPool, version: node.version, endpoint: appEndpoint, address: `${app.host}:${app.port}` }, this.upstreamTimeoutMs),
       sourceWorkload: (stream) => workloadOf(stream.facts.sourcePrincipal),
       ownVersion: () => node.version,
     };
@@ -310,7 +322,12 @@ export class Sidecar {
     router.admit();
     const tried = new Set<EndpointState>();
     const states = new Map<UpstreamTarget, EndpointState>();
-    const target = (s: EndpointState): UpstreamTarget => ({ pool: this.poolFor(s.endpoint, material, router), version: s.endpoint.version, endpoint: s.endpoint.instance });
+    const target = (s: EndpointState): UpstreamTarget => ({
+      pool: this.poolFor(s.endpoint, material, router),
+      version: s.endpoint.version,
+      endpoint: s.endpoint.instance,
+      address: `${s.endpoint.address}:${s.endpoint.port}`,
+    });
     return {
       timeoutMs: policy.timeoutMs ?? this.upstreamTimeoutMs,
       perTryTimeoutMs: policy.retries?.perTryTimeoutMs,

@@ -137,7 +137,7 @@ export class StandaloneProxy {
       });
       this.upstreams.set(url.href, pool);
     }
-    return { pool, version, endpoint: url.href };
+    return { pool, version, endpoint: url.href, address: url.host };
   }
 
   private admin(req: IncomingMessage, res: ServerResponse): void {

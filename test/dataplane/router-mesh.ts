@@ -42,7 +42,9 @@ async function startEndpoint(ca: TestCa, instance: string, version: string): Pro
     ep.authorities.push(req.headers.host ?? '');
     const b = ep.behaviour;
     const answer = (): void => {
-      res.writeHead(200, { 'content-type': 'text/plain', 'x-instance': instance });
+      // Results a test filter left in request headers (x-r-*) come back as response headers.
+      const echoed = Object.fromEntries(Object.entries(req.headers).filter(([k]) => k.startsWith('x-r-')));
+      res.writeHead(200, { ...echoed, 'content-type': 'text/plain', 'x-instance': instance });
       res.end(`${instance}\n`);
     };
     req.resume();
@@ -82,8 +84,9 @@ export function buildRouterFilter(): Promise<Uint8Array> {
   return routerWasm;
 }
 
-export async function routerBundle(traffic: ServiceTraffic | undefined): Promise<Bundle> {
-  const wasm = await buildRouterFilter();
+/** A bundle with one filter for service catalog: the router fixture, or the module given. */
+export async function routerBundle(traffic: ServiceTraffic | undefined, filter?: { wasm: Uint8Array; rootId: string }): Promise<Bundle> {
+  const wasm = filter?.wasm ?? (await buildRouterFilter());
   const modules = new Map([['router.wasm', wasm]]);
   return makeBundle(
     {
@@ -97,7 +100,7 @@ export async function routerBundle(traffic: ServiceTraffic | undefined): Promise
           sha256: sha256Hex(wasm),
           size: wasm.length,
           service: 'catalog',
-          rootId: 'router',
+          rootId: filter?.rootId ?? 'router',
           configuration: '',
           failurePolicy: 'closed',
           source: { path: 'catalog.meshpolicy', sha256: sha256Hex('catalog') },
@@ -120,7 +123,12 @@ export interface RouterMesh {
   stop(): Promise<void>;
 }
 
-export async function startRouterMesh(traffic: ServiceTraffic | undefined, specs: Array<{ instance: string; version?: string }>, upstreamTimeoutMs = 5_000): Promise<RouterMesh> {
+export async function startRouterMesh(
+  traffic: ServiceTraffic | undefined,
+  specs: Array<{ instance: string; version?: string }>,
+  upstreamTimeoutMs = 5_000,
+  filter?: { wasm: Uint8Array; rootId: string },
+): Promise<RouterMesh> {
   const ca = await createCa();
   const app = await startEchoApp('web');
   const logs: Array<Record<string, unknown>> = [];
@@ -140,7 +148,7 @@ export async function startRouterMesh(traffic: ServiceTraffic | undefined, specs
       catalog: { endpoints: endpoints.map((e) => ({ instance: e.instance, address: '127.0.0.1', port: e.port, version: e.version, spiffeId: spiffeIdFor('catalog') })) },
     },
   };
-  await web.applyBundle(await routerBundle(traffic));
+  await web.applyBundle(await routerBundle(traffic, filter));
   web.applyEndpoints(payload);
   const cert = await issueLeaf(ca, 'web');
   web.applyCertificate(cert.payload, cert.keyPem);
