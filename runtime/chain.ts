@@ -10,7 +10,7 @@
 import { BundleError, bundleVersion, verifyBundle, type Bundle, type BundleFilter, type FailurePolicy } from '../protocol/bundle.ts';
 import { CodedError } from '../protocol/errors.ts';
 import type { HostEnvironment } from './wasm/environment.ts';
-import type { FilterLimits } from './wasm/metering.ts';
+import type { FilterLimits } from './wasm/limits.ts';
 import { prepareModule, type PreparedModule } from './wasm/module-cache.ts';
 import { FilterLoadError, FilterVm, checkAbi, type FilterIdentity } from './wasm/vm.ts';
 

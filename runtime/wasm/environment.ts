@@ -9,7 +9,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { MetricType, WasmResult } from './abi.ts';
 import type { HttpCallDispatcher } from './http-call.ts';
-import { DEFAULT_LIMITS, type FilterLimits } from './metering.ts';
+import { DEFAULT_LIMITS, type FilterLimits } from './limits.ts';
 
 export type LogFn = (entry: Record<string, unknown>) => void;
 

@@ -4,7 +4,8 @@
 //
 // In:  { id, bytes, limits } messages. Out: { id, bytes } or { id, error: { code, message } }.
 import { parentPort } from 'node:worker_threads';
-import { instrumentModule, type FilterLimits } from './metering.ts';
+import { instrumentModule } from './metering.ts';
+import type { FilterLimits } from './limits.ts';
 
 export interface MeterRequest {
   id: number;

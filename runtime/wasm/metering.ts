@@ -15,34 +15,17 @@
 // those three points) with the logging import replaced by a small internal
 // function, which binaryen then inlines. The memory maximum is rewritten in
 // the binary's memory section directly: a few bytes, no re-encoding of the
-// data segments.
+// data segments. Only the metering worker imports this module: binaryen costs
+// tens of MiB, which the sidecar's main thread should not carry.
 import binaryen from 'binaryen';
-import { CodedError } from '../../protocol/errors.ts';
+import { FUEL_GLOBAL, MeteringError, type FilterLimits } from './limits.ts';
 
-export interface FilterLimits {
-  /** Linear memory cap in bytes (rounded down to 64 KiB pages); growth past it fails and the filter traps. */
-  memoryMaxBytes: number;
-  /** Fuel units one callback may spend (one per function entry, loop iteration and return); 0 disables metering. */
-  fuelPerCallback: number;
-}
-
-/**
- * Defaults: 64 MiB is ample for policy filters (ours use well under 1 MiB) and
- * small beside the sidecar's heap; 50 million fuel units take roughly 50-100 ms
- * of a tight loop here, ~1,000 times what a compiled policy spends per callback
- * (bench/host.ts measures both).
- */
-export const DEFAULT_LIMITS: FilterLimits = { memoryMaxBytes: 64 * 1024 * 1024, fuelPerCallback: 50_000_000 };
-
-export const FUEL_GLOBAL = 'meshc_fuel';
 const WASM_PAGE = 65536;
 /** wasm32's own limit: 4 GiB. */
 const MAX_PAGES = 65536;
 const METER_IMPORT = 'log_execution';
 /** Expression nodes in the meter function body; the inliner's size limit. */
 const METER_SIZE = 12;
-
-export class MeteringError extends CodedError {}
 
 /**
  * The finished proposals Node 24's V8 runs by default. Not `All`: binaryen

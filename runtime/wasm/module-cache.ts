@@ -8,7 +8,7 @@
 import { Worker } from 'node:worker_threads';
 import { sha256Hex } from '../../protocol/bundle.ts';
 import { CodedError } from '../../protocol/errors.ts';
-import { MeteringError, type FilterLimits } from './metering.ts';
+import { MeteringError, type FilterLimits } from './limits.ts';
 import type { MeterRequest, MeterResponse } from './metering-worker.ts';
 import { Wasm, type WasmModule } from './webassembly.ts';
 
@@ -84,8 +84,12 @@ function startWorker(): Worker {
     pending.delete(res.id);
     if ('error' in res) p.reject(new MeteringError(res.error.code, res.error.message));
     else p.resolve(res.bytes);
-    // An idle worker must not keep the process alive.
-    if (pending.size === 0) w.unref();
+    if (pending.size === 0) {
+      // An idle worker must not keep the process alive, and should not keep
+      // binaryen's tens of MiB resident between reloads either.
+      w.unref();
+      scheduleIdleExit(w);
+    }
   });
   w.on('error', (err) => {
     if (worker === w) worker = undefined;
@@ -98,7 +102,23 @@ function startWorker(): Worker {
   return w;
 }
 
+/** Reloads come in bursts; a worker idle this long is ended and restarted on next use. */
+const WORKER_IDLE_MS = 10_000;
+let idleTimer: NodeJS.Timeout | undefined;
+
+function scheduleIdleExit(w: Worker): void {
+  clearTimeout(idleTimer);
+  idleTimer = setTimeout(() => {
+    if (worker === w && pending.size === 0) {
+      worker = undefined;
+      void w.terminate();
+    }
+  }, WORKER_IDLE_MS);
+  idleTimer.unref();
+}
+
 function instrumentInWorker(bytes: Uint8Array, limits: FilterLimits): Promise<Uint8Array> {
+  clearTimeout(idleTimer);
   worker ??= startWorker();
   const w = worker;
   const id = nextId++;
