@@ -9,7 +9,7 @@ import { FilterChain } from '../../runtime/chain.ts';
 import { FilterRun } from '../../runtime/filter-run.ts';
 import { StandaloneProxy } from '../../runtime/standalone.ts';
 import { createHostEnvironment } from '../../runtime/wasm/environment.ts';
-import type { FilterLimits } from '../../runtime/wasm/metering.ts';
+import type { FilterLimits } from '../../runtime/wasm/limits.ts';
 import { HttpStream } from '../../runtime/wasm/stream.ts';
 import { collectLog, request, startEchoApp, type EchoApp } from '../runtime/helpers.ts';
 import { hostFixture } from './fixtures.ts';
