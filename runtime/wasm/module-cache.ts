@@ -9,6 +9,7 @@ import { Worker } from 'node:worker_threads';
 import { sha256Hex } from '../../protocol/bundle.ts';
 import { CodedError } from '../../protocol/errors.ts';
 import { MeteringError, type FilterLimits } from './limits.ts';
+import { capMemoryBytes } from './memory-cap.ts';
 import type { MeterRequest, MeterResponse } from './metering-worker.ts';
 import { Wasm, type WasmModule } from './webassembly.ts';
 
@@ -45,13 +46,13 @@ export function prepareModule(bytes: Uint8Array, limits: FilterLimits): Promise<
 
 async function build(bytes: Uint8Array, limits: FilterLimits, digest: string, metered: boolean): Promise<PreparedModule> {
   // A module that does not even compile is reported as such, not as a metering failure.
-  let module: WasmModule;
-  try {
-    module = await Wasm.compile(bytes);
-  } catch (err) {
-    throw new CodedError('FILTER_COMPILE', `not a valid Wasm module: ${(err as Error).message}`);
+  if (!Wasm.validate(bytes)) {
+    const reason = await Wasm.compile(bytes).then(() => 'invalid', (err: Error) => err.message);
+    throw new CodedError('FILTER_COMPILE', `not a valid Wasm module: ${reason}`);
   }
-  const instrumented = await instrumentInWorker(bytes, limits);
+  // Only the fuel meter needs binaryen (in the worker); a memory cap alone is a byte edit done here.
+  const instrumented = metered ? await instrumentInWorker(bytes, limits) : capMemoryBytes(bytes, limits.memoryMaxBytes);
+  let module: WasmModule;
   try {
     module = await Wasm.compile(instrumented);
   } catch (err) {

@@ -31,6 +31,7 @@ export interface WasmExportDescriptor {
 export type WasmImports = Record<string, Record<string, unknown>>;
 
 interface WasmApi {
+  validate(bytes: Uint8Array): boolean;
   compile(bytes: Uint8Array): Promise<WasmModule>;
   instantiate(module: WasmModule, imports: WasmImports): Promise<WasmInstance>;
   Module: {
