@@ -149,7 +149,7 @@ function testExpr(value: string, t: StringTestIR, g: Globals): string {
   }
 }
 
-export function conditionExpr(c: ConditionIR, g: Globals): string {
+function conditionExpr(c: ConditionIR, g: Globals): string {
   switch (c.op) {
     case 'true':
       return 'true';
@@ -194,7 +194,7 @@ function guarded(cond: string, body: string[], indent: string): string[] {
 }
 
 /** The exact source identities a condition requires (one of them must be the peer's), or undefined. */
-export function requiredSources(c: ConditionIR): string[] | undefined {
+function requiredSources(c: ConditionIR): string[] | undefined {
   if (c.op === 'string' && c.field.kind === 'source') {
     if (c.test.kind === 'eq') return [c.test.value];
     if (c.test.kind === 'in') return [...c.test.values];

@@ -60,7 +60,6 @@ interface Stream {
   local?: Outcome['local'];
   requestChanges: HeaderChange[];
   responseChanges: HeaderChange[];
-  inResponse: boolean;
   /** The spec's property values, encoded (filled on first use). */
   encoded?: Map<string, Uint8Array>;
 }
@@ -320,7 +319,6 @@ export class DecisionHost {
       properties: new Map(),
       requestChanges: [],
       responseChanges: [],
-      inResponse: false,
     };
     this.stream = stream;
     this.effective = contextId;
@@ -340,7 +338,6 @@ export class DecisionHost {
       delayMs = Number((this.nowNs - start) / 1_000_000n);
     }
     if (!stream.local && this.has('proxy_on_response_headers')) {
-      stream.inResponse = true;
       this.effective = contextId;
       this.call('proxy_on_response_headers', contextId, stream.responseHeaders.size, 1);
     }
@@ -374,7 +371,7 @@ export class DecisionHost {
         [':method', spec.method ?? 'GET'],
         [':path', spec.path ?? '/'],
       ]);
-      this.stream = { spec, requestHeaders, responseHeaders: new Map(), properties: new Map(), requestChanges: [], responseChanges: [], inResponse: false };
+      this.stream = { spec, requestHeaders, responseHeaders: new Map(), properties: new Map(), requestChanges: [], responseChanges: [] };
       this.bench = this.instance.exports as unknown as BenchExports;
     }
     const e = this.bench!;
