@@ -18,6 +18,14 @@ import { lowerFiles } from './lower.ts';
 import type { SourceFile } from './sources.ts';
 import { parseSource } from './syntax/to-ast.ts';
 
+/**
+ * Host limits for the modules this compiler writes. The language terminates by
+ * construction (no unbounded loops, regexes run as DFAs over the input), so
+ * the sidecar need not meter them: fuel 0 saves the meter's cost on every
+ * callback. Memory stays capped; a policy module uses well under 1 MiB.
+ */
+const COMPILED_FILTER_LIMITS = { memoryMaxBytes: 16 * 1024 * 1024, fuelPerCallback: 0 };
+
 export type { Diagnostic } from './diagnostics.ts';
 export type { Topology } from './check/checker.ts';
 export type { SourceFile } from './sources.ts';
@@ -131,6 +139,7 @@ export async function compilePolicies(files: SourceFile[], options: CompileOptio
       source: { path: service.sourcePath, sha256: sha256Hex(textByPath.get(service.sourcePath) ?? '') },
       rules: ruleSpans(service),
       traffic: service.traffic,
+      limits: COMPILED_FILTER_LIMITS,
     };
     if (service.dryRun) filter.dryRun = true;
     return filter;
