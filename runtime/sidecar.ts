@@ -106,6 +106,13 @@ export class Sidecar {
           return this.poolFor(router.pick(undefined, undefined, undefined).endpoint, material, router);
         },
       }),
+      // node.* properties and the mesh_identity foreign function.
+      node: {
+        id: options.node.instance,
+        cluster: options.node.service,
+        namespace: options.node.namespace,
+        identity: () => this.tls?.spiffeId ?? '',
+      },
     });
     this.upstreamTimeoutMs = options.upstreamTimeoutMs ?? 15_000;
     const deps: ProxyDeps = {

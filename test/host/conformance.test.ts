@@ -187,7 +187,7 @@ describe('buffers, foreign functions and unimplemented calls', () => {
     expect(fields(h['x-r-buffers'])).toEqual({
       'plugin-config': 'the-plugin-config', len: '17', 'vm-config': '0', 'body-outside': '1', 'bad-type': '2', overflow: '2', 'set-config': '2', 'call-body': '1',
     });
-    // Standalone has no mesh identity: mesh_identity is NotFound there (the sidecar test covers the value).
+    // Standalone has no mesh identity: mesh_identity is NotFound there (sidecar-node.test.ts covers the value in a connected sidecar).
     expect(fields(h['x-r-foreign'])).toEqual({ 'round-trip': 'yes', smaller: 'yes', identity: 'NF', unknown: '1', garbage: 'err' });
     expect(fields(h['x-r-misc'])).toEqual({ status: '1', 'tcp-continue': '12', 'bad-stream': '2', 'grpc-call': '12', 'bad-context': '2', 'done-not-pending': '1' });
   });
