@@ -5,9 +5,8 @@
 // In:  the instance's exported memory and allocator.
 // Out: byte/string/integer access that never throws on a bad pointer (callers
 //      turn `undefined`/`false` into InvalidMemoryAccess or FAULT).
+import { decodeUtf8 } from './text.ts';
 import type { WasmMemory } from './webassembly.ts';
-
-const decoder = new TextDecoder();
 
 type Allocator = (size: number) => unknown;
 
@@ -24,16 +23,21 @@ export class GuestMemory {
     this.view = new DataView(memory.buffer);
   }
 
-  /** Views go stale when memory grows (the ArrayBuffer is replaced): rebuild them then. */
+  /**
+   * Views go stale when memory grows: the old ArrayBuffer is detached (its
+   * length drops to 0) and replaced. Checking the view's own length is much
+   * cheaper than reading `memory.buffer` on every access.
+   */
   private refresh(): void {
-    if (this.bytes.buffer !== this.memory.buffer) {
+    if (this.bytes.byteLength === 0) {
       this.bytes = new Uint8Array(this.memory.buffer);
       this.view = new DataView(this.memory.buffer);
     }
   }
 
   inBounds(ptr: number, len: number): boolean {
-    return ptr >= 0 && len >= 0 && ptr + len <= this.memory.buffer.byteLength;
+    this.refresh();
+    return ptr >= 0 && len >= 0 && ptr + len <= this.bytes.byteLength;
   }
 
   /** A copy of guest bytes, or undefined when the range is outside memory. */
@@ -41,26 +45,25 @@ export class GuestMemory {
     ptr >>>= 0;
     len >>>= 0;
     if (!this.inBounds(ptr, len)) return undefined;
-    this.refresh();
     return this.bytes.slice(ptr, ptr + len);
   }
 
   readString(ptr: number, len: number): string | undefined {
-    const b = this.read(ptr, len);
-    return b ? decoder.decode(b) : undefined;
+    ptr >>>= 0;
+    len >>>= 0;
+    if (!this.inBounds(ptr, len)) return undefined;
+    return decodeUtf8(this.bytes, ptr, ptr + len);
   }
 
   readU32(ptr: number): number | undefined {
     ptr >>>= 0;
     if (!this.inBounds(ptr, 4)) return undefined;
-    this.refresh();
     return this.view.getUint32(ptr, true);
   }
 
   writeU32(ptr: number, value: number): boolean {
     ptr >>>= 0;
     if (!this.inBounds(ptr, 4)) return false;
-    this.refresh();
     this.view.setUint32(ptr, value >>> 0, true);
     return true;
   }
@@ -68,7 +71,6 @@ export class GuestMemory {
   writeU64(ptr: number, value: bigint): boolean {
     ptr >>>= 0;
     if (!this.inBounds(ptr, 8)) return false;
-    this.refresh();
     this.view.setBigUint64(ptr, BigInt.asUintN(64, value), true);
     return true;
   }
@@ -76,7 +78,6 @@ export class GuestMemory {
   writeBytes(ptr: number, value: Uint8Array): boolean {
     ptr >>>= 0;
     if (!this.inBounds(ptr, value.length)) return false;
-    this.refresh();
     this.bytes.set(value, ptr);
     return true;
   }
@@ -102,7 +103,6 @@ export class GuestMemory {
     ptr >>>= 0;
     const len = ptr >= 4 ? this.readU32(ptr - 4) : undefined;
     if (len === undefined || !this.inBounds(ptr, len)) return '';
-    this.refresh();
     return Buffer.from(this.bytes.subarray(ptr, ptr + len)).toString('utf16le');
   }
 }

@@ -5,12 +5,11 @@
 //
 // In/Out: header lists ⇄ bytes. Malformed input gives undefined (ParseFailure).
 import type { HeaderList } from './stream.ts';
+import { decodeUtf8, encodeUtf8 } from './text.ts';
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 export function serializePairs(pairs: HeaderList): Uint8Array {
-  const encoded = pairs.map(([k, v]) => [encoder.encode(k), encoder.encode(v)] as const);
+  const encoded = pairs.map(([k, v]) => [encodeUtf8(k), encodeUtf8(v)] as const);
   let size = 4 + encoded.length * 8;
   for (const [k, v] of encoded) size += k.length + v.length + 2;
   const out = new Uint8Array(size);
@@ -43,9 +42,9 @@ export function deserializePairs(data: Uint8Array): HeaderList | undefined {
   const pairs: HeaderList = [];
   for (const [kl, vl] of sizes) {
     if (off + kl + vl + 2 > data.length) return undefined;
-    const k = decoder.decode(data.subarray(off, off + kl));
+    const k = decodeUtf8(data, off, off + kl);
     off += kl + 1;
-    const v = decoder.decode(data.subarray(off, off + vl));
+    const v = decodeUtf8(data, off, off + vl);
     off += vl + 1;
     pairs.push([k, v]);
   }

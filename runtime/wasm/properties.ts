@@ -21,17 +21,24 @@ import type { NodeFacts } from './environment.ts';
 import type { HeaderList, HttpStream } from './stream.ts';
 import { getHeader } from './stream.ts';
 import { serializePairs } from './pairs.ts';
+import { encodeUtf8 } from './text.ts';
 
-const encoder = new TextEncoder();
+
+/** Small values (directions, ports, counts) repeat on every request: encode each once. Callers never mutate the bytes. */
+const int64Cache = new Map<number, Uint8Array>();
 
 function int64(value: number | bigint): Uint8Array {
+  const small = typeof value === 'number' && value >= 0 && value < 65536;
+  const cached = small ? int64Cache.get(value) : undefined;
+  if (cached) return cached;
   const out = new Uint8Array(8);
   new DataView(out.buffer).setBigInt64(0, BigInt(value), true);
+  if (small) int64Cache.set(value, out);
   return out;
 }
 
 function text(value: string | undefined): Uint8Array | undefined {
-  return value === undefined || value === '' ? undefined : encoder.encode(value);
+  return value === undefined || value === '' ? undefined : encodeUtf8(value);
 }
 
 function bool(value: boolean | undefined): Uint8Array | undefined {
@@ -85,7 +92,7 @@ const STREAM: Record<string, Resolver> = {
   'request.query': (s) => {
     const p = getHeader(s.requestHeaders, ':path') ?? '';
     const q = p.indexOf('?');
-    return q < 0 ? undefined : encoder.encode(p.slice(q + 1));
+    return q < 0 ? undefined : encodeUtf8(p.slice(q + 1));
   },
   'request.method': (s) => text(getHeader(s.requestHeaders, ':method')),
   'request.host': (s) => text(getHeader(s.requestHeaders, ':authority')),

@@ -18,6 +18,7 @@ import { FUEL_GLOBAL } from './limits.ts';
 import type { PreparedModule } from './module-cache.ts';
 import { deserializePairs, serializePairs } from './pairs.ts';
 import { propertyValue } from './properties.ts';
+import { encodeUtf8 } from './text.ts';
 import { getHeader, type HeaderList, type HttpStream } from './stream.ts';
 import { realtimeNanos, wasiFunctions, type ImportFn } from './wasi.ts';
 import { Wasm, type WasmImports, type WasmMemory, type WasmModule } from './webassembly.ts';
@@ -59,7 +60,6 @@ const ROOT_CONTEXT_ID = 1;
 const DEFAULT_CALL_TIMEOUT_MS = 5_000;
 const MAX_CALL_TIMEOUT_MS = 60_000;
 const WASM_PAGE = 65536;
-const encoder = new TextEncoder();
 
 type Exported = (...args: number[]) => number | undefined;
 interface FuelGlobal {
@@ -80,8 +80,16 @@ export function checkAbi(module: WasmModule): void {
 }
 
 /** Property paths arrive as NUL-separated segments (or dotted); the host keys them by dotted path. */
+const propertyPaths = new Map<string, string>();
+
 function propertyPath(raw: string): string {
-  return raw.replace(/\0+$/, '').split('\0').join('.');
+  let path = propertyPaths.get(raw);
+  if (path === undefined) {
+    path = raw.replace(/\0+$/, '').split('\0').join('.');
+    // Filters ask for a handful of distinct paths; the bound keeps a hostile one from growing the map.
+    if (propertyPaths.size < 4096) propertyPaths.set(raw, path);
+  }
+  return path;
 }
 
 export class FilterVm {
@@ -470,7 +478,7 @@ export class FilterVm {
         if (!map) return WasmResult.NotFound;
         const value = getHeader(map, key.toLowerCase());
         if (value === undefined) return WasmResult.NotFound;
-        return m().writeReturn(encoder.encode(value), retPtr, retSize);
+        return m().writeReturn(encodeUtf8(value), retPtr, retSize);
       },
       proxy_add_header_map_value: (type: number, keyPtr: number, keyLen: number, valPtr: number, valLen: number) => {
         const key = m().readString(keyPtr, keyLen);
@@ -574,7 +582,7 @@ export class FilterVm {
         const r = this.callResponse;
         if (!r) return WasmResult.NotFound;
         if (!m().writeU32(codePtr, r.status)) return bad;
-        return m().writeReturn(encoder.encode(r.message), msgPtr, msgSize);
+        return m().writeReturn(encodeUtf8(r.message), msgPtr, msgSize);
       },
       proxy_set_effective_context: (id: number) => {
         if (id === ROOT_CONTEXT_ID) {
