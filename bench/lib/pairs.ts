@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EndpointsPayload } from '../../protocol/wire.ts';
 import { createCa, issueLeaf, spiffeIdFor, type IssuedCert, type TestCa } from '../../test/runtime/pki.ts';
-import { freePort, waitForPort } from './servers.ts';
+import { freePort, nginxConf, waitForPort } from './servers.ts';
 import { which } from './tools.ts';
 import type { SidecarBenchConfig } from './sidecar-main.ts';
 
@@ -98,22 +98,7 @@ export async function startHaproxyPair(upstreamPort: number, pki: Pki): Promise<
 export async function startNginxPair(upstreamPort: number, pki: Pki): Promise<RunningPair> {
   const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-ngpair-'));
   const [pa, pb] = [await freePort(), await freePort()];
-  const conf = (name: string, server: string) => `daemon off;
-worker_processes 1;
-pid ${dir}/${name}.pid;
-error_log ${dir}/${name}.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir};
-  proxy_temp_path ${dir};
-  fastcgi_temp_path ${dir};
-  uwsgi_temp_path ${dir};
-  scgi_temp_path ${dir};
-  keepalive_requests 1000000;
-${server}
-}
-`;
+  const conf = (name: string, server: string) => nginxConf(dir, name, server);
   // nginx checks the upstream certificate's name when verifying; our certificates carry only a SPIFFE
   // URI, so the A side does not verify B (B still requires A's client certificate).
   await writeFile(join(dir, 'b.conf'), conf('b', `  upstream up { server 127.0.0.1:${upstreamPort}; keepalive 64; }

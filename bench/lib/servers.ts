@@ -69,14 +69,12 @@ async function track(name: string, port: number, child: ChildProcess, dir: strin
   };
 }
 
-/** nginx with one worker answering every request with a fixed 13-byte body. */
-export async function startNginx(): Promise<Running> {
-  const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-nginx-'));
-  const port = await freePort();
-  const conf = `daemon off;
+/** An nginx configuration file: one worker, its files in `dir`, and the given `http` block contents. */
+export function nginxConf(dir: string, name: string, httpBlock: string): string {
+  return `daemon off;
 worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
+pid ${dir}/${name}.pid;
+error_log ${dir}/${name}.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
@@ -86,12 +84,19 @@ http {
   uwsgi_temp_path ${dir};
   scgi_temp_path ${dir};
   keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:${port};
-    location / { return 200 "hello, mesh!\\n"; }
-  }
+${httpBlock}
 }
 `;
+}
+
+/** nginx with one worker answering every request with a fixed 13-byte body. */
+export async function startNginx(): Promise<Running> {
+  const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-nginx-'));
+  const port = await freePort();
+  const conf = nginxConf(dir, 'nginx', `  server {
+    listen 127.0.0.1:${port};
+    location / { return 200 "hello, mesh!\\n"; }
+  }`);
   await writeFile(join(dir, 'nginx.conf'), conf);
   const child = spawn(which('nginx') ?? 'nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
   return track('nginx', port, child, dir);
