@@ -11,11 +11,12 @@
 // its methods, so the hot path allocates no closures. Bodies stream unless a
 // filter exports a body callback.
 import { randomUUID } from 'node:crypto';
-import { RULE_HEADER } from '../protocol/properties.ts';
+import { RULE_HEADER, RULES } from '../protocol/properties.ts';
 import type { FilterChain } from './chain.ts';
 import { MeshError, REASONS, toMeshError } from './errors.ts';
 import { FilterRun, type StepOutcome } from './filter-run.ts';
 import type { SidecarMetrics } from './metrics.ts';
+import { traceHop, type TraceHop } from './trace.ts';
 import type { BodySink } from './http1/body.ts';
 import type { RequestFraming, ResponseHandler, UpstreamExchange, UpstreamPool } from './http1/client.ts';
 import type { RetryPolicy } from '../protocol/traffic.ts';
@@ -233,6 +234,7 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
   private headWritten = false;
   private pumping = false;
   private budgetSpent = false;
+  private trace: TraceHop | undefined;
 
   constructor(role: ListenerRole, deps: ProxyDeps, ex: ServerExchange) {
     this.role = role;
@@ -255,6 +257,8 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
       const stream = new HttpStream(facts, requestHeaderList(head, facts.scheme));
       this.stream = stream;
       if (getHeader(stream.requestHeaders, 'x-request-id') === undefined) stream.requestHeaders.push(['x-request-id', facts.requestId]);
+      // Before the filters, so they see (and a local response logs) this hop's span.
+      this.trace = traceHop(stream.requestHeaders);
       const chain = this.role.chain();
       if (chain && chain.filtersFor(facts.destinationService).length > 0) {
         this.chain = chain;
@@ -743,6 +747,8 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
       durationMs,
     });
     const head = ex.head;
+    const trace = this.trace;
+    const rules = stream?.setProperties.get(RULES);
     this.deps.log({
       time: new Date().toISOString(),
       direction: role.name,
@@ -756,11 +762,15 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
       duration_ms: Math.round(durationMs * 100) / 100,
       bytes_sent: ex.bytesSent,
       rule: this.rule,
+      rules: rules ? Buffer.from(rules.buffer, rules.byteOffset, rules.byteLength).toString('utf8') : undefined,
       filter: this.filter,
       reason: reason || undefined,
       error: this.error,
       attempts: this.tries > 1 ? this.tries : undefined,
       retry_budget_spent: this.budgetSpent || undefined,
+      trace_id: trace?.traceId,
+      span_id: trace?.spanId,
+      parent_span_id: trace?.parentSpanId,
     });
     this.deps.track(-1);
   }

@@ -1,8 +1,10 @@
-// The sidecar's Prometheus registry: Istio-compatible request metrics plus the
-// mesh's own counters (local responses by rule, filter failures, chain reloads).
+// The sidecar's Prometheus registry: Istio-compatible request and TCP
+// connection metrics plus the mesh's own counters (local responses by rule,
+// filter failures, chain reloads).
 // Filter-defined metrics (proxy_define_metric) land in the same registry.
 //
-// In:  one record() call per finished request, events from the chain.
+// In:  one record() call per finished request, one tcpOpened()/tcpClosed()
+//      pair per listener connection, events from the chain.
 // Out: /metrics text and /stats JSON via `registry`.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
@@ -16,6 +18,14 @@ export interface RequestRecord {
   durationMs: number;
 }
 
+/** Labels of one listener connection, fixed when it opens. */
+// A type alias, not an interface: prom-client wants an indexable label record.
+export type TcpLabels = {
+  reporter: 'source' | 'destination';
+  source_workload: string;
+  destination_service: string;
+};
+
 export class SidecarMetrics {
   readonly registry = new Registry();
   private readonly requests: Counter;
@@ -24,6 +34,10 @@ export class SidecarMetrics {
   private readonly filterFailures: Counter;
   private readonly reloads: Counter;
   private readonly chainInfo: Gauge;
+  private readonly tcpOpenedTotal: Counter;
+  private readonly tcpClosedTotal: Counter;
+  private readonly tcpSent: Counter;
+  private readonly tcpReceived: Counter;
 
   constructor() {
     const labelNames = ['reporter', 'source_workload', 'destination_service', 'destination_version', 'response_code', 'response_flags'];
@@ -54,6 +68,11 @@ export class SidecarMetrics {
       labelNames: ['result'],
       registers,
     });
+    const tcpLabels = ['reporter', 'source_workload', 'destination_service'];
+    this.tcpOpenedTotal = new Counter({ name: 'istio_tcp_connections_opened_total', help: 'Connections opened on this sidecar\'s listeners', labelNames: tcpLabels, registers });
+    this.tcpClosedTotal = new Counter({ name: 'istio_tcp_connections_closed_total', help: 'Connections closed on this sidecar\'s listeners', labelNames: tcpLabels, registers });
+    this.tcpSent = new Counter({ name: 'istio_tcp_sent_bytes_total', help: 'Bytes written to listener connections (counted when they close)', labelNames: tcpLabels, registers });
+    this.tcpReceived = new Counter({ name: 'istio_tcp_received_bytes_total', help: 'Bytes read from listener connections (counted when they close)', labelNames: tcpLabels, registers });
     this.chainInfo = new Gauge({ name: 'meshc_chain_info', help: 'The filter chain version in use (value 1)', labelNames: ['version'], registers });
   }
 
@@ -68,6 +87,17 @@ export class SidecarMetrics {
     };
     this.requests.inc(labels);
     this.duration.observe(labels, r.durationMs);
+  }
+
+  tcpOpened(labels: TcpLabels): void {
+    this.tcpOpenedTotal.inc(labels);
+  }
+
+  /** Once per connection, at close: bytes from socket.bytesRead/bytesWritten, not per chunk. */
+  tcpClosed(labels: TcpLabels, received: number, sent: number): void {
+    this.tcpClosedTotal.inc(labels);
+    if (received > 0) this.tcpReceived.inc(labels, received);
+    if (sent > 0) this.tcpSent.inc(labels, sent);
   }
 
   localResponse(rule: string): void {

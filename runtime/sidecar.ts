@@ -23,7 +23,7 @@ import { ServiceRouter } from './traffic/router.ts';
 import { UpstreamPool } from './http1/client.ts';
 import { DEFAULT_LIMITS } from './http1/parse.ts';
 import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerExchange, type ServerOptions } from './http1/server.ts';
-import { SidecarMetrics } from './metrics.ts';
+import { SidecarMetrics, type TcpLabels } from './metrics.ts';
 import { meshCallDispatcher } from './mesh-calls.ts';
 import { createHostEnvironment, type HostEnvironment } from './wasm/environment.ts';
 import { getHeader, type HttpStream, type StreamFacts } from './wasm/stream.ts';
@@ -138,11 +138,21 @@ export class Sidecar {
       idleTimeoutMs: 4_000,
       maxIdle: 256,
     });
-    this.outboundServer = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.outboundHttp.accept(socket));
+    // Outbound: one app connection may carry requests for any service, so its destination is unknown.
+    const outboundTcp: TcpLabels = { reporter: 'source', source_workload: options.node.service, destination_service: 'unknown' };
+    this.outboundServer = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+      this.countConnection(socket, outboundTcp);
+      this.outboundHttp.accept(socket);
+    });
     // No certificate until applyCertificate: the TLS handshake fails, so nothing is served in plaintext.
     this.inboundServer = tls.createServer(
       { requestCert: true, rejectUnauthorized: true, allowHalfOpen: true, ALPNProtocols: ['http/1.1'], handshakeTimeout: httpOptions.headersTimeoutMs },
-      (socket: TLSSocket) => this.inboundHttp.accept(socket, { peer: uriSan(socket.getPeerCertificate().subjectaltname) }),
+      (socket: TLSSocket) => {
+        const peer = uriSan(socket.getPeerCertificate().subjectaltname);
+        // Counted once the handshake named the peer; bytes are the plaintext ones, as Istio counts them.
+        this.countConnection(socket, { reporter: 'destination', source_workload: workloadOf(peer) || 'unknown', destination_service: options.node.service });
+        this.inboundHttp.accept(socket, { peer });
+      },
     );
     this.inboundServer.on('tlsClientError', (err) => this.log({ event: 'inbound-tls-error', error: err.message }));
     // A connection whose client gave up inside the handshake (it refused our certificate, say) is
@@ -232,6 +242,12 @@ export class Sidecar {
     for (const r of this.routers.values()) r.close();
     this.chain?.retire();
     this.log({ event: 'sidecar-stopped', instance: this.options.node.instance });
+  }
+
+  /** TCP metrics of one listener connection: opened now, closed with its byte totals when it closes. */
+  private countConnection(socket: net.Socket, labels: TcpLabels): void {
+    this.metrics.tcpOpened(labels);
+    socket.once('close', () => this.metrics.tcpClosed(labels, socket.bytesRead, socket.bytesWritten));
   }
 
   private track(delta: 1 | -1): void {
