@@ -134,27 +134,32 @@ describe('hot reload', () => {
     }
   }, 90_000);
 
-  it('retired chains are garbage collected once drained', async () => {
+  it('retired chains and their filter instances are garbage collected once drained', async () => {
     v8.setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as () => void;
     const env = createHostEnvironment(new Registry(), () => {});
     const refs: Array<WeakRef<FilterChain>> = [];
+    // The VMs too: a tick timer or queue notification left registered holds the VM, not the chain.
+    const vmRefs: Array<WeakRef<object>> = [];
     let current: FilterChain | undefined;
     for (let i = 0; i < 20; i++) {
       const next = await FilterChain.fromBundle(makeTestBundle([{ name: `f${i % 3}`, wasm: probe }]), env);
       next.acquire();
       current?.retire();
       refs.push(new WeakRef(next));
+      vmRefs.push(...next.filters.map((f) => new WeakRef(f.vm)));
       current = next;
       next.release();
     }
     expect(env.host.liveInstances).toBe(1);
-    for (let i = 0; i < 10 && refs.slice(0, -1).some((r) => r.deref() !== undefined); i++) {
+    const retiredAlive = () => [...refs.slice(0, -1), ...vmRefs.slice(0, -1)].filter((r) => r.deref() !== undefined);
+    for (let i = 0; i < 10 && retiredAlive().length > 0; i++) {
       await new Promise((r) => setTimeout(r, 20));
       gc();
     }
-    expect(refs.slice(0, -1).filter((r) => r.deref() !== undefined)).toHaveLength(0);
+    expect(retiredAlive()).toHaveLength(0);
     expect(refs.at(-1)?.deref()).toBe(current);
+    expect(vmRefs.at(-1)?.deref()).toBe(current?.filters[0]?.vm);
     current?.retire();
     expect(env.host.liveInstances).toBe(0);
   });
