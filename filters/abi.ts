@@ -6,6 +6,7 @@ import "./abort";
 import { cancel, resumeDue } from "./delays";
 import { nowNanoseconds } from "./hostcalls";
 import { decide, forgetContext, onResponseHeaders } from "./policy";
+import { configureTrace } from "./request";
 
 export function proxy_abi_version_0_2_1(): void {}
 
@@ -21,6 +22,7 @@ export function proxy_on_vm_start(rootContextId: u32, vmConfigurationSize: u32):
 }
 
 export function proxy_on_configure(rootContextId: u32, pluginConfigurationSize: u32): u32 {
+  configureTrace();
   return 1;
 }
 

@@ -39,6 +39,8 @@ export const PROPERTY_JWT_CLAIMS_PREFIX = "mesh.jwt.claims.";
 export const PROPERTY_ROUTE_VERSION = "mesh.route.version";
 export const PROPERTY_ROUTE_ID = "mesh.route.id";
 export const PROPERTY_RULES = "mesh.rules";
+// Read once at proxy_on_configure: a host that consumes mesh.rules answers it (non-empty, not "0").
+export const PROPERTY_TRACE = "mesh.trace";
 
 // Header on every local response a filter sends: the deciding rule id.
 export const RULE_HEADER = "x-mesh-rule";

@@ -30,6 +30,7 @@ import {
   PROPERTY_ROUTE_ID,
   PROPERTY_ROUTE_VERSION,
   PROPERTY_RULES,
+  PROPERTY_TRACE,
   PROPERTY_SOURCE_ADDRESS,
   PROPERTY_SOURCE_PRINCIPAL,
   RULE_HEADER,
@@ -44,6 +45,19 @@ const KEY_REQUEST_SCHEME = utf8(PROPERTY_REQUEST_SCHEME);
 const KEY_ROUTE_VERSION = utf8(PROPERTY_ROUTE_VERSION);
 const KEY_ROUTE_ID = utf8(PROPERTY_ROUTE_ID);
 const KEY_RULES = utf8(PROPERTY_RULES);
+
+/**
+ * Whether mesh.rules is published. Off unless the host asks for it through the
+ * mesh.trace property: setting it costs a host call per request (about a
+ * third of a decision) and only hosts that log or explain decisions read it.
+ */
+let tracing = false;
+
+/** Reads mesh.trace once (root context, proxy_on_configure). */
+export function configureTrace(): void {
+  const value = getPropertyString(utf8(PROPERTY_TRACE));
+  tracing = value !== null && value.length > 0 && value != "0";
+}
 
 /** Header values looked up by the generated code, cached per request by slot number. */
 let headerSlotCount: i32 = 0;
@@ -250,6 +264,7 @@ export class Request {
 
   /** Notes that a rule applied, for the mesh.rules property. */
   applied(ruleId: string): void {
+    if (!tracing) return;
     this.trace = this.trace.length == 0 ? ruleId : this.trace + "," + ruleId;
   }
 
@@ -397,7 +412,7 @@ export class Request {
     this.applied(ruleId);
   }
 
-  /** Publishes the trace as property mesh.rules (for access logs, meshc test and explain). */
+  /** Publishes the trace as property mesh.rules (for access logs, meshc test and explain) when tracing is on. */
   publishTrace(): void {
     if (this.trace.length > 0) setPropertyString(KEY_RULES, this.trace);
   }

@@ -1,6 +1,6 @@
 // A minimal scripted proxy-wasm host that runs a compiled policy module and
-// reports what it decided: the engine behind `meshc test`, `meshc explain`, the
-// corpus and the decision benchmark. A controllable clock and random source
+// reports what it decided: the engine behind `meshc test`, `meshc explain` and
+// the corpus. A controllable clock and random source
 // make runs reproducible. It is not the sidecar's host (runtime/wasm/ is): it
 // answers only the calls compiled policies make.
 // In: module bytes, then RequestSpecs. Out: Outcomes.
@@ -8,12 +8,6 @@ import { decidingRule, DIRECTIONS, type HeaderChange, type Outcome, type Request
 
 interface WasmMemory {
   readonly buffer: ArrayBuffer;
-}
-interface BenchExports {
-  proxy_on_context_create(id: number, parent: number): void;
-  proxy_on_request_headers(id: number, headers: number, end: number): number;
-  proxy_on_done(id: number): number;
-  proxy_on_delete(id: number): void;
 }
 interface WasmInstance {
   readonly exports: Record<string, unknown>;
@@ -31,6 +25,7 @@ const MAP_RESPONSE = 2;
 const MAX_DELAY_MS = 60_000;
 
 const encoder = new TextEncoder();
+const TRACE_ON = encoder.encode('1');
 const decoder = new TextDecoder();
 
 /** Header values repeat across requests (methods, paths of a benchmark): encode each once. */
@@ -168,6 +163,8 @@ export class DecisionHost {
   }
 
   private property(path: string): Uint8Array | undefined {
+    // Asks the module to publish mesh.rules (read once, at proxy_on_configure): outcomes need the deciding rule.
+    if (path === 'mesh.trace') return TRACE_ON;
     const s = this.stream;
     if (!s) return undefined;
     if (s.properties.size > 0) {
@@ -362,25 +359,4 @@ export class DecisionHost {
     if (rule !== undefined) outcome.rule = rule;
     return outcome;
   }
-
-  /** Only proxy_on_request_headers for a prepared context: the decision benchmark's inner loop. */
-  benchRequestHeaders(spec: RequestSpec): number {
-    const contextId = this.nextContext++;
-    if (this.stream?.spec !== spec) {
-      const requestHeaders = new Map<string, string>([
-        [':method', spec.method ?? 'GET'],
-        [':path', spec.path ?? '/'],
-      ]);
-      this.stream = { spec, requestHeaders, responseHeaders: new Map(), properties: new Map(), requestChanges: [], responseChanges: [] };
-      this.bench = this.instance.exports as unknown as BenchExports;
-    }
-    const e = this.bench!;
-    e.proxy_on_context_create(contextId, ROOT);
-    const action = e.proxy_on_request_headers(contextId, 2, 1);
-    e.proxy_on_done(contextId);
-    e.proxy_on_delete(contextId);
-    return action;
-  }
-
-  private bench: BenchExports | undefined;
 }
