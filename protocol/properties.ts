@@ -25,6 +25,8 @@ export const ROUTE_ID = 'mesh.route.id';
  * took a token, faults, the route), comma-separated, in order. For access logs.
  */
 export const RULES = 'mesh.rules';
+/** Answered by the host, read by compiled filters at configure time: non-empty and not "0" asks them to publish RULES. */
+export const TRACE = 'mesh.trace';
 /** Read by filters: `mesh.jwt.claims.<claim>` is a verified JWT claim of the request (string), supplied by the host. */
 export const JWT_CLAIMS_PREFIX = 'mesh.jwt.claims.';
 
