@@ -22,7 +22,8 @@ export const ROUTE_ID = 'mesh.route.id';
 /**
  * Set by a compiled filter at the end of request headers when any rule applied:
  * the ids of the rules that applied (the allowing rule, audits, rate limits that
- * took a token, faults, the route), comma-separated, in order. For access logs.
+ * took a token, faults, the route), comma-separated, in order. Only when the host
+ * opts in through TRACE: building the list costs about a third of a decision.
  */
 export const RULES = 'mesh.rules';
 /** Answered by the host, read by compiled filters at configure time: non-empty and not "0" asks them to publish RULES. */
