@@ -6,6 +6,7 @@
 import type { CstElement, CstNode, IToken, TokenType } from 'chevrotain';
 import type { SourceSpan } from '../../protocol/bundle.ts';
 import type * as A from '../ast.ts';
+import { OP_TEXT } from '../check/language.ts';
 import { didYouMean, makeDiagnostic, type Diagnostic } from '../diagnostics.ts';
 import { parseWith, policyParser, type EntryRule, type ParseErrorPayload } from './parser.ts';
 import * as T from './tokens.ts';
@@ -457,15 +458,5 @@ class CstToAst {
   }
 }
 
-const OPS: Record<string, A.CompareOp> = {
-  '==': 'eq',
-  '!=': 'ne',
-  prefix: 'prefix',
-  suffix: 'suffix',
-  contains: 'contains',
-  regex: 'regex',
-  matches: 'matches',
-  in: 'in',
-  present: 'present',
-  absent: 'absent',
-};
+/** Operator spelling → operator: the inverse of the one table in check/language.ts. */
+const OPS = Object.fromEntries(Object.entries(OP_TEXT).map(([op, text]) => [text, op])) as Record<string, A.CompareOp>;
