@@ -6,8 +6,8 @@
 // exports only `malloc` gets host memory through it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FailurePolicy } from '../../protocol/bundle.ts';
-import { StandaloneProxy } from '../../runtime/standalone.ts';
-import { collectLog, request, startEchoApp, type EchoApp } from '../runtime/helpers.ts';
+import type { StandaloneProxy } from '../../runtime/standalone.ts';
+import { collectLog, request, startEchoApp, startStandalone, type EchoApp } from '../runtime/helpers.ts';
 import { hostFixture, sdkFixture } from './fixtures.ts';
 
 let app: EchoApp;
@@ -23,25 +23,16 @@ interface FilterOptions {
 }
 
 async function proxyWith(filters: FilterOptions[], logs = collectLog()) {
-  const proxy = new StandaloneProxy({
-    listen: { host: '127.0.0.1', port: 0 },
-    admin: { host: '127.0.0.1', port: 0 },
-    upstream: new URL(`http://127.0.0.1:${app.port}`),
-    service: 'catalog',
-    filters: filters.map((f) => ({
-      name: f.name,
-      service: '*',
-      rootId: f.rootId ?? f.name,
-      configuration: f.configuration ?? `config-of-${f.name}`,
-      failurePolicy: f.failurePolicy ?? 'closed',
-      wasm: f.wasm,
-    })),
-    log: logs.log,
-  });
-  await proxy.start();
-  started.push(proxy);
-  const { listen, admin } = proxy.addresses();
-  return { port: listen.port, admin: admin!.port, logs };
+  const running = await startStandalone(app.port, filters.map((f) => ({
+    name: f.name,
+    service: '*',
+    rootId: f.rootId ?? f.name,
+    configuration: f.configuration ?? `config-of-${f.name}`,
+    failurePolicy: f.failurePolicy ?? 'closed',
+    wasm: f.wasm,
+  })), logs);
+  started.push(running.proxy);
+  return { port: running.port, admin: running.admin, logs };
 }
 
 /** Sends a request with `x-op`; returns the echoed request headers and the response. */

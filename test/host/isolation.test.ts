@@ -7,11 +7,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FailurePolicy } from '../../protocol/bundle.ts';
 import { FilterChain } from '../../runtime/chain.ts';
 import { FilterRun } from '../../runtime/filter-run.ts';
-import { StandaloneProxy } from '../../runtime/standalone.ts';
+import type { StandaloneProxy } from '../../runtime/standalone.ts';
 import { createHostEnvironment } from '../../runtime/wasm/environment.ts';
 import type { FilterLimits } from '../../runtime/wasm/limits.ts';
 import { HttpStream } from '../../runtime/wasm/stream.ts';
-import { collectLog, request, startEchoApp, type EchoApp } from '../runtime/helpers.ts';
+import { collectLog, request, startEchoApp, startStandalone, type EchoApp } from '../runtime/helpers.ts';
 import { hostFixture } from './fixtures.ts';
 
 let app: EchoApp;
@@ -26,27 +26,18 @@ interface Options {
 }
 
 async function proxyWith(filters: Options[], logs = collectLog()) {
-  const proxy = new StandaloneProxy({
-    listen: { host: '127.0.0.1', port: 0 },
-    admin: { host: '127.0.0.1', port: 0 },
-    upstream: new URL(`http://127.0.0.1:${app.port}`),
-    service: 'catalog',
-    filters: filters.map((f) => ({
-      name: f.name,
-      service: '*',
-      rootId: f.name,
-      configuration: '',
-      failurePolicy: f.failurePolicy ?? 'closed',
-      wasm: conformance,
-      ...(f.dryRun ? { dryRun: true } : {}),
-      ...(f.limits ? { limits: f.limits } : {}),
-    })),
-    log: logs.log,
-  });
-  await proxy.start();
-  started.push(proxy);
-  const { listen, admin } = proxy.addresses();
-  return { port: listen.port, admin: admin!.port, logs };
+  const running = await startStandalone(app.port, filters.map((f) => ({
+    name: f.name,
+    service: '*',
+    rootId: f.name,
+    configuration: '',
+    failurePolicy: f.failurePolicy ?? 'closed',
+    wasm: conformance,
+    ...(f.dryRun ? { dryRun: true } : {}),
+    ...(f.limits ? { limits: f.limits } : {}),
+  })), logs);
+  started.push(running.proxy);
+  return { port: running.port, admin: running.admin, logs };
 }
 
 const metrics = async (admin: number): Promise<string> => (await request(admin, { path: '/metrics' })).body;

@@ -5,6 +5,8 @@
 import http, { type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { KeyObject } from 'node:crypto';
+import type { FilterSpec } from '../../runtime/chain.ts';
+import { StandaloneProxy } from '../../runtime/standalone.ts';
 import { BUNDLE_FORMAT, PROXY_WASM_ABI, makeBundle, sha256Hex, type Bundle, type BundleManifest, type FailurePolicy } from '../../protocol/bundle.ts';
 
 export interface EchoApp {
@@ -116,4 +118,26 @@ export function makeTestBundle(filters: TestFilter[], signKey?: KeyObject): Bund
 export function collectLog(): { entries: Array<Record<string, unknown>>; log: (e: Record<string, unknown>) => void } {
   const entries: Array<Record<string, unknown>> = [];
   return { entries, log: (e) => entries.push(e) };
+}
+
+export interface StartedStandalone {
+  proxy: StandaloneProxy;
+  port: number;
+  admin: number;
+  logs: ReturnType<typeof collectLog>;
+}
+
+/** A standalone proxy with an admin port, for service "catalog", running `filters` in front of the app on `appPort`. */
+export async function startStandalone(appPort: number, filters: FilterSpec[], logs = collectLog()): Promise<StartedStandalone> {
+  const proxy = new StandaloneProxy({
+    listen: { host: '127.0.0.1', port: 0 },
+    admin: { host: '127.0.0.1', port: 0 },
+    upstream: new URL(`http://127.0.0.1:${appPort}`),
+    service: 'catalog',
+    filters,
+    log: logs.log,
+  });
+  await proxy.start();
+  const { listen, admin } = proxy.addresses();
+  return { proxy, port: listen.port, admin: admin!.port, logs };
 }

@@ -5,36 +5,28 @@
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChainError, FilterChain } from '../../runtime/chain.ts';
-import { StandaloneProxy } from '../../runtime/standalone.ts';
+import type { StandaloneProxy } from '../../runtime/standalone.ts';
 import { createHostEnvironment } from '../../runtime/wasm/environment.ts';
 import { Registry } from 'prom-client';
 import type { FailurePolicy } from '../../protocol/bundle.ts';
 import { buildFixture } from './build-fixtures.ts';
-import { collectLog, request, startEchoApp, type EchoApp } from './helpers.ts';
+import { collectLog, request, startEchoApp, startStandalone, type EchoApp } from './helpers.ts';
 
 let probe: Uint8Array;
 let app: EchoApp;
 const started: StandaloneProxy[] = [];
 
 async function proxyWith(filters: Array<{ name: string; configuration?: string; failurePolicy?: FailurePolicy }>, logs = collectLog()) {
-  const proxy = new StandaloneProxy({
-    listen: { host: '127.0.0.1', port: 0 },
-    admin: { host: '127.0.0.1', port: 0 },
-    upstream: new URL(`http://127.0.0.1:${app.port}`),
-    service: 'catalog',
-    filters: filters.map((f) => ({
-      name: f.name,
-      service: '*',
-      rootId: f.name,
-      configuration: f.configuration ?? f.name,
-      failurePolicy: f.failurePolicy ?? 'closed',
-      wasm: probe,
-    })),
-    log: logs.log,
-  });
-  await proxy.start();
-  started.push(proxy);
-  return { proxy, port: proxy.addresses().listen.port, admin: proxy.addresses().admin!.port, logs };
+  const running = await startStandalone(app.port, filters.map((f) => ({
+    name: f.name,
+    service: '*',
+    rootId: f.name,
+    configuration: f.configuration ?? f.name,
+    failurePolicy: f.failurePolicy ?? 'closed',
+    wasm: probe,
+  })), logs);
+  started.push(running.proxy);
+  return running;
 }
 
 beforeAll(async () => {
