@@ -1,10 +1,12 @@
-// The HTTP request path: one downstream exchange (from runtime/http1/server)
-// through the filter chain (FilterRun), routed by the listener's role, sent
-// on an upstream pool (runtime/http1/client), and answered with exactly one
-// response, access-log line and metric record.
+// The HTTP request path: one downstream exchange (an HTTP/1.1 request from
+// runtime/http1/server or an HTTP/2 stream from runtime/http2/server) through
+// the filter chain (FilterRun), routed by the listener's role, sent on an
+// upstream (an HTTP/1.1 pool from runtime/http1/client or an HTTP/2 session
+// pool from runtime/http2/client), and answered with exactly one response,
+// access-log line and metric record.
 //
 // In:  a ListenerRole (outbound, inbound or standalone: facts, chain,
-//      routing) and a ServerExchange.
+//      routing) and a DownstreamExchange.
 // Out: the proxied (or locally answered, or errored) response.
 //
 // One ProxyRequest object per request holds all of its state; callbacks are
@@ -17,17 +19,84 @@ import { MeshError, REASONS, toMeshError } from './errors.ts';
 import { FilterRun, type StepOutcome } from './filter-run.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import { traceHop, type TraceHop } from './trace.ts';
+import type { Socket } from 'node:net';
 import type { BodySink } from './http1/body.ts';
-import type { RequestFraming, ResponseHandler, UpstreamExchange, UpstreamPool } from './http1/client.ts';
+import type { RequestFraming } from './http1/client.ts';
 import type { RetryPolicy } from '../protocol/traffic.ts';
 import { backoffMs, retriable, type TryOutcome } from './traffic/retry.ts';
 import type { RequestHead, ResponseHead } from './http1/parse.ts';
-import type { ExchangeListener, ServerExchange } from './http1/server.ts';
+import type { ConnectionInfo, ExchangeListener } from './http1/server.ts';
 import { HttpStream, getHeader, type HeaderList, type LocalResponse, type StreamFacts } from './wasm/stream.ts';
+
+/**
+ * The downstream side of one request, whatever the protocol: the request head
+ * (an HTTP/2 stream presents its pseudo-headers as an HTTP/1.1-style head),
+ * its body on demand, and the one response. HTTP/1.1: ServerExchange;
+ * HTTP/2: H2Exchange.
+ */
+export interface DownstreamExchange {
+  readonly head: RequestHead;
+  readonly conn: { readonly socket: Socket; readonly info: ConnectionInfo };
+  /** 'HTTP/2' for HTTP/2 streams; absent for HTTP/1.x (head.minor tells). */
+  readonly protocol?: string;
+  listener: ExchangeListener | undefined;
+  readonly headersSent: boolean;
+  readonly bodyEnded: boolean;
+  status: number;
+  readonly bytesSent: number;
+  keepAlive: boolean;
+  readBody(sink: BodySink): void;
+  pauseBody(): void;
+  resumeBody(): void;
+  writeContinue(): void;
+  /** `length`: body length, -1 unknown; headers carry no framing or connection fields. */
+  writeHead(status: number, headers: HeaderList, length: number): void;
+  /** False: wait for onDrain. */
+  write(chunk: Buffer): boolean;
+  respond(status: number, headers: HeaderList, body: Buffer): void;
+  finishResponse(trailers: HeaderList | undefined): void;
+  onDrain(cb: () => void): void;
+  destroy(): void;
+  fail(err: MeshError): void;
+  /** After a 101 (HTTP/1.1 only). */
+  detach(): { socket: Socket; head: Buffer };
+}
+
+/** How the request goes out: the H1 framing facts and the final header list (pseudo-headers first) for HTTP/2 upstreams. */
+export interface OutgoingFraming extends RequestFraming {
+  headers: HeaderList;
+}
+
+/**
+ * Where tries are sent: HTTP/1.1 pools take the serialised head, HTTP/2
+ * session pools the header list in `framing`.
+ */
+export interface Upstream {
+  request(head: string, framing: OutgoingFraming, handler: UpstreamHandler): UpstreamCall;
+}
+
+/** One try on an upstream, as the proxy drives it. */
+export interface UpstreamCall {
+  /** Request body bytes; false: wait for onDrain. */
+  write(data: Buffer): boolean;
+  finish(trailers: HeaderList | undefined): void;
+  onDrain(cb: () => void): void;
+  pauseResponse(): void;
+  resumeResponse(): void;
+  abort(): void;
+  /** After a 101 (HTTP/1.1 only). */
+  detach(): { socket: Socket; head: Buffer };
+}
+
+/** What an upstream reports back: the final response head, its body and trailers (BodySink), or one failure. */
+export interface UpstreamHandler extends BodySink {
+  response(head: ResponseHead, call: UpstreamCall): void;
+  failed(err: MeshError): void;
+}
 
 /** Where one try of a request goes. */
 export interface UpstreamTarget {
-  pool: UpstreamPool;
+  pool: Upstream;
   /** The version (subset) of the destination, for logs and metrics. */
   version: string;
   /** Instance name or URL, for the access log. */
@@ -80,7 +149,7 @@ export interface ListenerRole {
   readonly name: 'inbound' | 'outbound' | 'standalone';
   readonly reporter: 'source' | 'destination';
   /** Connection and mesh facts for a new request; throws MeshError to refuse it (e.g. no-certificate, unknown-service). */
-  facts(exchange: ServerExchange): StreamFacts;
+  facts(exchange: DownstreamExchange): StreamFacts;
   chain(): FilterChain | undefined;
   /** Routes the request after the request filters ran (they may have set mesh.route.version and mesh.route.id); throws MeshError. */
   route(stream: HttpStream): Route;
@@ -188,25 +257,25 @@ function exportsAny(chain: FilterChain, service: string, callback: string): bool
 const EMPTY = Buffer.alloc(0);
 
 /** Handles one request end to end. Never throws; every failure becomes a response. */
-export function handleRequest(role: ListenerRole, deps: ProxyDeps, ex: ServerExchange): void {
+export function handleRequest(role: ListenerRole, deps: ProxyDeps, ex: DownstreamExchange): void {
   new ProxyRequest(role, deps, ex).start();
 }
 
-class ProxyRequest implements ExchangeListener, ResponseHandler {
+class ProxyRequest implements ExchangeListener, UpstreamHandler {
   private readonly role: ListenerRole;
   private readonly deps: ProxyDeps;
-  private readonly ex: ServerExchange;
+  private readonly ex: DownstreamExchange;
   private readonly started = performance.now();
   private chain: FilterChain | undefined;
   private run: FilterRun | undefined;
   private stream: HttpStream | undefined;
   private route: Route | undefined;
   private target: UpstreamTarget | undefined;
-  private upstream: UpstreamExchange | undefined;
+  private upstream: UpstreamCall | undefined;
   private timer: NodeJS.Timeout | undefined;
   /** The request as sent upstream, for every try. */
   private wire = '';
-  private framing: RequestFraming | undefined;
+  private framing: OutgoingFraming | undefined;
   private tries = 0;
   private tryOpen = false;
   private tryStarted = 0;
@@ -236,7 +305,7 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
   private budgetSpent = false;
   private trace: TraceHop | undefined;
 
-  constructor(role: ListenerRole, deps: ProxyDeps, ex: ServerExchange) {
+  constructor(role: ListenerRole, deps: ProxyDeps, ex: DownstreamExchange) {
     this.role = role;
     this.deps = deps;
     this.ex = ex;
@@ -304,7 +373,7 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
     }
     const upgrade = head.upgrade;
     this.wire = serialiseRequest(stream.requestHeaders, length, upgrade);
-    this.framing = { method: getHeader(stream.requestHeaders, ':method') ?? head.method, length, upgrade: upgrade !== '' };
+    this.framing = { method: getHeader(stream.requestHeaders, ':method') ?? head.method, length, upgrade: upgrade !== '', headers: stream.requestHeaders };
     this.timer = setTimeout(onTimeout, route.timeoutMs, this);
     if (route.retry && this.bodyExpected) this.bodyCopy = [];
     this.startTry();
@@ -383,7 +452,7 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
 
   // --- ResponseHandler (upstream side) ---
 
-  response(head: ResponseHead, up: UpstreamExchange): void {
+  response(head: ResponseHead, up: UpstreamCall): void {
     if (this.done) return;
     this.clearTryTimer();
     const outcome: TryOutcome = { kind: 'response', status: head.status };
@@ -565,7 +634,7 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
   /** A copy of the request (no body) to the mirror target; its response is read and dropped. */
   private mirrorTo(t: UpstreamTarget): void {
     const list = this.stream!.requestHeaders.map((e): [string, string] => (e[0] === ':authority' ? [':authority', `${e[1]}-shadow`] : e));
-    t.pool.request(serialiseRequest(list, 0, ''), { method: this.framing!.method, length: 0, upgrade: false }, DISCARD);
+    t.pool.request(serialiseRequest(list, 0, ''), { method: this.framing!.method, length: 0, upgrade: false, headers: list }, DISCARD);
   }
 
   /** Writes queued response body pieces in order, through the filters when they want the body. */
@@ -609,7 +678,7 @@ class ProxyRequest implements ExchangeListener, ResponseHandler {
   }
 
   /** 101 Switching Protocols: relay the head, then both sockets carry raw bytes until either side closes. */
-  private tunnel(head: ResponseHead, up: UpstreamExchange): void {
+  private tunnel(head: ResponseHead, up: UpstreamCall): void {
     this.clearTimer();
     const headers = outgoingResponseHeaders(responseHeaderList(head));
     headers.push(['connection', 'upgrade'], ['upgrade', head.headers.find(([k]) => k === 'upgrade')?.[1] ?? this.ex.head.upgrade]);
@@ -803,7 +872,7 @@ function outcomeOf(err: MeshError): TryOutcome | undefined {
 }
 
 /** Mirrored requests: the response is read to the end (so the connection is reused) and dropped. */
-const DISCARD: ResponseHandler = { response: () => {}, data: () => {}, end: () => {}, failed: () => {} };
+const DISCARD: UpstreamHandler = { response: () => {}, data: () => {}, end: () => {}, failed: () => {} };
 
 /** Request bodies up to this size are kept so a retry can send them again. */
 const MAX_REPLAY_BYTES = 64 * 1024;

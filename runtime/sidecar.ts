@@ -16,13 +16,13 @@ import { Direction } from '../protocol/properties.ts';
 import type { CertificatePayload, Endpoint, EndpointsPayload, NodeInfo } from '../protocol/wire.ts';
 import { ChainError, FilterChain } from './chain.ts';
 import { MeshError, REASONS } from './errors.ts';
-import { fixedRoute, handleRequest, newRequestId, type ListenerRole, type ProxyDeps, type Route, type UpstreamTarget } from './http-proxy.ts';
+import { fixedRoute, handleRequest, newRequestId, type DownstreamExchange, type ListenerRole, type ProxyDeps, type Route, type UpstreamTarget } from './http-proxy.ts';
 import type { ServiceTraffic } from '../protocol/traffic.ts';
 import type { EndpointState } from './traffic/balancer.ts';
 import { ServiceRouter } from './traffic/router.ts';
 import { UpstreamPool } from './http1/client.ts';
 import { DEFAULT_LIMITS } from './http1/parse.ts';
-import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerExchange, type ServerOptions } from './http1/server.ts';
+import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerOptions } from './http1/server.ts';
 import { SidecarMetrics, type TcpLabels } from './metrics.ts';
 import { meshCallDispatcher } from './mesh-calls.ts';
 import { createHostEnvironment, type HostEnvironment } from './wasm/environment.ts';
@@ -304,7 +304,7 @@ export class Sidecar {
     };
   }
 
-  private facts(ex: ServerExchange, direction: number, principal: string, service: string, peer: string, scheme: string): StreamFacts {
+  private facts(ex: DownstreamExchange, direction: number, principal: string, service: string, peer: string, scheme: string): StreamFacts {
     const sock = ex.conn.socket;
     return {
       direction,
@@ -317,7 +317,7 @@ export class Sidecar {
       peerUriSan: peer,
       requestId: newRequestId(),
       scheme,
-      protocol: ex.head.minor === 1 ? 'HTTP/1.1' : 'HTTP/1.0',
+      protocol: ex.protocol ?? (ex.head.minor === 1 ? 'HTTP/1.1' : 'HTTP/1.0'),
     };
   }
 
