@@ -229,7 +229,7 @@ describe('ProtocolListener over real sockets', () => {
     const srv = await detectingServer({ tls: { key: leaf.keyPem, cert: leaf.certPem } });
     const talk = (alpn: string[] | undefined, payload: string): Promise<string> =>
       new Promise((resolve, reject) => {
-        const c = tls.connect({ port: srv.port, host: '127.0.0.1', ca: ca.certPem, servername: 'localhost', checkServerIdentity: () => undefined, ALPNProtocols: alpn, allowHalfOpen: true });
+        const c = tls.connect({ port: srv.port, host: '127.0.0.1', ca: ca.certPem, servername: 'localhost', checkServerIdentity: () => undefined, ALPNProtocols: alpn });
         let got = '';
         c.on('secureConnect', () => c.end(payload));
         c.on('data', (d: Buffer) => (got += d.toString()));
