@@ -7,6 +7,7 @@
 //      bound; graceful stop on SIGINT/SIGTERM; exit code 2 on bad arguments
 //      or a refused filter.
 import type { Command } from 'commander';
+import { registerInitCommand } from './interception/cli.ts';
 
 function fail(err: unknown): void {
   const e = err as Error & { code?: string };
@@ -102,6 +103,7 @@ async function runConnected(args: import('./proxy-args.ts').ConnectedArgs): Prom
 }
 
 export function registerRuntimeCommands(program: Command): void {
+  registerInitCommand(program);
   program
     .command('proxy')
     .description('run a sidecar (--controller) or a standalone proxy with local filters (--listen/--upstream/--filter)')

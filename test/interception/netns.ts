@@ -1,0 +1,98 @@
+// Test helper: Linux network namespaces and veth pairs that a test creates and
+// removes (needs root, as CI and this machine run the tests).
+//
+// In:  a short tag; namespaces, links and addresses asked for by the test.
+// Out: unique names (tag + pid + counter, ≤ 15 chars for links), `exec` inside
+//      a namespace, and `cleanup()` that deletes everything created, safe to
+//      call twice and after a failure half-way.
+import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+
+let counter = 0;
+
+function sh(args: string[], input?: string): string {
+  return execFileSync(args[0]!, args.slice(1), { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+export class NetnsLab {
+  private readonly namespaces: string[] = [];
+  private readonly children = new Set<ChildProcess>();
+  private readonly tag: string;
+
+  constructor(tag: string) {
+    // Short: link names are limited to 15 characters.
+    this.tag = `${tag.slice(0, 3)}${process.pid % 100000}`;
+  }
+
+  name(kind: string): string {
+    return `${this.tag}${kind}${counter++}`.slice(0, 15);
+  }
+
+  /** A namespace with lo up. */
+  namespace(kind: string): string {
+    const ns = this.name(kind);
+    sh(['ip', 'netns', 'add', ns]);
+    this.namespaces.push(ns);
+    this.exec(ns, ['ip', 'link', 'set', 'lo', 'up']);
+    return ns;
+  }
+
+  /** A veth pair between two namespaces, each end addressed (`10.1.2.3/24`) and up. */
+  link(a: string, addrA: string, b: string, addrB: string): { ifA: string; ifB: string } {
+    const ifA = this.name('a');
+    const ifB = this.name('b');
+    sh(['ip', 'link', 'add', ifA, 'netns', a, 'type', 'veth', 'peer', 'name', ifB, 'netns', b]);
+    this.exec(a, ['ip', 'addr', 'add', addrA, 'dev', ifA]);
+    this.exec(b, ['ip', 'addr', 'add', addrB, 'dev', ifB]);
+    this.exec(a, ['ip', 'link', 'set', ifA, 'up']);
+    this.exec(b, ['ip', 'link', 'set', ifB, 'up']);
+    return { ifA, ifB };
+  }
+
+  exec(ns: string, args: string[], input?: string): string {
+    return sh(['ip', 'netns', 'exec', ns, ...args], input);
+  }
+
+  /** A long-running process inside a namespace (killed by cleanup). */
+  spawn(ns: string, args: string[], options: SpawnOptions = {}): ChildProcess {
+    const child = spawn('ip', ['netns', 'exec', ns, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+    this.children.add(child);
+    child.once('exit', () => this.children.delete(child));
+    return child;
+  }
+
+  async cleanup(): Promise<void> {
+    await Promise.all(
+      [...this.children].map(
+        (child) =>
+          new Promise<void>((resolve) => {
+            if (child.exitCode !== null || child.signalCode !== null) return resolve();
+            child.once('exit', () => resolve());
+            child.kill('SIGTERM');
+            setTimeout(() => child.kill('SIGKILL'), 3_000).unref();
+          }),
+      ),
+    );
+    // Deleting a namespace deletes the veth ends inside it (and so their peers).
+    for (const ns of this.namespaces.splice(0)) {
+      try {
+        sh(['ip', 'netns', 'del', ns]);
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+
+/** Lines of a child's stdout as they come, for JSON-line protocols with the test. */
+export function lines(child: ChildProcess, onLine: (line: string) => void): void {
+  let buf = '';
+  child.stdout?.setEncoding('utf8');
+  child.stdout?.on('data', (chunk: string) => {
+    buf += chunk;
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      onLine(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  });
+}
