@@ -35,3 +35,9 @@ export const JWT_CLAIMS_PREFIX = 'mesh.jwt.claims.';
 export const RULE_HEADER = 'x-mesh-rule';
 /** On a response the sidecar itself generated: a stable reason code. */
 export const REASON_HEADER = 'x-mesh-reason';
+/**
+ * Hop header between sidecars (never seen by apps): the request reached the
+ * client sidecar as HTTP/2 (value `h2`) and travels sidecar to sidecar as
+ * HTTP/1.1; the server sidecar speaks HTTP/2 to its app for it.
+ */
+export const ORIG_PROTO_HEADER = 'x-mesh-orig-proto';

@@ -13,10 +13,11 @@
 // its methods, so the hot path allocates no closures. Bodies stream unless a
 // filter exports a body callback.
 import { randomUUID } from 'node:crypto';
-import { RULE_HEADER, RULES } from '../protocol/properties.ts';
+import { ORIG_PROTO_HEADER, RULE_HEADER, RULES } from '../protocol/properties.ts';
 import type { FilterChain } from './chain.ts';
-import { MeshError, REASONS, toMeshError } from './errors.ts';
+import { MeshError, REASONS, renderError, toMeshError } from './errors.ts';
 import { FilterRun, type StepOutcome } from './filter-run.ts';
+import { GRPC_STATUS, grpcLocalResponse, isGrpc } from './http2/grpc.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import { traceHop, type TraceHop } from './trace.ts';
 import type { Socket } from 'node:net';
@@ -166,8 +167,10 @@ export interface ProxyDeps {
   track(delta: 1 | -1): void;
 }
 
-// RFC 9110 7.6.1 connection-specific fields, never forwarded.
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+// RFC 9110 7.6.1 connection-specific fields, never forwarded; and the sidecars' own hop header.
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', ORIG_PROTO_HEADER]);
+/** Added to HTTP/1.1 tries of requests that arrived as HTTP/2 (sidecar to sidecar). */
+const ORIG_PROTO_H2 = ORIG_PROTO_HEADER + ': h2\r\n';
 /** Not copied from the header list to the wire: the codec writes framing itself, Host comes from :authority. */
 const NOT_SERIALISED = new Set(['content-length', 'transfer-encoding', 'expect', 'host']);
 
@@ -214,7 +217,7 @@ function responseHeaderList(head: ResponseHead): HeaderList {
 }
 
 /** The request head for the upstream, with framing fields for the body as it will be sent. */
-function serialiseRequest(list: HeaderList, length: number, upgrade: string): string {
+function serialiseRequest(list: HeaderList, length: number, upgrade: string, extra = ''): string {
   let method = 'GET';
   let path = '/';
   let authority = '';
@@ -231,7 +234,7 @@ function serialiseRequest(list: HeaderList, length: number, upgrade: string): st
     if (NOT_SERIALISED.has(k)) continue;
     fields += k + ': ' + e[1] + '\r\n';
   }
-  let s = method + ' ' + path + ' HTTP/1.1\r\nhost: ' + authority + '\r\n' + fields;
+  let s = method + ' ' + path + ' HTTP/1.1\r\nhost: ' + authority + '\r\n' + fields + extra;
   if (length > 0) s += 'content-length: ' + length + '\r\n';
   else if (length === -1) s += 'transfer-encoding: chunked\r\n';
   if (upgrade) s += 'connection: upgrade\r\nupgrade: ' + upgrade + '\r\n';
@@ -372,7 +375,7 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler {
       length = head.chunked || this.filterRequestBody ? -1 : head.contentLength;
     }
     const upgrade = head.upgrade;
-    this.wire = serialiseRequest(stream.requestHeaders, length, upgrade);
+    this.wire = serialiseRequest(stream.requestHeaders, length, upgrade, this.ex.protocol === 'HTTP/2' ? ORIG_PROTO_H2 : '');
     this.framing = { method: getHeader(stream.requestHeaders, ':method') ?? head.method, length, upgrade: upgrade !== '', headers: stream.requestHeaders };
     this.timer = setTimeout(onTimeout, route.timeoutMs, this);
     if (route.retry && this.bodyExpected) this.bodyCopy = [];
@@ -762,7 +765,12 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler {
     }
     // An unread request body would be taken for the next request: close after answering.
     if (!this.ex.bodyEnded) this.ex.keepAlive = false;
-    this.ex.respond(r.status, headers, Buffer.from(r.body));
+    if (isGrpc(this.ex.head.headers)) {
+      const g = grpcLocalResponse(r.status, headers, r.body);
+      this.ex.respond(g.status, g.headers, EMPTY);
+    } else {
+      this.ex.respond(r.status, headers, Buffer.from(r.body));
+    }
     this.finish();
   }
 
@@ -773,7 +781,15 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler {
     this.reason = e.reason;
     if (e.reason === 'internal-error') this.error = e.message;
     this.upstream?.abort();
-    this.ex.fail(e);
+    if (!this.ex.headersSent && isGrpc(this.ex.head.headers)) {
+      // gRPC clients read grpc-status, not the HTTP status: mesh failures are UNAVAILABLE.
+      const r = renderError(e);
+      const g = grpcLocalResponse(r.status, r.headers, r.body, GRPC_STATUS.UNAVAILABLE);
+      if (!this.ex.bodyEnded) this.ex.keepAlive = false;
+      this.ex.respond(g.status, g.headers, EMPTY);
+    } else {
+      this.ex.fail(e);
+    }
     this.finish();
   }
 
