@@ -1,0 +1,55 @@
+// Test program run inside a network namespace by the interception tests.
+//
+//   node probe.ts server PORT [HOST]   answers each connection with one JSON line
+//        {"originalDst":{...}|null,"error":CODE|null,"local":"a:p","remote":"a:p"}
+//        read through runtime/interception/original-dst.ts, then echoes what it
+//        receives; prints {"event":"listening","port":P} on stdout once bound.
+//   node probe.ts echo PORT [HOST]     a plain echo server that first writes
+//        {"echo":"local a:p","remote":"a:p"} (what a server outside the pod sees).
+//   node probe.ts client HOST PORT TEXT   connects, sends TEXT, half-closes and
+//        prints everything received; exit 1 on a connection error.
+import net from 'node:net';
+import { originalDestination } from '../../runtime/interception/original-dst.ts';
+
+const [mode, a, b, c] = process.argv.slice(2);
+
+function serve(port: number, host: string, greet: (socket: net.Socket) => string): void {
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    socket.write(greet(socket) + '\n');
+    socket.pipe(socket);
+    socket.on('error', () => socket.destroy());
+  });
+  server.listen(port, host, () => process.stdout.write(JSON.stringify({ event: 'listening', port }) + '\n'));
+  process.once('SIGTERM', () => process.exit(0));
+}
+
+const where = (address: string | undefined, port: number | undefined): string => `${address}:${port}`;
+
+if (mode === 'server') {
+  serve(Number(a), b ?? '0.0.0.0', (socket) => {
+    let originalDst = null;
+    let error = null;
+    try {
+      originalDst = originalDestination(socket);
+    } catch (err) {
+      error = (err as { code?: string }).code ?? String(err);
+    }
+    return JSON.stringify({ originalDst, error, local: where(socket.localAddress, socket.localPort), remote: where(socket.remoteAddress, socket.remotePort) });
+  });
+} else if (mode === 'echo') {
+  serve(Number(a), b ?? '0.0.0.0', (socket) => JSON.stringify({ echo: where(socket.localAddress, socket.localPort), remote: where(socket.remoteAddress, socket.remotePort) }));
+} else if (mode === 'client') {
+  const socket = net.connect({ host: a!, port: Number(b) }, () => socket.end(c ?? ''));
+  socket.setTimeout(10_000, () => {
+    process.stderr.write('client: timeout\n');
+    process.exit(1);
+  });
+  socket.pipe(process.stdout);
+  socket.on('error', (err) => {
+    process.stderr.write(`client: ${(err as NodeJS.ErrnoException).code ?? err.message}\n`);
+    process.exit(1);
+  });
+} else {
+  process.stderr.write('usage: probe.ts server|echo PORT [HOST] | client HOST PORT TEXT\n');
+  process.exit(2);
+}
