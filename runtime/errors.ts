@@ -20,6 +20,8 @@ export const REASONS = {
   'filter-failed': { status: 503, flag: 'FF' },
   'filter-closed-stream': { status: 503, flag: 'FC' },
   'shutting-down': { status: 503, flag: 'SD' },
+  // Explicit mode: CONNECT to a host outside the mesh on a sidecar that does not allow egress.
+  'egress-denied': { status: 403, flag: 'NR' },
   // The downstream request itself is at fault (the HTTP/1.1 codec refuses it, then closes).
   'malformed-request': { status: 400, flag: 'DPE' },
   'ambiguous-framing': { status: 400, flag: 'DPE' },
