@@ -47,8 +47,11 @@ export type AcceptHook = (socket: Socket, conn: Accepted) => void;
 
 export interface ListenerOptions {
   name: string;
-  /** Silence (ms) after which a connection is treated as a server-first (opaque) one; undefined: never. */
-  serverFirstTimeoutMs?: number;
+  /**
+   * Silence (ms) after which a connection is treated as a server-first (opaque) one; undefined: never.
+   * A function decides per connection, after the accept hooks (e.g. only where opaque TCP has a destination).
+   */
+  serverFirstTimeoutMs?: number | ((conn: Accepted) => number | undefined);
   /** Longest wait (ms) for bytes that decide the class; then what has arrived decides, or the socket closes if nothing has. */
   maxWaitMs?: number;
   /** Most bytes read before deciding. */
@@ -140,7 +143,7 @@ export class ProtocolListener {
   readonly name: string;
   private readonly handlers = new Map<Protocol, ProtocolHandler>();
   private readonly hooks: AcceptHook[] = [];
-  private readonly serverFirstTimeoutMs: number | undefined;
+  private readonly serverFirstTimeoutMs: ListenerOptions['serverFirstTimeoutMs'];
   private readonly maxWaitMs: number;
   private readonly maxBytes: number;
   private readonly log: ((entry: Record<string, unknown>) => void) | undefined;
@@ -192,9 +195,10 @@ export class ProtocolListener {
       by: 'declared',
       head: EMPTY,
       alpn: undefined,
-      serverFirstTimeoutMs: this.serverFirstTimeoutMs,
+      serverFirstTimeoutMs: typeof this.serverFirstTimeoutMs === 'number' ? this.serverFirstTimeoutMs : undefined,
     };
     for (const hook of this.hooks) hook(socket, conn);
+    if (typeof this.serverFirstTimeoutMs === 'function') conn.serverFirstTimeoutMs ??= this.serverFirstTimeoutMs(conn);
     if (socket.destroyed) return;
     if (conn.protocol === undefined) {
       const alpn = (socket as TLSSocket).alpnProtocol;

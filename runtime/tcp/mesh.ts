@@ -1,0 +1,99 @@
+// Opaque TCP between two sidecars: the outbound side opens one mTLS
+// connection per TCP connection (ALPN MESH_TCP_ALPN, the peer's SPIFFE ID
+// checked, TLS sessions resumed per endpoint) and sends the transport header;
+// the inbound side reads that header back.
+//
+// In:  an endpoint, the sidecar's certificate material and the target port
+//      (outbound); an accepted mTLS socket (inbound).
+// Out: a connecting TLS socket for relay(); the target port, or an error.
+import net from 'node:net';
+import tls, { type SecureContext, type TLSSocket } from 'node:tls';
+import type { Endpoint } from '../../protocol/wire.ts';
+import { decodeTransportHeader, encodeTransportHeader, MESH_TCP_ALPN, TRANSPORT_HEADER_BYTES } from '../../protocol/transport.ts';
+
+/** The URI SAN (SPIFFE ID) of a certificate, from Node's `subjectaltname` string. */
+function uriSan(subjectaltname: string | undefined): string {
+  if (!subjectaltname) return '';
+  for (const part of subjectaltname.split(', ')) if (part.startsWith('URI:')) return part.slice(4);
+  return '';
+}
+
+/** Opens mTLS connections for opaque TCP to other sidecars; one per certificate (replaced on rotation). */
+export class MeshTcpDialer {
+  private readonly context: SecureContext;
+  /** Last TLS session per endpoint, for resumption. */
+  private readonly sessions = new Map<string, Buffer>();
+
+  constructor(material: { cert: string; key: string; ca: string }) {
+    this.context = tls.createSecureContext({ cert: material.cert, key: material.key, ca: material.ca });
+  }
+
+  /**
+   * A connecting socket to `ep`'s inbound listener; `port` goes in the
+   * transport header (0: the app's main port). Ready on 'secureConnect'; `check`
+   * refuses a peer that did not choose opaque TCP.
+   */
+  dial(ep: Endpoint, port: number): { socket: net.Socket; readyEvent: 'secureConnect'; check: (s: net.Socket) => string | undefined; preamble: Buffer } {
+    const key = `${ep.address}:${ep.port}|${ep.spiffeId}`;
+    const session = this.sessions.get(key);
+    const expected = ep.spiffeId;
+    const raw = net.connect({ host: ep.address, port: ep.port, allowHalfOpen: true, noDelay: true });
+    const socket = tls.connect({
+      socket: raw,
+      secureContext: this.context,
+      ALPNProtocols: [MESH_TCP_ALPN],
+      ...(session ? { session } : {}),
+      // Identity is the SPIFFE URI SAN (endpoints are addressed by IP, not name).
+      checkServerIdentity: (_host, cert) => {
+        const got = uriSan(cert.subjectaltname);
+        if (got === expected) return undefined;
+        const err = new Error(`upstream ${ep.instance} presented ${got || 'no SPIFFE ID'}, expected ${expected}`) as NodeJS.ErrnoException;
+        err.code = 'MESH_IDENTITY_MISMATCH';
+        return err;
+      },
+    });
+    socket.once('session', (s: Buffer) => this.sessions.set(key, s));
+    // TLS half-close: the TLSSocket must not end its write side when the peer ends (pipe passes the FIN on).
+    (socket as unknown as { allowHalfOpen: boolean }).allowHalfOpen = true;
+    return {
+      socket,
+      readyEvent: 'secureConnect',
+      check: (s) => ((s as TLSSocket).alpnProtocol === MESH_TCP_ALPN ? undefined : `${ep.instance} did not accept opaque TCP (ALPN ${(s as TLSSocket).alpnProtocol || 'none'})`),
+      preamble: encodeTransportHeader(port),
+    };
+  }
+}
+
+/**
+ * Reads the transport header from an inbound opaque connection (paused, as the
+ * listener hands it over); calls back with the port once, or with an error
+ * after `timeoutMs`, at a bad header or an early end. Bytes after the header
+ * are put back into the socket.
+ */
+export function readTransportHeader(socket: net.Socket, timeoutMs: number, done: (err: string | undefined, port: number) => void): void {
+  let buf: Buffer = Buffer.alloc(0);
+  let settled = false;
+  const finish = (err: string | undefined, port: number): void => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(timer);
+    socket.off('data', onData);
+    socket.off('end', onEnd);
+    socket.pause();
+    done(err, port);
+  };
+  const onData = (chunk: Buffer): void => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    if (buf.length < TRANSPORT_HEADER_BYTES) return;
+    const port = decodeTransportHeader(buf);
+    if (port < 0) return finish('bad transport header', -1);
+    socket.pause();
+    if (buf.length > TRANSPORT_HEADER_BYTES) socket.unshift(buf.subarray(TRANSPORT_HEADER_BYTES));
+    finish(undefined, port);
+  };
+  const onEnd = (): void => finish('connection ended before the transport header', -1);
+  const timer = setTimeout(() => finish(`no transport header within ${timeoutMs} ms`, -1), timeoutMs);
+  socket.on('data', onData);
+  socket.on('end', onEnd);
+  socket.resume();
+}

@@ -1,0 +1,166 @@
+// Where an opaque TCP connection goes, for each way it can arrive at a
+// sidecar: to a mesh service (outbound: one mTLS connection to an endpoint's
+// inbound sidecar, the target port in the transport header), to a non-mesh
+// address (egress, only when allowed), or to the local app (inbound).
+//
+// In:  accepted, classified sockets and what they are for; the sidecar's
+//      endpoint picking and certificate (TcpSidecar).
+// Out: relays (runtime/tcp/relay.ts), each with its metrics and log line;
+//      a refusal closes the connection and logs the reason.
+import net, { type Socket } from 'node:net';
+import type { Endpoint } from '../../protocol/wire.ts';
+import { MeshError } from '../errors.ts';
+import type { Accepted } from '../listener.ts';
+import type { SidecarMetrics } from '../metrics.ts';
+import type { Address } from '../net.ts';
+import type { EndpointState } from '../traffic/balancer.ts';
+import type { ServiceRouter } from '../traffic/router.ts';
+import { MeshTcpDialer, readTransportHeader } from './mesh.ts';
+import { DEFAULT_TCP_CONNECT_TIMEOUT_MS, DEFAULT_TCP_IDLE_TIMEOUT_MS, relay, type RelayOptions } from './relay.ts';
+
+export interface TcpOptions {
+  connectTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  /** Longest wait for the transport header on an inbound opaque connection. */
+  headerTimeoutMs?: number;
+  /** Ports of the app, besides its main one, that peers may reach as opaque TCP. */
+  appPorts?: number[];
+}
+
+/** What the TCP proxy needs from the sidecar. */
+export interface TcpSidecar {
+  metrics: SidecarMetrics;
+  log: (entry: Record<string, unknown>) => void;
+  /** This sidecar's service (metrics labels). */
+  service: string;
+  app: Address;
+  /** The router of a mesh service; throws MeshError('unknown-service'). */
+  router(service: string): ServiceRouter;
+  /** The dialer of the current certificate; throws MeshError('no-certificate'). */
+  dialer(): MeshTcpDialer;
+}
+
+/** Hooks of a caller that answers before the bytes flow (the HTTP proxy port's CONNECT). */
+export interface TcpCallbacks {
+  onReady?: () => void;
+  onFailed?: (reason: string, message: string) => void;
+}
+
+export class TcpProxy {
+  private readonly sidecar: TcpSidecar;
+  private readonly connectTimeoutMs: number;
+  private readonly idleTimeoutMs: number;
+  private readonly headerTimeoutMs: number;
+  private readonly appPorts: Set<number>;
+  /** Downstream sockets being relayed (stop() closes them). */
+  readonly live = new Set<Socket>();
+
+  constructor(sidecar: TcpSidecar, options: TcpOptions = {}) {
+    this.sidecar = sidecar;
+    this.connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_TCP_CONNECT_TIMEOUT_MS;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_TCP_IDLE_TIMEOUT_MS;
+    this.headerTimeoutMs = options.headerTimeoutMs ?? 10_000;
+    this.appPorts = new Set(options.appPorts ?? []);
+  }
+
+  /** Outbound: to `service` over mTLS; `port` names the app port at the destination (0: its main port). */
+  toService(down: Socket, conn: Accepted, service: string, port: number, cb: TcpCallbacks = {}): void {
+    let state: EndpointState;
+    let router: ServiceRouter;
+    let dialer: MeshTcpDialer;
+    try {
+      router = this.sidecar.router(service);
+      dialer = this.sidecar.dialer();
+      state = router.pick(undefined, undefined, undefined);
+    } catch (err) {
+      const e = err instanceof MeshError ? err : new MeshError('internal-error', (err as Error).message);
+      this.refuse(down, conn, e.reason, e.message, { destination_service: service }, cb);
+      return;
+    }
+    const ep: Endpoint = state.endpoint;
+    state.active++;
+    const started = performance.now();
+    let outcome: 'ok' | 'connect-failure' = 'connect-failure';
+    const dial = dialer.dial(ep, port);
+    this.start(down, {
+      connect: () => dial,
+      preamble: dial.preamble,
+      labels: { reporter: 'source', source_workload: this.sidecar.service, destination_service: service },
+      fields: { direction: 'outbound', listener: conn.listener, destination_service: service, version: ep.version, endpoint: ep.instance, upstream: `${ep.address}:${ep.port}`, target_port: port || undefined },
+      onReady: () => {
+        outcome = 'ok';
+        router.report(state, { kind: 'response', status: 200 }, performance.now() - started);
+        cb.onReady?.();
+      },
+      onFailed: cb.onFailed,
+      onClose: () => {
+        state.active--;
+        if (outcome !== 'ok') router.report(state, { kind: 'connect-failure' }, performance.now() - started);
+      },
+    });
+  }
+
+  /** Outbound to a non-mesh address (egress): plain TCP. The caller decided it is allowed. */
+  toAddress(down: Socket, conn: Accepted, target: Address, cb: TcpCallbacks = {}): void {
+    const where = `${target.host}:${target.port}`;
+    this.start(down, {
+      connect: () => ({ socket: net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true }), readyEvent: 'connect' }),
+      labels: { reporter: 'source', source_workload: this.sidecar.service, destination_service: where },
+      fields: { direction: 'outbound', listener: conn.listener, destination_service: where, upstream: where, egress: true },
+      onReady: cb.onReady,
+      onFailed: cb.onFailed,
+    });
+  }
+
+  /** Inbound: an mTLS connection that carries opaque TCP, to the app port its transport header names. */
+  fromPeer(down: Socket, conn: Accepted): void {
+    const peer = conn.info.peer ?? '';
+    const source = workloadOf(peer) || 'unknown';
+    const toApp = (port: number): void => {
+      const app = this.sidecar.app;
+      const target = port === 0 ? app.port : port;
+      if (target !== app.port && !this.appPorts.has(target)) {
+        this.refuse(down, conn, 'port-not-served', `the app does not serve port ${target} to the mesh`, { source_principal: peer, target_port: target });
+        return;
+      }
+      this.start(down, {
+        connect: () => ({ socket: net.connect({ host: app.host, port: target, allowHalfOpen: true, noDelay: true }), readyEvent: 'connect' }),
+        labels: { reporter: 'destination', source_workload: source, destination_service: this.sidecar.service },
+        fields: { direction: 'inbound', listener: conn.listener, source_principal: peer, destination_service: this.sidecar.service, upstream: `${app.host}:${target}` },
+      });
+    };
+    // With the mesh's ALPN the peer sends the transport header first; without it (a client that
+    // is no sidecar, or bytes detected as opaque) the stream goes to the app's main port.
+    if (conn.by !== 'alpn') {
+      toApp(0);
+      return;
+    }
+    readTransportHeader(down, this.headerTimeoutMs, (err, port) => {
+      if (err) this.refuse(down, conn, 'bad-transport-header', err, { source_principal: peer });
+      else toApp(port);
+    });
+  }
+
+  /** Closes every relayed connection (the sidecar is stopping). */
+  closeAll(): void {
+    for (const s of this.live) s.destroy();
+  }
+
+  private start(down: Socket, o: Omit<RelayOptions, 'metrics' | 'log' | 'connectTimeoutMs' | 'idleTimeoutMs'> & { onClose?: () => void }): void {
+    if (o.onClose) down.once('close', o.onClose);
+    relay(down, { ...o, metrics: this.sidecar.metrics, log: this.sidecar.log, connectTimeoutMs: this.connectTimeoutMs, idleTimeoutMs: this.idleTimeoutMs }, this.live);
+  }
+
+  /** A connection that cannot be relayed: one log line, then the caller's answer or a close. */
+  refuse(down: Socket, conn: Accepted, reason: string, message: string, fields: Record<string, unknown> = {}, cb: TcpCallbacks = {}): void {
+    this.sidecar.log({ time: new Date().toISOString(), protocol: 'tcp', direction: conn.listener === 'inbound' ? 'inbound' : 'outbound', listener: conn.listener, ...fields, reason, error: message, source: down.remoteAddress });
+    if (cb.onFailed) cb.onFailed(reason, message);
+    else down.destroy();
+  }
+}
+
+/** `spiffe://td/ns/default/sa/catalog` → `catalog`. */
+function workloadOf(principal: string): string {
+  const m = /\/sa\/([^/]+)$/.exec(principal);
+  return m?.[1] ?? '';
+}

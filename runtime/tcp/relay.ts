@@ -1,0 +1,130 @@
+// One opaque TCP connection relayed between a downstream socket and an
+// upstream one: bytes both ways with backpressure, half-close passed on, a
+// connect timeout, an idle timeout, metrics and one access-log line.
+//
+// In:  the accepted downstream socket (paused, allowHalfOpen), a function
+//      that opens the upstream socket (allowHalfOpen), labels for the log.
+// Out: the relay; when both sides are closed, one log line (bytes each way,
+//      duration, how it ended) and the TCP metrics of the connection.
+import type { Socket } from 'node:net';
+import type { SidecarMetrics, TcpLabels } from '../metrics.ts';
+
+export interface RelayOptions {
+  /** Longest wait for the upstream to connect (TLS handshake included). */
+  connectTimeoutMs: number;
+  /** A connection with no bytes either way for this long is closed. */
+  idleTimeoutMs: number;
+  /** Opens the upstream; its `readyEvent` says it is usable ('connect' or 'secureConnect'). */
+  connect(): { socket: Socket; readyEvent: 'connect' | 'secureConnect'; check?: (socket: Socket) => string | undefined };
+  /** Bytes written to the upstream before the downstream's (a transport header, or a replayed CONNECT body). */
+  preamble?: Buffer;
+  metrics: SidecarMetrics;
+  labels: TcpLabels;
+  log: (entry: Record<string, unknown>) => void;
+  /** Extra access-log fields: listener, destination, upstream address, ... */
+  fields: Record<string, unknown>;
+  /** Called once the upstream is ready (e.g. to answer `200` to a CONNECT); the downstream flows after. */
+  onReady?: () => void;
+  /** Called when the upstream failed before it was ready, instead of resetting the downstream (e.g. to answer 502 to a CONNECT). */
+  onFailed?: (reason: string, message: string) => void;
+}
+
+export const DEFAULT_TCP_CONNECT_TIMEOUT_MS = 10_000;
+/** Envoy's TCP proxy idle timeout default (1 h). */
+export const DEFAULT_TCP_IDLE_TIMEOUT_MS = 3_600_000;
+
+/** Starts relaying `down`; returns at once. Connections being relayed are kept in `live` until they close. */
+export function relay(down: Socket, options: RelayOptions, live?: Set<Socket>): void {
+  const started = performance.now();
+  const { socket: up, readyEvent, check } = options.connect();
+  let ready = false;
+  let reason = '';
+  let message = '';
+  let downClosed = false;
+  let upClosed = false;
+  live?.add(down);
+  options.metrics.tcpOpened(options.labels);
+
+  const fail = (r: string, m: string): void => {
+    if (!reason) {
+      reason = r;
+      message = m;
+    }
+  };
+  const connectTimer = setTimeout(() => {
+    fail('upstream-connect-timeout', `no connection to the upstream within ${options.connectTimeoutMs} ms`);
+    up.destroy();
+  }, options.connectTimeoutMs);
+
+  up.once(readyEvent, () => {
+    clearTimeout(connectTimer);
+    const refused = check?.(up);
+    if (refused) {
+      fail('upstream-protocol-error', refused);
+      up.destroy();
+      return;
+    }
+    ready = true;
+    if (options.preamble && options.preamble.length > 0) up.write(options.preamble);
+    options.onReady?.();
+    if (down.destroyed) return;
+    // pipe() is the backpressure: each side pauses while the other's write buffer is full,
+    // and passes the end of its stream on as a half-close (both sockets are allowHalfOpen).
+    down.pipe(up);
+    up.pipe(down);
+    down.resume();
+  });
+  up.on('error', (err: NodeJS.ErrnoException) => fail(ready ? 'upstream-reset' : 'upstream-connect-failed', err.code ?? err.message));
+  down.on('error', (err: NodeJS.ErrnoException) => fail('downstream-reset', err.code ?? err.message));
+  // The idle timer watches the downstream socket: every byte either way is read from or written to it.
+  down.setTimeout(options.idleTimeoutMs, () => {
+    fail('idle-timeout', `no bytes either way for ${options.idleTimeoutMs} ms`);
+    down.destroy();
+    up.destroy();
+  });
+
+  const finished = (): void => {
+    if (!downClosed || !upClosed) return;
+    live?.delete(down);
+    options.metrics.tcpClosed(options.labels, down.bytesRead, down.bytesWritten);
+    const entry: Record<string, unknown> = {
+      time: new Date().toISOString(),
+      protocol: 'tcp',
+      ...options.fields,
+      bytes_received: down.bytesRead,
+      bytes_sent: down.bytesWritten,
+      duration_ms: Math.round(performance.now() - started),
+    };
+    if (reason) {
+      entry.reason = reason;
+      entry.error = message;
+    }
+    options.log(entry);
+  };
+  down.once('close', () => {
+    downClosed = true;
+    if (!up.destroyed) up.destroy();
+    finished();
+  });
+  up.once('close', () => {
+    clearTimeout(connectTimer);
+    upClosed = true;
+    if (!ready && options.onFailed && !down.destroyed) {
+      options.onFailed(reason || 'upstream-connect-failed', message || 'the upstream closed before it was ready');
+    } else if (!down.destroyed) {
+      // An upstream that ends cleanly has been ended through pipe(); one that was reset resets the downstream.
+      if (reason && reason !== 'downstream-reset') reset(down);
+      else if (!down.writableEnded) down.end();
+    }
+    finished();
+  });
+}
+
+/** Closes with a TCP RST where the socket has a TCP handle (a TLS socket is just destroyed). */
+function reset(socket: Socket): void {
+  try {
+    socket.resetAndDestroy();
+  } catch {
+    socket.destroy();
+  }
+}
