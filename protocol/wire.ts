@@ -32,7 +32,12 @@ export interface Endpoint {
 }
 
 export interface EndpointsPayload {
-  services: Record<string, { endpoints: Endpoint[] }>;
+  /**
+   * `addresses`: the service's own (virtual) IPs, e.g. a Kubernetes ClusterIP; optional. A sidecar in
+   * transparent mode knows an intercepted connection's service by its original destination address:
+   * an endpoint's address or one of these.
+   */
+  services: Record<string, { endpoints: Endpoint[]; addresses?: string[] }>;
 }
 
 export interface CertificatePayload {
