@@ -14,7 +14,7 @@
 // filter exports a body callback.
 import { randomUUID } from 'node:crypto';
 import { ORIG_PROTO_HEADER, RULE_HEADER, RULES } from '../protocol/properties.ts';
-import type { FilterChain } from './chain.ts';
+import type { ChainFilter, FilterChain } from './chain.ts';
 import { MeshError, REASONS, renderError, toMeshError } from './errors.ts';
 import { FilterRun, type StepOutcome } from './filter-run.ts';
 import { GRPC_STATUS, grpcLocalResponse, isGrpc } from './http2/grpc.ts';
@@ -253,8 +253,25 @@ function outgoingResponseHeaders(list: HeaderList): HeaderList {
   return out;
 }
 
-function exportsAny(chain: FilterChain, service: string, callback: string): boolean {
-  return chain.filtersFor(service).some((f) => f.vm.hasExport(callback));
+/** Which optional callbacks any filter of a chain's per-service list exports. */
+interface ChainExports {
+  requestBody: boolean;
+  responseHeaders: boolean;
+  responseBody: boolean;
+}
+
+// Keyed by the chain's (stable) per-service filter list; a reloaded chain brings new lists.
+const exportsCache = new WeakMap<readonly ChainFilter[], ChainExports>();
+
+function chainExports(chain: FilterChain, service: string): ChainExports {
+  const filters = chain.filtersFor(service);
+  let e = exportsCache.get(filters);
+  if (!e) {
+    const any = (callback: string) => filters.some((f) => f.vm.hasExport(callback));
+    e = { requestBody: any('proxy_on_request_body'), responseHeaders: any('proxy_on_response_headers'), responseBody: any('proxy_on_response_body') };
+    exportsCache.set(filters, e);
+  }
+  return e;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -304,6 +321,9 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler {
   private responseEnded = false;
   private responseTrailers: HeaderList | undefined;
   private headWritten = false;
+  /** Response body bytes queued while the response filters run; past a bound the upstream is paused. */
+  private queuedBytes = 0;
+  private responsePaused = false;
   private pumping = false;
   private budgetSpent = false;
   private trace: TraceHop | undefined;
@@ -370,7 +390,7 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler {
     const head = this.ex.head;
     let length = 0;
     if (this.bodyExpected) {
-      this.filterRequestBody = this.run !== undefined && this.chain !== undefined && exportsAny(this.chain, stream.facts.destinationService, 'proxy_on_request_body');
+      this.filterRequestBody = this.run !== undefined && this.chain !== undefined && chainExports(this.chain, stream.facts.destinationService).requestBody;
       // Filters may change the body's length: send it chunked instead of trusting the original length.
       length = head.chunked || this.filterRequestBody ? -1 : head.contentLength;
     }
@@ -478,13 +498,22 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler {
       this.writeResponseHead(length);
       return;
     }
-    this.filterResponseBody = !noBody && exportsAny(this.chain!, stream.facts.destinationService, 'proxy_on_response_body');
-    up.pauseResponse();
+    const exported = chainExports(this.chain!, stream.facts.destinationService);
+    this.filterResponseBody = !noBody && exported.responseBody;
+    if (!exported.responseHeaders) {
+      // No filter looks at response headers: no async step, the head goes out now.
+      this.writeResponseHead(this.filterResponseBody ? -1 : length);
+      return;
+    }
+    // Body bytes arriving meanwhile are queued (data()); the socket is paused only past a bound.
     this.run.responseHeaders(noBody).then(
       (out) => {
         if (this.done || this.ended(out)) return;
         this.writeResponseHead(this.filterResponseBody ? -1 : length);
-        up.resumeResponse();
+        if (this.responsePaused) {
+          this.responsePaused = false;
+          up.resumeResponse();
+        }
         this.pump();
       },
       (err: unknown) => this.fail(err),
@@ -509,7 +538,15 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler {
       return;
     }
     (this.responseQueue ??= []).push(chunk);
-    if (this.headWritten) this.pump();
+    if (this.headWritten) {
+      this.pump();
+      return;
+    }
+    this.queuedBytes += chunk.length;
+    if (this.queuedBytes > RESPONSE_QUEUE_BYTES && !this.responsePaused) {
+      this.responsePaused = true;
+      this.upstream?.pauseResponse();
+    }
   }
 
   end(trailers: HeaderList | undefined): void {
@@ -889,6 +926,9 @@ function outcomeOf(err: MeshError): TryOutcome | undefined {
 
 /** Mirrored requests: the response is read to the end (so the connection is reused) and dropped. */
 const DISCARD: UpstreamHandler = { response: () => {}, data: () => {}, end: () => {}, failed: () => {} };
+
+/** Response body bytes held while the response-header filters decide, before the upstream is paused. */
+const RESPONSE_QUEUE_BYTES = 64 * 1024;
 
 /** Request bodies up to this size are kept so a retry can send them again. */
 const MAX_REPLAY_BYTES = 64 * 1024;
