@@ -6,8 +6,11 @@
 //        receives; prints {"event":"listening","port":P} on stdout once bound.
 //   node probe.ts echo PORT [HOST]     a plain echo server that first writes
 //        {"echo":"local a:p","remote":"a:p"} (what a server outside the pod sees).
+//   node probe.ts http PORT [HOST]     an HTTP server answering every request with
+//        {"http":"local a:p","remote":"a:p","method":M,"url":U,"headers":{...}}.
 //   node probe.ts client HOST PORT TEXT   connects, sends TEXT, half-closes and
 //        prints everything received; exit 1 on a connection error.
+import http from 'node:http';
 import net from 'node:net';
 import { originalDestination } from '../../runtime/interception/original-dst.ts';
 
@@ -38,6 +41,17 @@ if (mode === 'server') {
   });
 } else if (mode === 'echo') {
   serve(Number(a), b ?? '0.0.0.0', (socket) => JSON.stringify({ echo: where(socket.localAddress, socket.localPort), remote: where(socket.remoteAddress, socket.remotePort) }));
+} else if (mode === 'http') {
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      const s = req.socket;
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ http: where(s.localAddress, s.localPort), remote: where(s.remoteAddress, s.remotePort), method: req.method, url: req.url, headers: req.headers }));
+    });
+  });
+  server.listen(Number(a), b ?? '0.0.0.0', () => process.stdout.write(JSON.stringify({ event: 'listening', port: Number(a) }) + '\n'));
+  process.once('SIGTERM', () => process.exit(0));
 } else if (mode === 'client') {
   const socket = net.connect({ host: a!, port: Number(b) }, () => socket.end(c ?? ''));
   socket.setTimeout(10_000, () => {
@@ -50,6 +64,6 @@ if (mode === 'server') {
     process.exit(1);
   });
 } else {
-  process.stderr.write('usage: probe.ts server|echo PORT [HOST] | client HOST PORT TEXT\n');
+  process.stderr.write('usage: probe.ts server|echo|http PORT [HOST] | client HOST PORT TEXT\n');
   process.exit(2);
 }
