@@ -22,12 +22,19 @@ import type { EndpointState } from './traffic/balancer.ts';
 import { ServiceRouter } from './traffic/router.ts';
 import { UpstreamPool } from './http1/client.ts';
 import { DEFAULT_LIMITS } from './http1/parse.ts';
-import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerOptions } from './http1/server.ts';
+import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerHooks, type ServerOptions } from './http1/server.ts';
 import { SidecarMetrics, type TcpLabels } from './metrics.ts';
 import { meshCallDispatcher } from './mesh-calls.ts';
 import { createHostEnvironment, type HostEnvironment } from './wasm/environment.ts';
 import { getHeader, type HttpStream, type StreamFacts } from './wasm/stream.ts';
-import { ROUTE_ID, ROUTE_VERSION } from '../protocol/properties.ts';
+import { ORIG_PROTO_HEADER, ROUTE_ID, ROUTE_VERSION } from '../protocol/properties.ts';
+import { H2Pool } from './http2/client.ts';
+import { DEFAULT_H2_OPTIONS, Http2Server, refusalCounter, type H2Connection, type H2Refusal, type H2ServerOptions } from './http2/server.ts';
+import { DEFAULT_SERVER_FIRST_TIMEOUT_MS, ProtocolListener, type Accepted } from './listener.ts';
+import { MeshTcpDialer } from './tcp/mesh.ts';
+import { TcpProxy, type TcpOptions } from './tcp/proxy.ts';
+import { httpProxyPortHandler } from './explicit/http-proxy-port.ts';
+import type { UpstreamPort } from './explicit/upstreams.ts';
 
 export type { Address };
 
@@ -42,8 +49,20 @@ export interface SidecarOptions {
   upstreamTimeoutMs?: number;
   /** Codec limits and timeouts of the inbound and outbound listeners (defaults: runtime/http1). */
   http?: Partial<ServerOptions>;
+  /** HTTP/2 stream limits and rapid-reset protection (defaults: runtime/http2/server; header limits and timeouts come from `http`). */
+  http2?: Partial<Omit<H2ServerOptions, 'limits'>>;
   /** Default: one JSON line per entry on stdout. */
   log?: (entry: Record<string, unknown>) => void;
+  /** Explicit mode: local ports each bound to one mesh service (runtime/explicit/upstreams.ts). */
+  upstreams?: UpstreamPort[];
+  /** Explicit mode: an HTTP proxy port (absolute-form requests and CONNECT). */
+  httpProxy?: Address;
+  /** CONNECT (and intercepted opaque TCP) to addresses outside the mesh; default: refused. */
+  allowEgress?: boolean;
+  /** Silence before a connection counts as a server-first protocol (opaque TCP), where opaque TCP has a destination; default 100 ms. */
+  detectTimeoutMs?: number;
+  /** Opaque TCP timeouts and the extra app ports peers may reach. */
+  tcp?: TcpOptions;
 }
 
 interface TlsMaterial {
@@ -76,6 +95,8 @@ export class Sidecar {
   /** Pooled mTLS connections per upstream endpoint; replaced wholesale when the certificate changes. */
   private pools = new Map<string, UpstreamPool>();
   private readonly appPool: UpstreamPool;
+  /** HTTP/2 to the app, for requests that arrived as HTTP/2 (falls back to appPool for HTTP/1.1-only apps). */
+  private readonly appH2Pool: H2Pool;
   /** Outbound routers by destination service. */
   private readonly routers = new Map<string, ServiceRouter>();
   /** Traffic policy by destination service, from the current bundle. */
@@ -86,6 +107,16 @@ export class Sidecar {
   private readonly adminServer: http.Server;
   private readonly outboundHttp: Http1Server;
   private readonly inboundHttp: Http1Server;
+  private readonly outboundH2: Http2Server;
+  private readonly inboundH2: Http2Server;
+  /** Protocol detection of the outbound and inbound listeners; other parts register handlers and accept hooks here. */
+  readonly outboundListener: ProtocolListener;
+  readonly inboundListener: ProtocolListener;
+  readonly tcpProxy: TcpProxy;
+  private dialer: MeshTcpDialer | undefined;
+  /** Explicit mode: per-upstream ports and the HTTP proxy port, with their HTTP codecs. */
+  private readonly explicitServers: Array<{ server: net.Server; listen: Address; name: string }> = [];
+  private readonly explicitHttp: Http1Server[] = [];
   /** Raw TCP connections of the inbound listener (the TLS layer sits on top). */
   private readonly handshaking = new Set<net.Socket>();
   private inFlight = 0;
@@ -121,6 +152,20 @@ export class Sidecar {
       upstreamTimeoutMs: this.upstreamTimeoutMs,
       track: (delta) => this.track(delta),
     };
+    // Before the roles: the inbound role's fixed route holds the app pools.
+    this.appPool = new UpstreamPool({
+      connect: () => net.connect({ host: options.app.host, port: options.app.port }),
+      secure: false,
+      limits: DEFAULT_LIMITS,
+      // Below the 5 s keep-alive timeout of Node's http server, the most common app server here.
+      idleTimeoutMs: 4_000,
+      maxIdle: 256,
+    });
+    this.appH2Pool = new H2Pool({
+      connect: () => net.connect({ host: options.app.host, port: options.app.port }),
+      fallback: this.appPool,
+      idleTimeoutMs: 4_000,
+    });
     const outbound = this.outboundRole();
     const inbound = this.inboundRole();
     const httpOptions: ServerOptions = { limits: DEFAULT_LIMITS, ...DEFAULT_SERVER_OPTIONS, ...options.http };
@@ -130,29 +175,73 @@ export class Sidecar {
     };
     this.outboundHttp = new Http1Server(httpOptions, { request: (ex) => handleRequest(outbound, deps, ex), refused: refused(outbound) });
     this.inboundHttp = new Http1Server(httpOptions, { request: (ex) => handleRequest(inbound, deps, ex), refused: refused(inbound) });
-    this.appPool = new UpstreamPool({
-      connect: () => net.connect({ host: options.app.host, port: options.app.port }),
-      secure: false,
-      limits: DEFAULT_LIMITS,
-      // Below the 5 s keep-alive timeout of Node's http server, the most common app server here.
-      idleTimeoutMs: 4_000,
-      maxIdle: 256,
-    });
+    const h2Options: H2ServerOptions = {
+      limits: httpOptions.limits,
+      ...DEFAULT_H2_OPTIONS,
+      idleTimeoutMs: httpOptions.idleTimeoutMs,
+      maxConnections: httpOptions.maxConnections,
+      ...options.http2,
+    };
+    const h2Refusals = refusalCounter(this.metrics.registry);
+    const h2Refused = (role: ListenerRole) => (conn: H2Connection, reason: H2Refusal, message: string, count: number) => {
+      h2Refusals.inc({ listener: role.name, reason }, count);
+      this.log({ time: new Date().toISOString(), direction: role.name, protocol: 'HTTP/2', reason, error: message, streams: count > 1 ? count : undefined, source: conn.socket.remoteAddress });
+    };
+    this.outboundH2 = new Http2Server(h2Options, { request: (ex) => handleRequest(outbound, deps, ex), refused: h2Refused(outbound) });
+    this.inboundH2 = new Http2Server(h2Options, { request: (ex) => handleRequest(inbound, deps, ex), refused: h2Refused(inbound) });
     // Outbound: one app connection may carry requests for any service, so its destination is unknown.
     const outboundTcp: TcpLabels = { reporter: 'source', source_workload: options.node.service, destination_service: 'unknown' };
-    this.outboundServer = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
-      this.countConnection(socket, outboundTcp);
-      this.outboundHttp.accept(socket);
-    });
-    // No certificate until applyCertificate: the TLS handshake fails, so nothing is served in plaintext.
-    this.inboundServer = tls.createServer(
-      { requestCert: true, rejectUnauthorized: true, allowHalfOpen: true, ALPNProtocols: ['http/1.1'], handshakeTimeout: httpOptions.headersTimeoutMs },
-      (socket: TLSSocket) => {
-        const peer = uriSan(socket.getPeerCertificate().subjectaltname);
+    const detectMs = options.detectTimeoutMs ?? DEFAULT_SERVER_FIRST_TIMEOUT_MS;
+    this.tcpProxy = new TcpProxy(
+      {
+        metrics: this.metrics,
+        log: this.log,
+        service: options.node.service,
+        app: options.app,
+        router: (service) => {
+          if (!this.endpoints || !Object.hasOwn(this.endpoints.services, service)) throw new MeshError('unknown-service', `no mesh service named ${service}`);
+          return this.routerFor(service);
+        },
+        dialer: () => {
+          if (!this.tls) throw new MeshError('no-certificate', 'this sidecar has no certificate yet');
+          return (this.dialer ??= new MeshTcpDialer(this.tls));
+        },
+      },
+      options.tcp,
+    );
+    // Opaque TCP on the outbound listener needs a destination: only an intercepted connection
+    // (transparent mode) has one, so only then does silence mean a server-first protocol.
+    this.outboundListener = new ProtocolListener({ name: 'outbound', log: this.log, serverFirstTimeoutMs: (c) => (c.info.originalDst ? detectMs : undefined) })
+      .handle('http1', (socket, conn) => {
+        this.countConnection(socket, outboundTcp);
+        this.outboundHttp.accept(socket, conn.info);
+        socket.resume();
+      })
+      .handle('h2', (socket, conn) => {
+        this.countConnection(socket, outboundTcp);
+        this.outboundH2.accept(socket, conn.info);
+      })
+      .handle('opaque', (socket, conn) => this.opaqueOutbound(socket, conn));
+    this.outboundServer = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.outboundListener.accept(socket));
+    this.inboundListener = new ProtocolListener({ name: 'inbound', log: this.log })
+      .handle('http1', (socket, conn) => {
+        const peer = conn.info.peer ?? '';
         // Counted once the handshake named the peer; bytes are the plaintext ones, as Istio counts them.
         this.countConnection(socket, { reporter: 'destination', source_workload: workloadOf(peer) || 'unknown', destination_service: options.node.service });
-        this.inboundHttp.accept(socket, { peer });
-      },
+        this.inboundHttp.accept(socket, conn.info);
+        socket.resume();
+      })
+      .handle('h2', (socket, conn) => {
+        const peer = conn.info.peer ?? '';
+        this.countConnection(socket, { reporter: 'destination', source_workload: workloadOf(peer) || 'unknown', destination_service: options.node.service });
+        this.inboundH2.accept(socket, conn.info);
+      })
+      .handle('opaque', (socket, conn) => this.tcpProxy.fromPeer(socket, conn));
+    // No certificate until applyCertificate: the TLS handshake fails, so nothing is served in plaintext.
+    this.inboundServer = tls.createServer(
+      // ALPN: the first protocol the client offers that a handler serves (h2, http/1.1, opaque TCP).
+      { requestCert: true, rejectUnauthorized: true, allowHalfOpen: true, ALPNCallback: this.inboundListener.selectAlpn, handshakeTimeout: httpOptions.headersTimeoutMs },
+      (socket: TLSSocket) => this.inboundListener.accept(socket, { peer: uriSan(socket.getPeerCertificate().subjectaltname) }),
     );
     this.inboundServer.on('tlsClientError', (err) => this.log({ event: 'inbound-tls-error', error: err.message }));
     // A connection whose client gave up inside the handshake (it refused our certificate, say) is
@@ -162,6 +251,67 @@ export class Sidecar {
       raw.once('close', () => this.handshaking.delete(raw));
     });
     this.adminServer = http.createServer((req, res) => this.admin(req, res));
+    this.explicitPorts(httpOptions, deps, refused, outboundTcp, detectMs);
+  }
+
+  /** Explicit mode (runtime/explicit): a listener per upstream port, and the HTTP proxy port. */
+  private explicitPorts(httpOptions: ServerOptions, deps: ProxyDeps, refused: (role: ListenerRole) => ServerHooks['refused'], outboundTcp: TcpLabels, detectMs: number): void {
+    const o = this.options;
+    const serve = (name: string, listen: Address, role: ListenerRole, configure: (l: ProtocolListener, http: Http1Server) => void): void => {
+      const http = new Http1Server(httpOptions, { request: (ex) => handleRequest(role, deps, ex), refused: refused(role) });
+      this.explicitHttp.push(http);
+      const listener = new ProtocolListener({ name, log: this.log, serverFirstTimeoutMs: detectMs });
+      listener.handle('http1', (socket, conn) => {
+        this.countConnection(socket, outboundTcp);
+        http.accept(socket, conn.info);
+        socket.resume();
+      });
+      configure(listener, http);
+      this.explicitServers.push({ server: net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => listener.accept(socket)), listen, name });
+    };
+    for (const u of o.upstreams ?? []) {
+      serve(`upstream:${u.service}${u.port ? `:${u.port}` : ''}${u.protocol ? `/${u.protocol}` : ''}`, u.listen, this.outboundRole(u.service), (listener) => {
+        listener.handle('opaque', (socket, conn) => this.tcpProxy.toService(socket, conn, u.service, u.port));
+        const declared = u.protocol === 'tcp' ? 'opaque' : u.protocol === 'http' ? 'http1' : undefined;
+        if (declared) listener.onAccept((_s, conn) => (conn.protocol = declared));
+      });
+    }
+    if (o.httpProxy) {
+      serve('http-proxy', o.httpProxy, this.outboundRole(), (listener, http) => {
+        listener.handle(
+          'http1',
+          httpProxyPortHandler({
+            tcp: this.tcpProxy,
+            http: (socket, conn) => {
+              this.countConnection(socket, outboundTcp);
+              http.accept(socket, conn.info);
+              socket.resume();
+            },
+            service: (host) => this.serviceNamed(host),
+            allowEgress: o.allowEgress === true,
+            limits: httpOptions.limits,
+            headersTimeoutMs: httpOptions.headersTimeoutMs,
+            log: this.log,
+          }),
+        );
+      });
+    }
+  }
+
+  /** Opaque TCP from the app on the outbound listener: to the original destination of an intercepted connection. */
+  private opaqueOutbound(socket: net.Socket, conn: Accepted): void {
+    const dst = conn.info.originalDst;
+    if (!dst) {
+      this.tcpProxy.refuse(socket, conn, 'no-destination', 'opaque TCP on the outbound listener needs an intercepted connection (transparent mode) or an upstream port (explicit mode)');
+      return;
+    }
+    // An endpoint's address names its service; the port is then the app port behind that endpoint's sidecar.
+    for (const [service, set] of Object.entries(this.endpoints?.services ?? {})) {
+      const ep = set.endpoints.find((e) => e.address === dst.address);
+      if (ep) return this.tcpProxy.toService(socket, conn, service, ep.port === dst.port ? 0 : dst.port);
+    }
+    if (this.options.allowEgress) this.tcpProxy.toAddress(socket, conn, { host: dst.address, port: dst.port });
+    else this.tcpProxy.refuse(socket, conn, 'egress-denied', `${dst.address}:${dst.port} is not a mesh endpoint and this sidecar does not allow egress`);
   }
 
   async start(): Promise<void> {
@@ -170,12 +320,15 @@ export class Sidecar {
       listen(this.outboundServer, o.outbound),
       listen(this.inboundServer, o.inbound),
       listen(this.adminServer, o.admin),
+      ...this.explicitServers.map((e) => listen(e.server, e.listen)),
     ]);
     this.log({ event: 'sidecar-started', instance: o.node.instance, ...this.addresses() });
   }
 
-  addresses(): { inbound: Address; outbound: Address; admin: Address } {
-    return { inbound: bound(this.inboundServer), outbound: bound(this.outboundServer), admin: bound(this.adminServer) };
+  addresses(): { inbound: Address; outbound: Address; admin: Address; explicit: Record<string, Address> } {
+    const explicit: Record<string, Address> = {};
+    for (const e of this.explicitServers) explicit[e.name] = bound(e.server);
+    return { inbound: bound(this.inboundServer), outbound: bound(this.outboundServer), admin: bound(this.adminServer), explicit };
   }
 
   /** Builds the new chain beside the current one, then swaps; on error the current chain stays. */
@@ -210,6 +363,7 @@ export class Sidecar {
     // Fails here (and keeps the old certificate) if key and certificate do not match.
     this.inboundServer.setSecureContext({ cert: material.cert, key: material.key, ca: material.ca });
     this.tls = material;
+    this.dialer = undefined;
     const old = this.pools;
     this.pools = new Map();
     for (const pool of old.values()) pool.retire();
@@ -223,22 +377,29 @@ export class Sidecar {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    const closing = [this.outboundServer, this.inboundServer, this.adminServer].map(
+    const closing = [this.outboundServer, this.inboundServer, this.adminServer, ...this.explicitServers.map((e) => e.server)].map(
       (s) => new Promise<void>((resolve) => s.close(() => resolve())),
     );
     this.outboundHttp.drain();
     this.inboundHttp.drain();
+    this.outboundH2.drain();
+    this.inboundH2.drain();
+    for (const h of this.explicitHttp) h.drain();
     this.adminServer.closeIdleConnections();
     const deadline = Date.now() + STOP_DEADLINE_MS;
     await Promise.race([this.idle(), delay(STOP_DEADLINE_MS)]);
     // Responses just completed still have bytes to flush: let their connections close on their own first.
     const grace = Math.max(100, Math.min(1_000, deadline - Date.now()));
-    await Promise.all([this.outboundHttp.closeAll(grace), this.inboundHttp.closeAll(grace)]);
+    await Promise.all([this.outboundHttp.closeAll(grace), this.inboundHttp.closeAll(grace), this.outboundH2.closeAll(grace), this.inboundH2.closeAll(grace), ...this.explicitHttp.map((h) => h.closeAll(grace))]);
     for (const raw of this.handshaking) raw.destroy();
+    // Opaque TCP has no request boundary to drain at: what is still open is closed now.
+    this.tcpProxy.closeAll();
+    for (const l of [this.outboundListener, this.inboundListener]) for (const s of l.detecting) s.destroy();
     this.adminServer.closeAllConnections();
     await Promise.all(closing);
     for (const p of this.pools.values()) p.destroy();
     this.appPool.destroy();
+    this.appH2Pool.destroy();
     for (const r of this.routers.values()) r.close();
     this.chain?.retire();
     this.log({ event: 'sidecar-stopped', instance: this.options.node.instance });
@@ -268,7 +429,8 @@ export class Sidecar {
     return this.chain !== undefined && this.endpoints !== undefined && this.tls !== undefined;
   }
 
-  private outboundRole(): ListenerRole {
+  /** `fixedService`: an upstream port of explicit mode, whose requests all go to that service whatever their Host. */
+  private outboundRole(fixedService?: string): ListenerRole {
     const node = this.options.node;
     return {
       name: 'outbound',
@@ -276,7 +438,8 @@ export class Sidecar {
       facts: (ex) => {
         const tls = this.tls;
         if (!tls) throw new MeshError('no-certificate', 'this sidecar has no certificate yet');
-        const service = this.serviceFromHost(ex.head.host);
+        // An absolute-form target (a request to an HTTP proxy) names the service; its authority wins over Host.
+        const service = fixedService ?? this.serviceFromHost(absoluteAuthority(ex.head.target) ?? ex.head.host);
         return this.facts(ex, Direction.Outbound, tls.spiffeId, service, '', 'http');
       },
       chain: () => this.chain,
@@ -290,15 +453,20 @@ export class Sidecar {
     const node = this.options.node;
     const app = this.options.app;
     const appEndpoint = `app ${app.host}:${app.port}`;
+    const appH1: UpstreamTarget = { pool: this.appPool, version: node.version, endpoint: appEndpoint, address: `${app.host}:${app.port}` };
+    const appH2: UpstreamTarget = { ...appH1, pool: this.appH2Pool };
     return {
       name: 'inbound',
       reporter: 'destination',
       facts: (ex) => {
         const peer = ex.conn.info.peer ?? '';
-        return this.facts(ex, Direction.Inbound, peer, node.service, peer, 'https');
+        const facts = this.facts(ex, Direction.Inbound, peer, node.service, peer, 'https');
+        // A request the client sidecar received as HTTP/2 is HTTP/2 to the filters and to the app.
+        if (getHeader(ex.head.headers, ORIG_PROTO_HEADER) === 'h2') facts.protocol = 'HTTP/2';
+        return facts;
       },
       chain: () => this.chain,
-      route: () => fixedRoute({ pool: this.appPool, version: node.version, endpoint: appEndpoint, address: `${app.host}:${app.port}` }, this.upstreamTimeoutMs),
+      route: (stream) => fixedRoute(stream.facts.protocol === 'HTTP/2' ? appH2 : appH1, this.upstreamTimeoutMs),
       sourceWorkload: (stream) => workloadOf(stream.facts.sourcePrincipal),
       ownVersion: () => node.version,
     };
@@ -323,12 +491,19 @@ export class Sidecar {
 
   /** `Host: catalog`, `catalog:8080` or `catalog.ns.svc...` names the service `catalog`. */
   private serviceFromHost(host: string): string {
+    const service = this.serviceNamed(host);
+    if (service === undefined) throw new MeshError('unknown-service', `no mesh service named by Host "${host}"`);
+    return service;
+  }
+
+  /** The mesh service a host name (with or without port) names, or undefined. */
+  private serviceNamed(host: string): string | undefined {
     const services = this.endpoints?.services ?? {};
     const name = host.replace(/:\d+$/, '').toLowerCase();
     if (Object.hasOwn(services, name)) return name;
     const first = name.split('.')[0] ?? '';
     if (Object.hasOwn(services, first)) return first;
-    throw new MeshError('unknown-service', `no mesh service named by Host "${host}"`);
+    return undefined;
   }
 
   /** The outbound route: the service's router picks endpoints per try under the bundle's traffic policy. */
@@ -485,6 +660,12 @@ export class Sidecar {
     if (this.stopping) out.push('stopping');
     return out;
   }
+}
+
+/** The authority of an absolute-form request target (`http://catalog:8080/x` → `catalog:8080`), else undefined. */
+function absoluteAuthority(target: string): string | undefined {
+  if (target.charCodeAt(0) === 0x2f) return undefined;
+  return /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)/.exec(target)?.[1];
 }
 
 /** `spiffe://td/ns/default/sa/catalog` → `catalog` (the workload label in metrics). */
