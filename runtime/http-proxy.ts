@@ -16,6 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { ORIG_PROTO_HEADER, RULE_HEADER, RULES } from '../protocol/properties.ts';
 import type { ChainFilter, FilterChain } from './chain.ts';
 import { MeshError, REASONS, renderError, toMeshError } from './errors.ts';
+import { logTime } from './log.ts';
 import { FilterRun, type StepOutcome } from './filter-run.ts';
 import { GRPC_STATUS, grpcLocalResponse, isGrpc } from './http2/grpc.ts';
 import type { SidecarMetrics } from './metrics.ts';
@@ -872,7 +873,7 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler {
     const trace = this.trace;
     const rules = stream?.setProperties.get(RULES);
     this.deps.log({
-      time: new Date().toISOString(),
+      time: logTime(),
       direction: role.name,
       method: head.method,
       path: head.target,
