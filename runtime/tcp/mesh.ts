@@ -53,6 +53,8 @@ export class MeshTcpDialer {
       },
     });
     socket.once('session', (s: Buffer) => this.sessions.set(key, s));
+    // A TLS socket over a socket we created does not always close that socket when destroyed.
+    socket.once('close', () => raw.destroy());
     // TLS half-close: the TLSSocket must not end its write side when the peer ends (pipe passes the FIN on).
     (socket as unknown as { allowHalfOpen: boolean }).allowHalfOpen = true;
     return {
