@@ -26,6 +26,7 @@ import type { BodySink } from './http1/body.ts';
 import type { RequestFraming } from './http1/client.ts';
 import type { RetryPolicy } from '../protocol/traffic.ts';
 import { backoffMs, retriable, type TryOutcome } from './traffic/retry.ts';
+import { DeadlineWheel, type Expiring } from './traffic/deadlines.ts';
 import type { RequestHead, ResponseHead } from './http1/parse.ts';
 import type { ConnectionInfo, ExchangeListener } from './http1/server.ts';
 import { HttpStream, getHeader, type HeaderList, type LocalResponse, type StreamFacts } from './wasm/stream.ts';
@@ -277,12 +278,15 @@ function chainExports(chain: FilterChain, service: string): ChainExports {
 
 const EMPTY = Buffer.alloc(0);
 
+/** Whole-request timeouts of every request in this process, 10 ms apart at most. */
+const deadlines = new DeadlineWheel(10);
+
 /** Handles one request end to end. Never throws; every failure becomes a response. */
 export function handleRequest(role: ListenerRole, deps: ProxyDeps, ex: DownstreamExchange): void {
   new ProxyRequest(role, deps, ex).start();
 }
 
-class ProxyRequest implements ExchangeListener, UpstreamHandler {
+class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
   private readonly role: ListenerRole;
   private readonly deps: ProxyDeps;
   private readonly ex: DownstreamExchange;
@@ -293,7 +297,8 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler {
   private route: Route | undefined;
   private target: UpstreamTarget | undefined;
   private upstream: UpstreamCall | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  /** Slot of the whole-request deadline on the wheel; 0 = none. */
+  private deadlineSlot = 0;
   /** The request as sent upstream, for every try. */
   private wire = '';
   private framing: OutgoingFraming | undefined;
@@ -398,7 +403,7 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler {
     const upgrade = head.upgrade;
     this.wire = serialiseRequest(stream.requestHeaders, length, upgrade, this.ex.protocol === 'HTTP/2' ? ORIG_PROTO_H2 : '');
     this.framing = { method: getHeader(stream.requestHeaders, ':method') ?? head.method, length, upgrade: upgrade !== '', headers: stream.requestHeaders };
-    this.timer = setTimeout(onTimeout, route.timeoutMs, this);
+    this.deadlineSlot = deadlines.add(this, route.timeoutMs);
     if (route.retry && this.bodyExpected) this.bodyCopy = [];
     this.startTry();
     if (this.done) return;
@@ -760,8 +765,9 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler {
     this.finish();
   }
 
-  timedOut(): void {
-    this.timer = undefined;
+  /** Expiring: the whole-request timeout. */
+  expired(): void {
+    this.deadlineSlot = 0;
     if (this.done) return;
     this.upstream?.abort();
     this.fail(new MeshError('upstream-timeout', `no response from ${this.target?.endpoint ?? 'the upstream'} within ${this.route?.timeoutMs ?? this.deps.upstreamTimeoutMs} ms`));
@@ -832,9 +838,9 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler {
   }
 
   private clearTimer(): void {
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
+    if (this.deadlineSlot !== 0) {
+      deadlines.remove(this, this.deadlineSlot);
+      this.deadlineSlot = 0;
     }
     this.clearTryTimer();
     if (this.retryTimer) {
@@ -897,10 +903,6 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler {
     });
     this.deps.track(-1);
   }
-}
-
-function onTimeout(p: ProxyRequest): void {
-  p.timedOut();
 }
 
 function onTryTimeout(p: ProxyRequest): void {
