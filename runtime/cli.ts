@@ -92,6 +92,12 @@ async function runConnected(args: import('./proxy-args.ts').ConnectedArgs): Prom
     admin: args.admin,
     trustedKeys,
     ...(args.upstreamTimeoutMs ? { upstreamTimeoutMs: args.upstreamTimeoutMs } : {}),
+    // Explicit mode (runtime/explicit) and opaque TCP settings.
+    upstreams: args.upstreams,
+    ...(args.httpProxy ? { httpProxy: args.httpProxy } : {}),
+    allowEgress: args.allowEgress,
+    ...(args.detectTimeoutMs ? { detectTimeoutMs: args.detectTimeoutMs } : {}),
+    tcp: { appPorts: args.appTcpPorts },
   });
   await sidecar.start();
   const client = startControlClient(sidecar, { url: args.controller, stateDir: args.stateDir, node });

@@ -7,6 +7,7 @@
 // Out: a ConnectedArgs or StandaloneArgs, or a ProxyArgsError naming the problem.
 import type { FailurePolicy } from '../protocol/bundle.ts';
 import type { Address } from './net.ts';
+import { parseUpstream, type UpstreamPort } from './explicit/upstreams.ts';
 
 export class ProxyArgsError extends Error {
   readonly code = 'PROXY_ARGS';
@@ -49,6 +50,16 @@ export interface ConnectedArgs {
   stateDir: string;
   trustedKeyFiles: string[];
   upstreamTimeoutMs?: number;
+  /** Explicit mode: `--upstream NAME[:PORT]=HOST:PORT[/tcp|/http]`, repeatable. */
+  upstreams: UpstreamPort[];
+  /** Explicit mode: `--http-proxy HOST:PORT`. */
+  httpProxy?: Address;
+  /** `--allow-egress`: CONNECT and intercepted TCP may leave the mesh. */
+  allowEgress: boolean;
+  /** `--detect-timeout-ms MS`: silence before a connection is taken for a server-first protocol. */
+  detectTimeoutMs?: number;
+  /** `--app-tcp-port PORT`, repeatable: app ports besides --app that peers may reach as opaque TCP. */
+  appTcpPorts: number[];
 }
 
 export const PROXY_USAGE = `Usage:
@@ -56,6 +67,8 @@ export const PROXY_USAGE = `Usage:
               [--namespace default] [--service-account NAME]
               --inbound HOST:PORT --outbound HOST:PORT --app HOST:PORT --admin HOST:PORT
               [--state-dir DIR] [--trusted-key FILE]... [--upstream-timeout-ms MS]
+              [--upstream NAME[:PORT]=HOST:PORT[/tcp|/http]]... [--http-proxy HOST:PORT] [--allow-egress]
+              [--detect-timeout-ms MS] [--app-tcp-port PORT]...
   meshc proxy --listen HOST:PORT --upstream URL
               [--filter FILE.wasm [--filter-name NAME] [--filter-config STRING] [--filter-root-id ID]
                                  [--failure-policy closed|open|reload] [--dry-run]
@@ -102,11 +115,15 @@ export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
   const single = new Map<string, string>();
   const trustedKeyFiles: string[] = [];
   const versionUpstreams = new Map<string, URL>();
+  // --upstream is a URL in standalone mode and NAME=HOST:PORT (repeatable) in connected mode.
+  const upstreamValues: string[] = [];
+  const appTcpPorts: number[] = [];
+  let allowEgress = false;
   const filters: StandaloneFilterArg[] = [];
   const filterOptions = new Set(['--filter-config', '--filter-root-id', '--failure-policy', '--filter-name', '--memory-limit', '--fuel']);
   const known = new Set([
     '--controller', '--service', '--service-version', '--instance', '--namespace', '--service-account',
-    '--inbound', '--outbound', '--app', '--admin', '--state-dir', '--listen', '--upstream', '--upstream-timeout-ms',
+    '--inbound', '--outbound', '--app', '--admin', '--state-dir', '--listen', '--upstream-timeout-ms', '--http-proxy', '--detect-timeout-ms',
   ]);
   for (let i = 0; i < argv.length; i++) {
     const token = argv[i]!;
@@ -144,6 +161,16 @@ export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
       versionUpstreams.set(v.slice(0, at), parseUrl(v.slice(at + 1), '--version-upstream'));
     } else if (flag === '--trusted-key') {
       trustedKeyFiles.push(value());
+    } else if (flag === '--upstream') {
+      upstreamValues.push(value());
+    } else if (flag === '--app-tcp-port') {
+      const v = value();
+      const port = Number(v);
+      if (!/^\d+$/.test(v) || port < 1 || port > 65535) throw new ProxyArgsError(`--app-tcp-port expects a port 1-65535, got "${v}"`);
+      appTcpPorts.push(port);
+    } else if (flag === '--allow-egress') {
+      if (inline !== undefined) throw new ProxyArgsError('--allow-egress takes no value');
+      allowEgress = true;
     } else if (known.has(flag)) {
       single.set(flag, value());
     } else {
@@ -160,6 +187,12 @@ export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
   };
   if (single.has('--controller')) {
     if (filters.length || single.has('--listen')) throw new ProxyArgsError('--controller cannot be combined with --listen/--filter (standalone mode)');
+    let upstreams: UpstreamPort[];
+    try {
+      upstreams = upstreamValues.map(parseUpstream);
+    } catch (err) {
+      throw new ProxyArgsError((err as Error).message);
+    }
     const service = need('--service');
     const out: ConnectedArgs = {
       mode: 'connected',
@@ -175,16 +208,29 @@ export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
       admin: parseAddress(need('--admin'), '--admin'),
       stateDir: single.get('--state-dir') ?? `.meshc/state/${need('--instance')}`,
       trustedKeyFiles,
+      upstreams,
+      allowEgress,
+      appTcpPorts,
     };
     if (upstreamTimeoutMs !== undefined) out.upstreamTimeoutMs = upstreamTimeoutMs;
+    const proxy = single.get('--http-proxy');
+    if (proxy !== undefined) out.httpProxy = parseAddress(proxy, '--http-proxy');
+    const detect = single.get('--detect-timeout-ms');
+    if (detect !== undefined) {
+      if (!/^\d+$/.test(detect) || Number(detect) < 1) throw new ProxyArgsError(`--detect-timeout-ms expects a positive whole number, got "${detect}"`);
+      out.detectTimeoutMs = Number(detect);
+    }
     return out;
   }
   if (!single.has('--listen')) throw new ProxyArgsError('give --controller (connected mode) or --listen/--upstream/--filter (standalone mode)');
+  for (const flag of ['--http-proxy', '--detect-timeout-ms']) if (single.has(flag)) throw new ProxyArgsError(`${flag} needs --controller (connected mode)`);
+  if (allowEgress || appTcpPorts.length) throw new ProxyArgsError('--allow-egress and --app-tcp-port need --controller (connected mode)');
+  if (upstreamValues.length !== 1) throw new ProxyArgsError(upstreamValues.length === 0 ? '--upstream is required' : 'standalone mode takes one --upstream URL');
   // Zero filters is a plain proxy: the baseline the benchmark compares a chain against.
   const out: StandaloneArgs = {
     mode: 'standalone',
     listen: parseAddress(need('--listen'), '--listen'),
-    upstream: parseUrl(need('--upstream'), '--upstream'),
+    upstream: parseUrl(upstreamValues[0]!, '--upstream'),
     versionUpstreams,
     filters,
   };
