@@ -35,6 +35,8 @@ import { MeshTcpDialer } from './tcp/mesh.ts';
 import { TcpProxy, type TcpOptions } from './tcp/proxy.ts';
 import { httpProxyPortHandler } from './explicit/http-proxy-port.ts';
 import type { UpstreamPort } from './explicit/upstreams.ts';
+import { meshDestination, originalDstHook, permissiveInbound, PlainPools, type Destination, type InterceptionMode } from './interception/transparent.ts';
+import { requireAddon } from './interception/original-dst.ts';
 
 export type { Address };
 
@@ -57,8 +59,14 @@ export interface SidecarOptions {
   upstreams?: UpstreamPort[];
   /** Explicit mode: an HTTP proxy port (absolute-form requests and CONNECT). */
   httpProxy?: Address;
-  /** CONNECT (and intercepted opaque TCP) to addresses outside the mesh; default: refused. */
+  /** CONNECT (and intercepted traffic) to addresses outside the mesh; default: refused, but allowed in transparent mode (Istio's ALLOW_ANY). */
   allowEgress?: boolean;
+  /**
+   * 'transparent': connections arrive redirected by the iptables rules of `meshc init`; the listeners
+   * read each one's original destination, and the inbound port also serves plaintext clients from
+   * outside the mesh (docs/interception.md). Default 'explicit'.
+   */
+  interception?: InterceptionMode;
   /** Silence before a connection counts as a server-first protocol (opaque TCP), where opaque TCP has a destination; default 100 ms. */
   detectTimeoutMs?: number;
   /** Opaque TCP timeouts and the extra app ports peers may reach. */
@@ -119,6 +127,13 @@ export class Sidecar {
   private readonly explicitHttp: Http1Server[] = [];
   /** Raw TCP connections of the inbound listener (the TLS layer sits on top). */
   private readonly handshaking = new Set<net.Socket>();
+  /** Transparent mode: the raw inbound listener in front of the TLS server (runtime/interception). */
+  private readonly inboundRaw: net.Server | undefined;
+  /** Transparent mode: HTTP to original destinations outside the mesh, and to app ports other than the main one. */
+  private readonly plainPools = new PlainPools();
+  /** Requests that go to their original destination outside the mesh (set by the outbound facts). */
+  private readonly passthrough = new WeakMap<StreamFacts, Destination>();
+  private readonly allowEgress: boolean;
   private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
   private stopping = false;
@@ -146,6 +161,7 @@ export class Sidecar {
       },
     });
     this.upstreamTimeoutMs = options.upstreamTimeoutMs ?? 15_000;
+    this.allowEgress = options.allowEgress ?? options.interception === 'transparent';
     const deps: ProxyDeps = {
       metrics: this.metrics,
       log: this.log,
@@ -252,6 +268,12 @@ export class Sidecar {
     });
     this.adminServer = http.createServer((req, res) => this.admin(req, res));
     this.explicitPorts(httpOptions, deps, refused, outboundTcp, detectMs);
+    if (options.interception === 'transparent') {
+      const hook = originalDstHook(this.log);
+      this.outboundListener.onAccept(hook);
+      this.inboundListener.onAccept(hook);
+      this.inboundRaw = permissiveInbound(this.inboundServer, (socket) => this.inboundListener.accept(socket), detectMs);
+    }
   }
 
   /** Explicit mode (runtime/explicit): a listener per upstream port, and the HTTP proxy port. */
@@ -305,20 +327,20 @@ export class Sidecar {
       this.tcpProxy.refuse(socket, conn, 'no-destination', 'opaque TCP on the outbound listener needs an intercepted connection (transparent mode) or an upstream port (explicit mode)');
       return;
     }
-    // An endpoint's address names its service; the port is then the app port behind that endpoint's sidecar.
-    for (const [service, set] of Object.entries(this.endpoints?.services ?? {})) {
-      const ep = set.endpoints.find((e) => e.address === dst.address);
-      if (ep) return this.tcpProxy.toService(socket, conn, service, ep.port === dst.port ? 0 : dst.port);
-    }
-    if (this.options.allowEgress) this.tcpProxy.toAddress(socket, conn, { host: dst.address, port: dst.port });
+    // An endpoint's (or service's) address names its service; the port is then the app port behind that endpoint's sidecar.
+    const mesh = meshDestination(dst, this.endpoints);
+    if (mesh) return this.tcpProxy.toService(socket, conn, mesh.service, mesh.port);
+    if (this.allowEgress) this.tcpProxy.toAddress(socket, conn, { host: dst.address, port: dst.port });
     else this.tcpProxy.refuse(socket, conn, 'egress-denied', `${dst.address}:${dst.port} is not a mesh endpoint and this sidecar does not allow egress`);
   }
 
   async start(): Promise<void> {
     const o = this.options;
+    // Transparent mode cannot work without SO_ORIGINAL_DST: say so now, not on the first connection.
+    if (this.inboundRaw) requireAddon();
     await Promise.all([
       listen(this.outboundServer, o.outbound),
-      listen(this.inboundServer, o.inbound),
+      listen(this.inboundRaw ?? this.inboundServer, o.inbound),
       listen(this.adminServer, o.admin),
       ...this.explicitServers.map((e) => listen(e.server, e.listen)),
     ]);
@@ -328,7 +350,7 @@ export class Sidecar {
   addresses(): { inbound: Address; outbound: Address; admin: Address; explicit: Record<string, Address> } {
     const explicit: Record<string, Address> = {};
     for (const e of this.explicitServers) explicit[e.name] = bound(e.server);
-    return { inbound: bound(this.inboundServer), outbound: bound(this.outboundServer), admin: bound(this.adminServer), explicit };
+    return { inbound: bound(this.inboundRaw ?? this.inboundServer), outbound: bound(this.outboundServer), admin: bound(this.adminServer), explicit };
   }
 
   /** Builds the new chain beside the current one, then swaps; on error the current chain stays. */
@@ -377,7 +399,7 @@ export class Sidecar {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    const closing = [this.outboundServer, this.inboundServer, this.adminServer, ...this.explicitServers.map((e) => e.server)].map(
+    const closing = [this.outboundServer, this.inboundRaw ?? this.inboundServer, this.adminServer, ...this.explicitServers.map((e) => e.server)].map(
       (s) => new Promise<void>((resolve) => s.close(() => resolve())),
     );
     this.outboundHttp.drain();
@@ -400,6 +422,7 @@ export class Sidecar {
     for (const p of this.pools.values()) p.destroy();
     this.appPool.destroy();
     this.appH2Pool.destroy();
+    this.plainPools.destroy();
     for (const r of this.routers.values()) r.close();
     this.chain?.retire();
     this.log({ event: 'sidecar-stopped', instance: this.options.node.instance });
@@ -439,11 +462,21 @@ export class Sidecar {
         const tls = this.tls;
         if (!tls) throw new MeshError('no-certificate', 'this sidecar has no certificate yet');
         // An absolute-form target (a request to an HTTP proxy) names the service; its authority wins over Host.
-        const service = fixedService ?? this.serviceFromHost(absoluteAuthority(ex.head.target) ?? ex.head.host);
-        return this.facts(ex, Direction.Outbound, tls.spiffeId, service, '', 'http');
+        const host = absoluteAuthority(ex.head.target) ?? ex.head.host;
+        const dst = ex.conn.info.originalDst;
+        // Transparent mode: Host first, then the original destination (a mesh address, or else passthrough).
+        const service = fixedService ?? this.serviceNamed(host) ?? (dst ? this.interceptedService(dst) : this.serviceFromHost(host));
+        const facts = this.facts(ex, Direction.Outbound, tls.spiffeId, service, '', 'http');
+        if (dst && !fixedService && !Object.hasOwn(this.endpoints?.services ?? {}, service)) this.passthrough.set(facts, dst);
+        return facts;
       },
       chain: () => this.chain,
-      route: (stream) => this.routeOutbound(stream),
+      route: (stream) => {
+        const dst = this.passthrough.get(stream.facts);
+        if (!dst) return this.routeOutbound(stream);
+        const where = `${dst.address}:${dst.port}`;
+        return fixedRoute(this.plainPools.target(dst.address, dst.port, '', `passthrough ${where}`), this.upstreamTimeoutMs);
+      },
       sourceWorkload: () => node.service,
       ownVersion: () => node.version,
     };
@@ -466,7 +499,14 @@ export class Sidecar {
         return facts;
       },
       chain: () => this.chain,
-      route: (stream) => fixedRoute(stream.facts.protocol === 'HTTP/2' ? appH2 : appH1, this.upstreamTimeoutMs),
+      route: (stream) => {
+        // Transparent mode: the app port the client dialed (redirected to us), when it is not the main one.
+        const port = stream.facts.destinationPort;
+        if (this.inboundRaw && port !== app.port && port !== bound(this.inboundRaw).port) {
+          return fixedRoute(this.plainPools.target(app.host, port, node.version, `app ${app.host}:${port}`), this.upstreamTimeoutMs);
+        }
+        return fixedRoute(stream.facts.protocol === 'HTTP/2' ? appH2 : appH1, this.upstreamTimeoutMs);
+      },
       sourceWorkload: (stream) => workloadOf(stream.facts.sourcePrincipal),
       ownVersion: () => node.version,
     };
@@ -474,13 +514,15 @@ export class Sidecar {
 
   private facts(ex: DownstreamExchange, direction: number, principal: string, service: string, peer: string, scheme: string): StreamFacts {
     const sock = ex.conn.socket;
+    // An intercepted connection's destination is where it was going, not the listener (as Envoy's original_dst).
+    const dst = ex.conn.info.originalDst;
     return {
       direction,
       sourcePrincipal: principal,
       sourceAddress: sock.remoteAddress ?? '',
       sourcePort: sock.remotePort ?? 0,
-      destinationAddress: sock.localAddress ?? '',
-      destinationPort: sock.localPort ?? 0,
+      destinationAddress: dst ? dst.address : (sock.localAddress ?? ''),
+      destinationPort: dst ? dst.port : (sock.localPort ?? 0),
       destinationService: service,
       peerUriSan: peer,
       requestId: newRequestId(),
@@ -494,6 +536,15 @@ export class Sidecar {
     const service = this.serviceNamed(host);
     if (service === undefined) throw new MeshError('unknown-service', `no mesh service named by Host "${host}"`);
     return service;
+  }
+
+  /** The service of an intercepted request Host did not name: the mesh service at its original destination, or `address:port` (passthrough) where egress is allowed. */
+  private interceptedService(dst: Destination): string {
+    const mesh = meshDestination(dst, this.endpoints);
+    if (mesh) return mesh.service;
+    const where = `${dst.address}:${dst.port}`;
+    if (!this.allowEgress) throw new MeshError('egress-denied', `${where} is not a mesh address and this sidecar does not allow egress`);
+    return where;
   }
 
   /** The mesh service a host name (with or without port) names, or undefined. */

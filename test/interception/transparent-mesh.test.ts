@@ -1,0 +1,205 @@
+// Transparent interception end to end, in network namespaces joined by veth
+// pairs: two "pods" (web, catalog), each with the rules of `meshc init` and a
+// sidecar running as uid 1337 (the uid the rules exempt), and an "outside"
+// namespace with servers and a client that are not in the mesh.
+//
+//   pod web (A) ──10.201.0.0/24── pod catalog (B)
+//        └──10.201.1.0/24── outside (X) ──10.201.2.0/24──┘
+//
+// Apps dial ordinary addresses (curl, raw TCP); nothing names the sidecar.
+import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EndpointsPayload } from '../../protocol/wire.ts';
+import type { SidecarOptions } from '../../runtime/sidecar.ts';
+import { createCa, issueLeaf, spiffeIdFor } from '../runtime/pki.ts';
+import { NetnsLab, lines } from './netns.ts';
+
+const MESHC = new URL('../../bin/meshc', import.meta.url).pathname;
+const PROBE = new URL('./probe.ts', import.meta.url).pathname;
+const SIDECAR = new URL('./sidecar-main.ts', import.meta.url).pathname;
+const PROXY_UID = '1337';
+
+type Entry = Record<string, unknown>;
+
+describe('transparent interception between two pods', () => {
+  const lab = new NetnsLab('tmesh');
+  const dir = mkdtempSync(join(tmpdir(), 'meshc-interception-'));
+  let a = '';
+  let b = '';
+  let x = '';
+  const logs: Record<'web' | 'catalog', Entry[]> = { web: [], catalog: [] };
+
+  /** Starts a child that prints a JSON line with `event` once ready; resolves then. */
+  function ready(ns: string, args: string[], event: string, sink?: Entry[]): Promise<void> {
+    const child = lab.spawn(ns, args);
+    let stderr = '';
+    child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
+    return new Promise<void>((resolve, reject) => {
+      lines(child, (line) => {
+        let entry: Entry;
+        try {
+          entry = JSON.parse(line) as Entry;
+        } catch {
+          return;
+        }
+        sink?.push(entry);
+        if (entry.event === event) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${stderr}`)));
+    });
+  }
+
+  async function sidecar(ns: string, service: 'web' | 'catalog', endpoints: EndpointsPayload, cert: Awaited<ReturnType<typeof issueLeaf>>): Promise<void> {
+    const options: Omit<SidecarOptions, 'log'> = {
+      node: { instance: `${service}-v1-0`, service, version: 'v1', namespace: 'default', serviceAccount: service },
+      interception: 'transparent',
+      // REDIRECT of locally sent packets lands on 127.0.0.1; inbound ones on the interface address.
+      outbound: { host: '127.0.0.1', port: 15001 },
+      inbound: { host: '0.0.0.0', port: 15006 },
+      admin: { host: '0.0.0.0', port: 15020 },
+      app: { host: '127.0.0.1', port: 8080 },
+      tcp: { appPorts: [9000] },
+    };
+    const file = join(dir, `${service}.json`);
+    writeFileSync(file, JSON.stringify({ ...options, endpoints, certificate: cert.payload, keyPem: cert.keyPem }));
+    // The sidecar runs as the proxy uid and must read its configuration.
+    chmodSync(file, 0o644);
+    await ready(ns, ['setpriv', `--reuid=${PROXY_UID}`, `--regid=${PROXY_UID}`, '--clear-groups', 'node', SIDECAR, file], 'test-sidecar-ready', logs[service]);
+  }
+
+  /** Waits (bounded) until `logs` has an entry matching `match`, and returns it. */
+  async function entry(service: 'web' | 'catalog', match: (e: Entry) => boolean): Promise<Entry> {
+    const until = Date.now() + 10_000;
+    for (;;) {
+      const found = logs[service].find(match);
+      if (found) return found;
+      if (Date.now() > until) throw new Error(`no ${service} log entry matched; have:\n${logs[service].map((e) => JSON.stringify(e)).join('\n')}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  const curl = (ns: string, url: string, ...extra: string[]): Entry => JSON.parse(lab.exec(ns, ['curl', '-sS', '--max-time', '10', ...extra, url])) as Entry;
+  /** Raw TCP: the server's first line as JSON, and what came after it. */
+  const tcp = (ns: string, host: string, port: number, text: string): { first: Entry; rest: string } => {
+    const out = lab.exec(ns, ['node', PROBE, 'client', host, String(port), text]);
+    const nl = out.indexOf('\n');
+    return { first: JSON.parse(out.slice(0, nl)) as Entry, rest: out.slice(nl + 1) };
+  };
+
+  beforeAll(async () => {
+    chmodSync(dir, 0o755);
+    a = lab.namespace('a');
+    b = lab.namespace('b');
+    x = lab.namespace('x');
+    lab.link(a, '10.201.0.1/24', b, '10.201.0.2/24');
+    lab.link(a, '10.201.1.1/24', x, '10.201.1.2/24');
+    lab.link(x, '10.201.2.1/24', b, '10.201.2.2/24');
+    lab.exec(a, ['node', MESHC, 'init', '--proxy-uid', PROXY_UID, '--exclude-inbound-ports', '15020', '--exclude-outbound-ports', '7001']);
+    lab.exec(b, ['node', MESHC, 'init', '--proxy-uid', PROXY_UID, '--exclude-inbound-ports', '15020,9090']);
+
+    const ca = await createCa();
+    const endpoints: EndpointsPayload = {
+      services: {
+        // Istio's model: an endpoint is the pod address and the app's port; the pod's rules take it to the sidecar.
+        catalog: { endpoints: [{ instance: 'catalog-v1-0', address: '10.201.0.2', port: 8080, version: 'v1', spiffeId: spiffeIdFor('catalog') }] },
+        web: { endpoints: [{ instance: 'web-v1-0', address: '10.201.0.1', port: 8080, version: 'v1', spiffeId: spiffeIdFor('web') }] },
+      },
+    };
+    await Promise.all([
+      // catalog's apps: HTTP on 8080 (main), raw TCP echo on 9000 (served to the mesh), HTTP on 9090 (excluded from interception).
+      ready(b, ['node', PROBE, 'http', '8080'], 'listening'),
+      ready(b, ['node', PROBE, 'echo', '9000'], 'listening'),
+      ready(b, ['node', PROBE, 'http', '9090'], 'listening'),
+      // Outside the mesh.
+      ready(x, ['node', PROBE, 'echo', '7000'], 'listening'),
+      ready(x, ['node', PROBE, 'echo', '7001'], 'listening'),
+      ready(x, ['node', PROBE, 'http', '7080'], 'listening'),
+      sidecar(a, 'web', endpoints, await issueLeaf(ca, 'web')),
+      sidecar(b, 'catalog', endpoints, await issueLeaf(ca, 'catalog')),
+    ]);
+  });
+
+  afterAll(async () => {
+    await lab.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('runs each sidecar as the exempt uid', async () => {
+    expect((await entry('web', (e) => e.event === 'test-sidecar-ready')).uid).toBe(Number(PROXY_UID));
+    expect((await entry('catalog', (e) => e.event === 'test-sidecar-ready')).uid).toBe(Number(PROXY_UID));
+  });
+
+  it('sends HTTP the app addressed to a pod through both sidecars over mTLS, with no loop', async () => {
+    const got = curl(a, 'http://10.201.0.2:8080/items?by=address');
+    // catalog's app was called by its own sidecar, not by web's address.
+    expect(got.http).toBe('127.0.0.1:8080');
+    expect(String(got.remote)).toMatch(/^127\.0\.0\.1:/);
+    expect((got.headers as Record<string, string>)['x-request-id']).toMatch(/./);
+    const out = await entry('web', (e) => e.direction === 'outbound' && e.path === '/items?by=address');
+    expect(out).toMatchObject({ destination_service: 'catalog', endpoint: 'catalog-v1-0', status: 200 });
+    await entry('catalog', (e) => e.direction === 'inbound' && e.path === '/items?by=address' && e.status === 200);
+    // web's sidecar dialed 10.201.0.2:8080 itself: had its own rules caught that, it would have seen the request twice.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(logs.web.filter((e) => e.path === '/items?by=address')).toHaveLength(1);
+  });
+
+  it('takes the service from the Host header first', async () => {
+    // Addressed to the outside server, but named catalog: the Host header decides, as in explicit mode.
+    const got = curl(a, 'http://10.201.1.2:7080/by-host', '-H', 'Host: catalog');
+    expect(got.http).toBe('127.0.0.1:8080');
+    expect(await entry('web', (e) => e.path === '/by-host')).toMatchObject({ destination_service: 'catalog', status: 200 });
+  });
+
+  it('carries raw TCP to a mesh endpoint as mesh TCP, to the port the app dialed', async () => {
+    // Not the start of a request line ('{' is no token character): detected as opaque TCP.
+    const { first, rest } = tcp(a, '10.201.0.2', 9000, '{"raw":"tcp"}');
+    // catalog's TCP app on 9000 (not its main port 8080), reached from its own sidecar.
+    expect(first.echo).toBe('127.0.0.1:9000');
+    expect(String(first.remote)).toMatch(/^127\.0\.0\.1:/);
+    expect(rest).toBe('{"raw":"tcp"}');
+    expect(await entry('web', (e) => e.protocol === 'tcp' && e.target_port === 9000)).toMatchObject({ direction: 'outbound', destination_service: 'catalog', endpoint: 'catalog-v1-0' });
+    await entry('catalog', (e) => e.protocol === 'tcp' && e.direction === 'inbound' && e.upstream === '127.0.0.1:9000');
+  });
+
+  it('passes raw TCP to an address outside the mesh straight through (PassthroughCluster)', async () => {
+    const { first, rest } = tcp(a, '10.201.1.2', 7000, '{"to":"outside"}');
+    expect(first.echo).toBe('10.201.1.2:7000');
+    // The connection came from web's pod (its sidecar), and the bytes arrived.
+    expect(String(first.remote)).toMatch(/^10\.201\.1\.1:/);
+    expect(rest).toBe('{"to":"outside"}');
+    expect(await entry('web', (e) => e.protocol === 'tcp' && e.upstream === '10.201.1.2:7000')).toMatchObject({ egress: true });
+  });
+
+  it('passes HTTP to an address outside the mesh through, as HTTP', async () => {
+    const got = curl(a, 'http://10.201.1.2:7080/egress');
+    expect(got.http).toBe('10.201.1.2:7080');
+    expect(got.url).toBe('/egress');
+    expect(await entry('web', (e) => e.path === '/egress')).toMatchObject({ direction: 'outbound', destination_service: '10.201.1.2:7080', status: 200 });
+  });
+
+  it('leaves an excluded outbound port alone', async () => {
+    const { first, rest } = tcp(a, '10.201.1.2', 7001, 'excluded');
+    expect(first.echo).toBe('10.201.1.2:7001');
+    expect(rest).toBe('excluded');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(logs.web.filter((e) => JSON.stringify(e).includes(':7001'))).toEqual([]);
+  });
+
+  it('sends a client outside the mesh that dials the app port through the inbound sidecar', async () => {
+    const got = curl(x, 'http://10.201.2.2:8080/from-outside');
+    expect(got.http).toBe('127.0.0.1:8080');
+    expect(String(got.remote)).toMatch(/^127\.0\.0\.1:/);
+    expect((got.headers as Record<string, string>)['x-request-id']).toMatch(/./);
+    await entry('catalog', (e) => e.direction === 'inbound' && e.path === '/from-outside' && e.status === 200);
+  });
+
+  it('leaves an excluded inbound port alone', () => {
+    const got = curl(x, 'http://10.201.2.2:9090/direct');
+    expect(got.http).toBe('10.201.2.2:9090');
+    // The outside client's own address: no sidecar in between.
+    expect(String(got.remote)).toMatch(/^10\.201\.2\.1:/);
+    expect(logs.catalog.filter((e) => e.path === '/direct')).toEqual([]);
+  });
+});
