@@ -1,0 +1,154 @@
+// Explicit mode through a real sidecar pair with curl: a per-upstream port
+// (HTTP detected, routed to its one service whatever the Host), the HTTP
+// proxy port (absolute-form requests; CONNECT tunnels to a mesh service over
+// mTLS; CONNECT to non-mesh hosts refused unless egress is allowed).
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { curl, eventually, startTcpMesh, tcpServer, echo, type TcpMesh, type TcpServer } from '../tcp/support.ts';
+
+let mesh: TcpMesh;
+let outside: TcpServer;
+
+beforeAll(async () => {
+  outside = await tcpServer(echo);
+  mesh = await startTcpMesh(() => ({
+    upstreams: [{ service: 'catalog', port: 0, listen: { host: '127.0.0.1', port: 0 } }],
+    httpProxy: { host: '127.0.0.1', port: 0 },
+  }));
+});
+afterAll(async () => {
+  await mesh?.stop();
+  await outside?.close();
+});
+
+/** Sends raw bytes to a port and collects the answer until the server closes (or `until` holds). */
+function rawExchange(port: number, text: string, until?: (got: string) => boolean, waitMs = 5_000): Promise<string> {
+  return new Promise((resolve) => {
+    const c = net.connect(port, '127.0.0.1');
+    let got = '';
+    const timer = setTimeout(() => c.destroy(), waitMs);
+    c.on('connect', () => c.write(text));
+    c.on('data', (d: Buffer) => {
+      got += d.toString('latin1');
+      if (until?.(got)) c.destroy();
+    });
+    c.on('close', () => {
+      clearTimeout(timer);
+      resolve(got);
+    });
+    c.on('error', () => {});
+  });
+}
+
+describe('per-upstream ports', () => {
+  it('routes curl on the port to its service, whatever the Host', async () => {
+    const port = mesh.port('upstream:catalog');
+    const r = await curl(['-i', `http://127.0.0.1:${port}/items?id=7`]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^HTTP\/1\.1 200/);
+    expect(r.stdout.toLowerCase()).toContain('x-app: catalog');
+    const body = JSON.parse(r.stdout.slice(r.stdout.indexOf('\r\n\r\n') + 4)) as { url: string; headers: Record<string, string> };
+    expect(body.url).toBe('/items?id=7');
+    // It crossed the inbound sidecar: the access log there has the request from web's identity.
+    expect(await eventually(() => mesh.catalogLogs.entries.some((e) => e.direction === 'inbound' && e.path === '/items?id=7'))).toBe(true);
+    expect(mesh.webLogs.entries.find((e) => e.path === '/items?id=7')).toMatchObject({ direction: 'outbound', destination_service: 'catalog', status: 200 });
+  });
+
+  it('keeps the connection alive across requests on the port', async () => {
+    const port = mesh.port('upstream:catalog');
+    const r = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code} %{num_connects}\\n', `http://127.0.0.1:${port}/a`, '-o', '/dev/null', `http://127.0.0.1:${port}/b`]);
+    expect(r.stdout.trim().split('\n')).toEqual(['200 1', '200 0']);
+  });
+});
+
+describe('the HTTP proxy port', () => {
+  it('routes absolute-form requests (curl -x) by the service they name', async () => {
+    const proxy = `http://127.0.0.1:${mesh.port('http-proxy')}`;
+    const r = await curl(['-i', '-x', proxy, 'http://catalog/via-proxy']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^HTTP\/1\.1 200/);
+    expect(r.stdout.toLowerCase()).toContain('x-app: catalog');
+    expect(JSON.parse(r.stdout.slice(r.stdout.indexOf('\r\n\r\n') + 4))).toMatchObject({ url: '/via-proxy' });
+  });
+
+  it('answers an absolute-form request for a host outside the mesh with 503 unknown-service', async () => {
+    const r = await curl(['-i', '-x', `http://127.0.0.1:${mesh.port('http-proxy')}`, 'http://nowhere.example/']);
+    expect(r.stdout).toMatch(/^HTTP\/1\.1 503/);
+    expect(r.stdout.toLowerCase()).toContain('x-mesh-reason: unknown-service');
+  });
+
+  it('tunnels CONNECT to a mesh service over mTLS (curl --proxytunnel)', async () => {
+    const proxy = `http://127.0.0.1:${mesh.port('http-proxy')}`;
+    // curl sends CONNECT catalog:<app port>, then plain HTTP inside the tunnel, which reaches the catalog app.
+    const r = await curl(['-i', '-p', '-x', proxy, `http://catalog:${mesh.catalogApp.port}/in-tunnel`]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^HTTP\/1\.1 200 Connection Established\r\n\r\nHTTP\/1\.1 200/);
+    expect(r.stdout.toLowerCase()).toContain('x-app: catalog');
+    // Opaque on both sidecars: no HTTP log line for /in-tunnel, one TCP line on each side.
+    expect(await eventually(() => mesh.catalogLogs.entries.some((e) => e.protocol === 'tcp' && e.direction === 'inbound' && e.upstream === `127.0.0.1:${mesh.catalogApp.port}`))).toBe(true);
+    expect(await eventually(() => mesh.webLogs.entries.some((e) => e.protocol === 'tcp' && e.listener === 'http-proxy' && e.destination_service === 'catalog'))).toBe(true);
+    expect(mesh.catalogLogs.entries.some((e) => e.path === '/in-tunnel')).toBe(false);
+  });
+
+  it('tunnels raw bytes after 200 (a TCP echo beside the catalog app)', async () => {
+    const got = await rawExchange(mesh.port('http-proxy'), `CONNECT catalog:${mesh.echoServer.port} HTTP/1.1\r\nHost: catalog:${mesh.echoServer.port}\r\n\r\nhello through the tunnel`, (g) => g.endsWith('tunnel'));
+    expect(got).toBe('HTTP/1.1 200 Connection Established\r\n\r\nhello through the tunnel');
+  });
+
+  it('refuses CONNECT to a host outside the mesh with 403 egress-denied', async () => {
+    const got = await rawExchange(mesh.port('http-proxy'), `CONNECT 127.0.0.1:${outside.port} HTTP/1.1\r\nHost: 127.0.0.1:${outside.port}\r\n\r\n`);
+    expect(got).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n/);
+    expect(got).toContain('x-mesh-reason: egress-denied\r\n');
+    expect(outside.accepted).toBe(0);
+    const r = await curl(['-p', '-x', `http://127.0.0.1:${mesh.port('http-proxy')}`, `http://127.0.0.1:${outside.port}/`]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('403');
+  });
+
+  it.each([
+    ['CONNECT catalog HTTP/1.1\r\nHost: catalog\r\n\r\n', 400, 'malformed-request'],
+    ['CONNECT catalog:0 HTTP/1.1\r\nHost: catalog:0\r\n\r\n', 400, 'malformed-request'],
+    ['CONNECT catalog:1 HTTP/1.1\r\n\r\n', 400, 'malformed-request'],
+  ])('refuses a malformed CONNECT %j', async (request, status, reason) => {
+    const got = await rawExchange(mesh.port('http-proxy'), request);
+    expect(got).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+    expect(got).toContain(`x-mesh-reason: ${reason}\r\n`);
+  });
+
+  it('answers 503 when the mesh service has no endpoint, and 502 when its sidecar cannot be reached', async () => {
+    const local = await startTcpMesh(() => ({ httpProxy: { host: '127.0.0.1', port: 0 }, tcp: { connectTimeoutMs: 2_000 } }));
+    try {
+      const closed = net.createServer();
+      await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+      const deadPort = (closed.address() as net.AddressInfo).port;
+      await new Promise((r) => closed.close(r));
+      local.web.applyEndpoints({
+        services: {
+          catalog: { endpoints: [] },
+          billing: { endpoints: [{ instance: 'billing-0', address: '127.0.0.1', port: deadPort, version: 'v1', spiffeId: 'spiffe://mesh.local/ns/default/sa/billing' }] },
+        },
+      });
+      const none = await rawExchange(local.port('http-proxy'), 'CONNECT catalog:80 HTTP/1.1\r\nHost: catalog:80\r\n\r\n');
+      expect(none).toMatch(/^HTTP\/1\.1 503 /);
+      expect(none).toContain('x-mesh-reason: no-healthy-endpoint\r\n');
+      const dead = await rawExchange(local.port('http-proxy'), 'CONNECT billing:80 HTTP/1.1\r\nHost: billing:80\r\n\r\n');
+      expect(dead).toMatch(/^HTTP\/1\.1 502 /);
+      expect(dead).toContain('x-mesh-reason: upstream-connect-failed\r\n');
+    } finally {
+      await local.stop();
+    }
+  });
+
+  it('with egress allowed, tunnels CONNECT to a host outside the mesh', async () => {
+    const local = await startTcpMesh(() => ({ httpProxy: { host: '127.0.0.1', port: 0 }, allowEgress: true }));
+    try {
+      const before = outside.accepted;
+      const got = await rawExchange(local.port('http-proxy'), `CONNECT 127.0.0.1:${outside.port} HTTP/1.1\r\nHost: 127.0.0.1:${outside.port}\r\n\r\nping`, (g) => g.endsWith('ping'));
+      expect(got).toBe('HTTP/1.1 200 Connection Established\r\n\r\nping');
+      expect(outside.accepted).toBe(before + 1);
+      expect(await eventually(() => local.webLogs.entries.some((e) => e.protocol === 'tcp' && e.egress === true && e.upstream === `127.0.0.1:${outside.port}`))).toBe(true);
+    } finally {
+      await local.stop();
+    }
+  });
+});
