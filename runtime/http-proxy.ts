@@ -134,17 +134,31 @@ export interface Route {
 
 /** A route to one fixed upstream, without retries (inbound to the app, standalone). */
 export function fixedRoute(target: UpstreamTarget, timeoutMs: number): Route {
-  return {
-    timeoutMs,
-    perTryTimeoutMs: undefined,
-    retry: undefined,
-    next: () => target,
-    report: () => {},
-    release: () => {},
-    retryAllowed: () => false,
-    mirror: () => undefined,
-    done: () => {},
-  };
+  return new FixedRoute(target, timeoutMs);
+}
+
+/** One object per request, its methods on the prototype (no closures per request). */
+class FixedRoute implements Route {
+  readonly timeoutMs: number;
+  readonly perTryTimeoutMs = undefined;
+  readonly retry = undefined;
+  private readonly target: UpstreamTarget;
+  constructor(target: UpstreamTarget, timeoutMs: number) {
+    this.target = target;
+    this.timeoutMs = timeoutMs;
+  }
+  next(): UpstreamTarget {
+    return this.target;
+  }
+  report(): void {}
+  release(): void {}
+  retryAllowed(): boolean {
+    return false;
+  }
+  mirror(): undefined {
+    return undefined;
+  }
+  done(): void {}
 }
 
 /** What differs between listeners: who the peer is, which chain, where requests go. */

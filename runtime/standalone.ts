@@ -70,7 +70,7 @@ export class StandaloneProxy {
       chain: () => this.chain,
       route: (stream) => {
         const wanted = stream.setProperties.get(ROUTE_VERSION);
-        const version = wanted ? new TextDecoder().decode(wanted) : '';
+        const version = wanted ? Buffer.from(wanted.buffer, wanted.byteOffset, wanted.byteLength).toString() : '';
         const url = (version && options.versionUpstreams?.get(version)) || options.upstream;
         return fixedRoute(this.target(url, version || 'default'), options.upstreamTimeoutMs ?? 15_000);
       },
