@@ -4,15 +4,15 @@
 // Compiles the abort handler into the module (asc --use abort=filters/abort/meshAbort).
 import "./abort";
 import { cancel, resumeDue } from "./delays";
-import { nowNanoseconds } from "./hostcalls";
+import { allocateForHost, nowNanoseconds } from "./hostcalls";
 import { decide, forgetContext, onResponseHeaders } from "./policy";
 import { configureTrace } from "./request";
 
 export function proxy_abi_version_0_2_1(): void {}
 
-/** Host-owned buffers handed to the filter; freed by filters/hostcalls.ts after copying. */
+/** Host-owned buffers handed to the filter; released by filters/hostcalls.ts after copying. */
 export function proxy_on_memory_allocate(size: usize): usize {
-  return heap.alloc(size);
+  return allocateForHost(size);
 }
 
 export function proxy_on_context_create(contextId: u32, parentContextId: u32): void {}

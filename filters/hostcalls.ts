@@ -21,19 +21,66 @@ const OUT_PTR: usize = memory.data(4);
 const OUT_SIZE: usize = memory.data(4);
 const OUT_TIME: usize = memory.data(8);
 
+/**
+ * Host-returned values land here instead of on the heap when they fit: every
+ * value is copied out and released before the next host call, so one buffer
+ * serves them all and a decision allocates nothing for what the host returns.
+ */
+const SCRATCH_SIZE: usize = 1024;
+const SCRATCH: usize = memory.data(<i32>SCRATCH_SIZE, 16);
+let scratchTaken = false;
+
+/** proxy_on_memory_allocate: the scratch buffer when free and large enough, else the heap. */
+export function allocateForHost(size: usize): usize {
+  if (!scratchTaken && size <= SCRATCH_SIZE) {
+    scratchTaken = true;
+    return SCRATCH;
+  }
+  return heap.alloc(size);
+}
+
+/** Gives back a buffer the host allocated. */
+function releaseHostBuffer(ptr: usize): void {
+  if (ptr == SCRATCH) scratchTaken = false;
+  else heap.free(ptr);
+}
+
+/** Clears the out-parameters before a call that returns bytes; nothing holds the scratch buffer between calls. */
+function expectHostBuffer(): void {
+  store<u32>(OUT_PTR, 0);
+  store<u32>(OUT_SIZE, 0);
+  scratchTaken = false;
+}
+
 export function log(level: i32, message: string): void {
   const bytes = String.UTF8.encode(message);
   proxy_log(level, changetype<usize>(bytes), <usize>bytes.byteLength);
 }
 
-/** Takes ownership of the host buffer left in OUT_PTR/OUT_SIZE. */
-function takeReturnedString(): string {
+/**
+ * Takes the host buffer left in OUT_PTR/OUT_SIZE as a string. When `last`
+ * holds exactly the same ASCII text, `last` itself is returned: values that
+ * repeat from request to request (method, the peer's identity) then cost no
+ * allocation, and callers may compare them by reference.
+ */
+function takeReturnedString(last: string | null): string {
   const ptr = <usize>load<u32>(OUT_PTR);
   const size = <usize>load<u32>(OUT_SIZE);
   if (ptr == 0) return "";
-  const text = String.UTF8.decodeUnsafe(ptr, size);
-  heap.free(ptr);
+  const text = last !== null && sameAscii(last, ptr, size) ? last : String.UTF8.decodeUnsafe(ptr, size);
+  releaseHostBuffer(ptr);
   return text;
+}
+
+/** Whether the UTF-8 bytes at ptr are ASCII and spell `text` (read as UTF-16 units in place). */
+function sameAscii(text: string, ptr: usize, size: usize): bool {
+  if (<usize>text.length != size) return false;
+  const units = changetype<usize>(text);
+  for (let i: usize = 0; i < size; i++) {
+    const b = <u32>load<u8>(ptr + i);
+    if (b >= 0x80 || b != <u32>load<u16>(units + (i << 1))) return false;
+  }
+  return true;
 }
 
 /** UTF-8 bytes of a name, for the calls below (encode constant names once, at module start). */
@@ -47,24 +94,22 @@ export const KEY_PATH = utf8(":path");
 export const KEY_AUTHORITY = utf8(":authority");
 export const KEY_CONTENT_TYPE = utf8("content-type");
 
-/** A property's raw bytes as a string, or null when the host has no value. `key` is the UTF-8 path. */
-export function getPropertyString(key: ArrayBuffer): string | null {
-  store<u32>(OUT_PTR, 0);
-  store<u32>(OUT_SIZE, 0);
+/** A property's raw bytes as a string, or null when the host has no value. `key` is the UTF-8 path; `last` see takeReturnedString. */
+export function getPropertyString(key: ArrayBuffer, last: string | null = null): string | null {
+  expectHostBuffer();
   if (proxy_get_property(changetype<usize>(key), <usize>key.byteLength, OUT_PTR, OUT_SIZE) != RESULT_OK) return null;
-  return takeReturnedString();
+  return takeReturnedString(last);
 }
 
 /** A property holding an int64 little-endian, or `fallback` when absent or malformed. */
 export function getPropertyInt64(key: ArrayBuffer, fallback: i64): i64 {
-  store<u32>(OUT_PTR, 0);
-  store<u32>(OUT_SIZE, 0);
+  expectHostBuffer();
   if (proxy_get_property(changetype<usize>(key), <usize>key.byteLength, OUT_PTR, OUT_SIZE) != RESULT_OK) return fallback;
   const ptr = <usize>load<u32>(OUT_PTR);
   const size = load<u32>(OUT_SIZE);
   if (ptr == 0) return fallback;
   const value = size >= 8 ? load<i64>(ptr) : fallback;
-  heap.free(ptr);
+  releaseHostBuffer(ptr);
   return value;
 }
 
@@ -73,13 +118,12 @@ export function setPropertyString(key: ArrayBuffer, value: string): bool {
   return proxy_set_property(changetype<usize>(key), <usize>key.byteLength, changetype<usize>(bytes), <usize>bytes.byteLength) == RESULT_OK;
 }
 
-/** A request header's value, or null when absent. `key` is the UTF-8 lower-case name. */
-export function getRequestHeader(key: ArrayBuffer): string | null {
-  store<u32>(OUT_PTR, 0);
-  store<u32>(OUT_SIZE, 0);
+/** A request header's value, or null when absent. `key` is the UTF-8 lower-case name; `last` see takeReturnedString. */
+export function getRequestHeader(key: ArrayBuffer, last: string | null = null): string | null {
+  expectHostBuffer();
   const result = proxy_get_header_map_value(MAP_HTTP_REQUEST_HEADERS, changetype<usize>(key), <usize>key.byteLength, OUT_PTR, OUT_SIZE);
   if (result != RESULT_OK) return null;
-  return takeReturnedString();
+  return takeReturnedString(last);
 }
 
 /** Sets (replaces), adds or removes a header in `mapType` (request or response headers). */

@@ -30,6 +30,8 @@ export abstract class Policy {
 }
 
 let installed: Policy | null = null;
+/** The request view, reused by every decision (callbacks never nest, and nothing keeps it past one). */
+let reusable: Request | null = null;
 
 const KEY_DIRECTION = utf8(PROPERTY_LISTENER_DIRECTION);
 
@@ -57,7 +59,13 @@ export function decide(contextId: u32): i32 {
   const policy = installed;
   if (policy === null) return ACTION_CONTINUE;
   const direction = getPropertyInt64(KEY_DIRECTION, DIRECTION_UNSPECIFIED);
-  const r = new Request(contextId);
+  let r = reusable;
+  if (r === null) {
+    r = new Request(contextId);
+    reusable = r;
+  } else {
+    r.reset(contextId);
+  }
   const action = run(policy, r, direction);
   r.publishTrace();
   return action;

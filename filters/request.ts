@@ -69,6 +69,16 @@ export function setHeaderSlotCount(n: i32): void {
   slotKeys = new Array<ArrayBuffer | null>(n);
 }
 
+/**
+ * The previous request's method, path, host and peer identity, handed to the
+ * host-call wrappers: when a value repeats (it mostly does, per client) the
+ * same string object comes back, with no allocation.
+ */
+let lastMethod: string | null = null;
+let lastRawPath: string | null = null;
+let lastHost: string | null = null;
+let lastSource: string | null = null;
+
 /** The segment after `/<label>/` in a SPIFFE ID (ns, sa), or null. */
 function spiffeSegment(id: string, label: string): string | null {
   const marker = "/" + label + "/";
@@ -107,9 +117,38 @@ export class Request {
     this.slotLoaded = new StaticArray<bool>(headerSlotCount);
   }
 
+  /**
+   * Makes this object the view of a new request (policy.ts keeps one and
+   * reuses it: three allocations fewer per decision). Every field above.
+   */
+  reset(contextId: u32): Request {
+    this.contextId = contextId;
+    this.methodValue = null;
+    this.rawPathValue = null;
+    this.pathValue = null;
+    this.hostLoaded = false;
+    this.hostValue = null;
+    this.sourceLoaded = false;
+    this.sourceValue = null;
+    this.grpcLoaded = false;
+    this.grpcServiceValue = null;
+    this.grpcMethodValue = null;
+    this.portValue = -2;
+    this.addressLoaded = false;
+    this.addressValue = null;
+    for (let i = 0; i < this.slots.length; i++) {
+      unchecked((this.slots[i] = null));
+      unchecked((this.slotLoaded[i] = false));
+    }
+    this.delayMs = 0;
+    this.trace = "";
+    return this;
+  }
+
   get method(): string {
     if (this.methodValue === null) {
-      const m = getRequestHeader(KEY_METHOD);
+      const m = getRequestHeader(KEY_METHOD, lastMethod);
+      if (m !== null) lastMethod = m;
       this.methodValue = m !== null ? m : "";
     }
     return this.methodValue!;
@@ -118,7 +157,8 @@ export class Request {
   /** `:path` as sent, query string included. */
   get rawPath(): string {
     if (this.rawPathValue === null) {
-      const raw = getRequestHeader(KEY_PATH);
+      const raw = getRequestHeader(KEY_PATH, lastRawPath);
+      if (raw !== null) lastRawPath = raw;
       this.rawPathValue = raw !== null ? raw : "/";
     }
     return this.rawPathValue!;
@@ -136,7 +176,9 @@ export class Request {
 
   get host(): string | null {
     if (!this.hostLoaded) {
-      this.hostValue = getRequestHeader(KEY_AUTHORITY);
+      const h = getRequestHeader(KEY_AUTHORITY, lastHost);
+      if (h !== null) lastHost = h;
+      this.hostValue = h;
       this.hostLoaded = true;
     }
     return this.hostValue;
@@ -145,7 +187,9 @@ export class Request {
   /** The peer's SPIFFE ID (property source.principal), null when the host has none. */
   get source(): string | null {
     if (!this.sourceLoaded) {
-      this.sourceValue = getPropertyString(KEY_SOURCE_PRINCIPAL);
+      const s = getPropertyString(KEY_SOURCE_PRINCIPAL, lastSource);
+      if (s !== null) lastSource = s;
+      this.sourceValue = s;
       this.sourceLoaded = true;
     }
     return this.sourceValue;

@@ -9,8 +9,31 @@ import { Request } from "./request";
 
 const NONE = new StaticArray<i32>(0);
 
+/**
+ * Rule lists by source identity. The last lookup is remembered by reference:
+ * filters/request.ts hands back the same string while a peer's identity
+ * repeats, so consecutive requests from one client skip the hash lookup.
+ */
+export class SourceIndex {
+  private readonly byKey: Map<string, StaticArray<i32>>;
+  private lastKey: string | null = null;
+  private lastRules: StaticArray<i32> = NONE;
+
+  constructor(byKey: Map<string, StaticArray<i32>>) {
+    this.byKey = byKey;
+  }
+
+  rulesOf(key: string): StaticArray<i32> {
+    if (changetype<usize>(key) == changetype<usize>(this.lastKey)) return this.lastRules;
+    const rules = this.byKey.has(key) ? this.byKey.get(key) : NONE;
+    this.lastKey = key;
+    this.lastRules = rules;
+    return rules;
+  }
+}
+
 /** The index from its compiled form: key i's rules are rules[ends[i-1] .. ends[i]). */
-export function buildIndex(keys: StaticArray<string>, ends: StaticArray<i32>, rules: StaticArray<i32>): Map<string, StaticArray<i32>> {
+export function buildIndex(keys: StaticArray<string>, ends: StaticArray<i32>, rules: StaticArray<i32>): SourceIndex {
   const index = new Map<string, StaticArray<i32>>();
   let start = 0;
   for (let i = 0; i < keys.length; i++) {
@@ -20,18 +43,18 @@ export function buildIndex(keys: StaticArray<string>, ends: StaticArray<i32>, ru
     index.set(keys[i], list);
     start = end;
   }
-  return index;
+  return new SourceIndex(index);
 }
 
 export function firstMatch(
-  keyed: Map<string, StaticArray<i32>> | null,
+  keyed: SourceIndex | null,
   always: StaticArray<i32>,
   key: string | null,
   test: (rule: i32, r: Request) => bool,
   r: Request,
 ): i32 {
   let byKey = NONE;
-  if (keyed !== null && key !== null && keyed.has(key)) byKey = keyed.get(key);
+  if (keyed !== null && key !== null) byKey = keyed.rulesOf(key);
   let i = 0;
   let j = 0;
   const n = byKey.length;

@@ -5,10 +5,13 @@
 // In:  the instance's exported memory and allocator.
 // Out: byte/string/integer access that never throws on a bad pointer (callers
 //      turn `undefined`/`false` into InvalidMemoryAccess or FAULT).
-import { decodeUtf8 } from './text.ts';
+import { decodeUtf8, encodeUtf8 } from './text.ts';
 import type { WasmMemory } from './webassembly.ts';
 
 type Allocator = (size: number) => unknown;
+
+/** Text up to this many UTF-16 units is written without an intermediate buffer. */
+const SHORT_TEXT = 256;
 
 export class GuestMemory {
   private readonly memory: WasmMemory;
@@ -38,6 +41,14 @@ export class GuestMemory {
   inBounds(ptr: number, len: number): boolean {
     this.refresh();
     return ptr >= 0 && len >= 0 && ptr + len <= this.bytes.byteLength;
+  }
+
+  /** Whether guest memory at ptr holds exactly `bytes`, which must be `len` long. */
+  holds(ptr: number, bytes: Uint8Array, len: number): boolean {
+    if (bytes.length !== len || !this.inBounds(ptr, len)) return false;
+    const mem = this.bytes;
+    for (let i = 0; i < len; i++) if (mem[ptr + i] !== bytes[i]) return false;
+    return true;
   }
 
   /** A copy of guest bytes, or undefined when the range is outside memory. */
@@ -92,10 +103,43 @@ export class GuestMemory {
 
   /** Copies bytes into fresh guest memory and writes (pointer, size) to the return slots; returns a WasmResult. */
   writeReturn(value: Uint8Array, ptrPtr: number, sizePtr: number): number {
-    const ptr = this.allocate(value.length);
-    if (!this.writeBytes(ptr, value)) return 6;
-    if (!this.writeU32(ptrPtr, ptr) || !this.writeU32(sizePtr, value.length)) return 6;
+    const n = value.length;
+    const ptr = this.allocate(n);
+    if (!this.returnSlotsFit(ptr, n, ptrPtr, sizePtr)) return 6;
+    const mem = this.bytes;
+    // Most values are a few bytes: a loop beats the fixed cost of TypedArray.set.
+    if (n <= 32) for (let i = 0; i < n; i++) mem[ptr + i] = value[i]!;
+    else mem.set(value, ptr);
+    this.setReturnSlots(ptr, n, ptrPtr, sizePtr);
     return 0;
+  }
+
+  /**
+   * writeReturn for text: short ASCII (header values, mostly) is written
+   * straight into the guest's buffer, anything else goes through UTF-8 bytes.
+   */
+  writeReturnText(text: string, ptrPtr: number, sizePtr: number): number {
+    const n = text.length;
+    if (n > SHORT_TEXT) return this.writeReturn(encodeUtf8(text), ptrPtr, sizePtr);
+    for (let i = 0; i < n; i++) if (text.charCodeAt(i) >= 0x80) return this.writeReturn(encodeUtf8(text), ptrPtr, sizePtr);
+    const ptr = this.allocate(n);
+    if (!this.returnSlotsFit(ptr, n, ptrPtr, sizePtr)) return 6;
+    const mem = this.bytes;
+    for (let i = 0; i < n; i++) mem[ptr + i] = text.charCodeAt(i);
+    this.setReturnSlots(ptr, n, ptrPtr, sizePtr);
+    return 0;
+  }
+
+  /** One bounds check (after the allocation that may have grown memory) for a value and its two u32 return slots. */
+  private returnSlotsFit(ptr: number, n: number, ptrPtr: number, sizePtr: number): boolean {
+    this.refresh();
+    const size = this.bytes.byteLength;
+    return ptr + n <= size && ptrPtr >>> 0 <= size - 4 && sizePtr >>> 0 <= size - 4;
+  }
+
+  private setReturnSlots(ptr: number, n: number, ptrPtr: number, sizePtr: number): void {
+    this.view.setUint32(ptrPtr >>> 0, ptr, true);
+    this.view.setUint32(sizePtr >>> 0, n, true);
   }
 
   /** Reads an AssemblyScript string object (UTF-16, byte length stored just before it). */

@@ -71,36 +71,54 @@ export interface PluginFacts {
 
 type Resolver = (s: HttpStream) => Uint8Array | undefined;
 
+/**
+ * A text attribute whose encoding is remembered for the last value seen:
+ * consecutive requests mostly carry the same principal, service, scheme.
+ */
+function memoText(get: (s: HttpStream) => string | undefined): Resolver {
+  let last: string | undefined;
+  let bytes: Uint8Array | undefined;
+  return (s) => {
+    const value = get(s);
+    if (value === undefined || value === '') return undefined;
+    if (value !== last) {
+      last = value;
+      bytes = encodeUtf8(value);
+    }
+    return bytes;
+  };
+}
+
 /** Per-stream attributes with a fixed name. */
 const STREAM: Record<string, Resolver> = {
   [LISTENER_DIRECTION]: (s) => int64(s.facts.direction),
-  [SOURCE_PRINCIPAL]: (s) => text(s.facts.sourcePrincipal),
-  [SOURCE_ADDRESS]: (s) => text(`${s.facts.sourceAddress}:${s.facts.sourcePort}`),
+  [SOURCE_PRINCIPAL]: memoText((s) => s.facts.sourcePrincipal),
+  [SOURCE_ADDRESS]: memoText((s) => `${s.facts.sourceAddress}:${s.facts.sourcePort}`),
   'source.port': (s) => int64(s.facts.sourcePort),
-  [DESTINATION_ADDRESS]: (s) => text(`${s.facts.destinationAddress}:${s.facts.destinationPort}`),
+  [DESTINATION_ADDRESS]: memoText((s) => `${s.facts.destinationAddress}:${s.facts.destinationPort}`),
   'destination.port': (s) => int64(s.facts.destinationPort),
-  [DESTINATION_SERVICE]: (s) => text(s.facts.destinationService),
-  cluster_name: (s) => text(s.facts.destinationService),
-  [PEER_URI_SAN]: (s) => text(s.facts.peerUriSan),
-  'connection.uri_san_local_certificate': (s) => text(s.facts.localUriSan),
+  [DESTINATION_SERVICE]: memoText((s) => s.facts.destinationService),
+  cluster_name: memoText((s) => s.facts.destinationService),
+  [PEER_URI_SAN]: memoText((s) => s.facts.peerUriSan),
+  'connection.uri_san_local_certificate': memoText((s) => s.facts.localUriSan),
   'connection.mtls': (s) => bool(s.facts.mtls ?? (s.facts.peerUriSan !== '' ? true : undefined)),
   'connection.id': (s) => (s.facts.connectionId === undefined ? undefined : int64(s.facts.connectionId)),
-  'connection.tls_version': (s) => text(s.facts.tlsVersion),
-  'connection.requested_server_name': (s) => text(s.facts.requestedServerName),
-  'request.path': (s) => text(getHeader(s.requestHeaders, ':path')),
-  'request.url_path': (s) => text(getHeader(s.requestHeaders, ':path')?.split('?')[0]),
+  'connection.tls_version': memoText((s) => s.facts.tlsVersion),
+  'connection.requested_server_name': memoText((s) => s.facts.requestedServerName),
+  'request.path': memoText((s) => getHeader(s.requestHeaders, ':path')),
+  'request.url_path': memoText((s) => getHeader(s.requestHeaders, ':path')?.split('?')[0]),
   'request.query': (s) => {
     const p = getHeader(s.requestHeaders, ':path') ?? '';
     const q = p.indexOf('?');
     return q < 0 ? undefined : encodeUtf8(p.slice(q + 1));
   },
-  'request.method': (s) => text(getHeader(s.requestHeaders, ':method')),
-  'request.host': (s) => text(getHeader(s.requestHeaders, ':authority')),
-  'request.scheme': (s) => text(s.facts.scheme),
-  'request.protocol': (s) => text(s.facts.protocol),
-  'request.id': (s) => text(getHeader(s.requestHeaders, 'x-request-id') ?? s.facts.requestId),
-  'request.referer': (s) => text(getHeader(s.requestHeaders, 'referer')),
-  'request.useragent': (s) => text(getHeader(s.requestHeaders, 'user-agent')),
+  'request.method': memoText((s) => getHeader(s.requestHeaders, ':method')),
+  'request.host': memoText((s) => getHeader(s.requestHeaders, ':authority')),
+  'request.scheme': memoText((s) => s.facts.scheme),
+  'request.protocol': memoText((s) => s.facts.protocol),
+  'request.id': memoText((s) => getHeader(s.requestHeaders, 'x-request-id') ?? s.facts.requestId),
+  'request.referer': memoText((s) => getHeader(s.requestHeaders, 'referer')),
+  'request.useragent': memoText((s) => getHeader(s.requestHeaders, 'user-agent')),
   'request.time': (s) => int64(BigInt(s.startedAt) * 1_000_000n),
   'request.duration': (s) => int64(BigInt(Date.now() - s.startedAt) * 1_000_000n),
   'request.size': (s) => int64(s.requestBodySize),
@@ -133,27 +151,43 @@ const MAPS: Array<[string, (s: HttpStream) => HeaderList]> = [
 /** The fixed names answered, for the docs test. */
 export const PROPERTY_NAMES = [...Object.keys(STREAM), ...MAPS.map(([p]) => p), 'plugin_name', 'plugin_root_id', 'plugin_vm_id', 'node.id', 'node.cluster', 'node.metadata.NAMESPACE'];
 
-export function propertyValue(path: string, stream: HttpStream | undefined, plugin: PluginFacts, node: NodeFacts): Uint8Array | undefined {
+/** How to answer one property path, worked out once per path (the host caches it per filter name buffer). */
+export type PropertyResolver = (stream: HttpStream | undefined, plugin: PluginFacts, node: NodeFacts) => Uint8Array | undefined;
+
+export function propertyResolver(path: string): PropertyResolver {
   switch (path) {
     case 'plugin_name':
     case 'plugin_vm_id':
-      return text(plugin.name);
+      return (_s, plugin) => text(plugin.name);
     case 'plugin_root_id':
-      return text(plugin.rootId);
+      return (_s, plugin) => text(plugin.rootId);
     case 'node.id':
-      return text(node.id);
+      return (_s, _p, node) => text(node.id);
     case 'node.cluster':
-      return text(node.cluster);
+      return (_s, _p, node) => text(node.cluster);
     case 'node.metadata.NAMESPACE':
-      return text(node.namespace);
+      return (_s, _p, node) => text(node.namespace);
   }
-  if (!stream) return undefined;
-  const set = stream.setProperties.get(path);
-  if (set) return set;
-  const fixed = Object.hasOwn(STREAM, path) ? STREAM[path] : undefined;
-  if (fixed) return fixed(stream);
-  for (const [prefix, list] of MAPS) {
-    if (path === prefix || path.startsWith(prefix + '.')) return mapProperty(path, prefix, list(stream));
+  let fixed: Resolver | undefined = Object.hasOwn(STREAM, path) ? STREAM[path] : undefined;
+  if (!fixed) {
+    for (const [prefix, list] of MAPS) {
+      if (path === prefix || path.startsWith(prefix + '.')) {
+        fixed = (s) => mapProperty(path, prefix, list(s));
+        break;
+      }
+    }
   }
-  return undefined;
+  // Values set by filters come first, then the stream's own.
+  return (stream) => {
+    if (!stream) return undefined;
+    if (stream.hasSetProperties) {
+      const set = stream.setProperties.get(path);
+      if (set) return set;
+    }
+    return fixed ? fixed(stream) : undefined;
+  };
+}
+
+export function propertyValue(path: string, stream: HttpStream | undefined, plugin: PluginFacts, node: NodeFacts): Uint8Array | undefined {
+  return propertyResolver(path)(stream, plugin, node);
 }

@@ -52,8 +52,14 @@ export class HttpStream {
   /** The body chunk the current body callback works on (readable and replaceable by the filter). */
   requestBody: Buffer | undefined;
   responseBody: Buffer | undefined;
-  /** Values set by filters with proxy_set_property, keyed by dotted path. */
-  readonly setProperties = new Map<string, Uint8Array>();
+  /** Values set by filters with proxy_set_property, keyed by dotted path (created on first use: most requests set none). */
+  get setProperties(): Map<string, Uint8Array> {
+    return (this.properties ??= new Map());
+  }
+  /** Whether any filter set a property (without creating the map). */
+  get hasSetProperties(): boolean {
+    return this.properties !== undefined && this.properties.size > 0;
+  }
   localResponse: LocalResponse | undefined;
   closed = false;
   /** When the request started (epoch ms), for request.time and request.duration. */
@@ -65,6 +71,7 @@ export class HttpStream {
   upstreamAddress: string | undefined;
   /** The VM whose callback paused this stream, so a trap in that VM can wake it. */
   pausedBy: object | undefined;
+  private properties: Map<string, Uint8Array> | undefined;
   private resumeWaiter: ((outcome: ResumeOutcome) => void) | undefined;
   private resumeRequested = false;
 
@@ -104,10 +111,12 @@ export class HttpStream {
   }
 }
 
+/** A header's value (repeated headers joined with ","); `name` lower-case. Indexed loop: this runs per host call. */
 export function getHeader(list: HeaderList, name: string): string | undefined {
   let found: string | undefined;
-  for (const [k, v] of list) {
-    if (k === name) found = found === undefined ? v : `${found},${v}`;
+  for (let i = 0; i < list.length; i++) {
+    const pair = list[i]!;
+    if (pair[0] === name) found = found === undefined ? pair[1] : `${found},${pair[1]}`;
   }
   return found;
 }

@@ -17,7 +17,8 @@ import type { FilterLimits } from './limits.ts';
 import { FUEL_GLOBAL } from './limits.ts';
 import type { PreparedModule } from './module-cache.ts';
 import { deserializePairs, serializePairs } from './pairs.ts';
-import { propertyValue } from './properties.ts';
+import { KeyCache } from './keys.ts';
+import { propertyResolver, type PropertyResolver } from './properties.ts';
 import { encodeUtf8 } from './text.ts';
 import { getHeader, type HeaderList, type HttpStream } from './stream.ts';
 import { realtimeNanos, wasiFunctions, type ImportFn } from './wasi.ts';
@@ -79,18 +80,18 @@ export function checkAbi(module: WasmModule): void {
   if (!names.has('memory')) throw new FilterLoadError('FILTER_ABI', 'module does not export its memory');
 }
 
-/** Property paths arrive as NUL-separated segments (or dotted); the host keys them by dotted path. */
-const propertyPaths = new Map<string, string>();
-
-function propertyPath(raw: string): string {
-  let path = propertyPaths.get(raw);
-  if (path === undefined) {
-    path = raw.replace(/\0+$/, '').split('\0').join('.');
-    // Filters ask for a handful of distinct paths; the bound keeps a hostile one from growing the map.
-    if (propertyPaths.size < 4096) propertyPaths.set(raw, path);
-  }
-  return path;
+interface PropertyKey {
+  /** The dotted path: property paths arrive as NUL-separated segments (or dotted). */
+  path: string;
+  resolve: PropertyResolver;
 }
+
+function propertyKey(raw: string): PropertyKey {
+  const path = raw.replace(/\0+$/, '').split('\0').join('.');
+  return { path, resolve: propertyResolver(path) };
+}
+
+const lowerCase = (name: string): string => name.toLowerCase();
 
 export class FilterVm {
   readonly identity: FilterIdentity;
@@ -117,6 +118,14 @@ export class FilterVm {
   /** The response being delivered by proxy_on_http_call_response, readable only during it. */
   private callResponse: (HttpCallResponse & { status: number; message: string }) | undefined;
   private readonly queueReady = (queueId: number): void => this.onQueueReady(queueId);
+  /** Property paths and header names the filter passes, decoded once per buffer. */
+  private readonly propertyKeys = new KeyCache(propertyKey);
+  private readonly headerKeys = new KeyCache(lowerCase);
+  /** The per-request callbacks, looked up once (undefined when not exported). */
+  private onContextCreate: Exported | undefined;
+  private onDone: Exported | undefined;
+  private onLog: Exported | undefined;
+  private onDelete: Exported | undefined;
   /** Set once the chain drops this VM: timers, calls and queue notifications stop. */
   private released = false;
 
@@ -136,10 +145,16 @@ export class FilterVm {
     }
     vm.memory = vm.exports.memory as WasmMemory;
     const alloc = (vm.exports.proxy_on_memory_allocate ?? vm.exports.malloc) as Exported | undefined;
-    vm.mem = new GuestMemory(vm.memory, typeof alloc === 'function' ? (size) => vm.guestCall(alloc, size) : undefined);
+    vm.onContextCreate = vm.exported('proxy_on_context_create');
+    vm.onDone = vm.exported('proxy_on_done');
+    vm.onLog = vm.exported('proxy_on_log');
+    vm.onDelete = vm.exported('proxy_on_delete');
     const fuel = vm.exports[FUEL_GLOBAL] as FuelGlobal | undefined;
     vm.fuel = prepared.metered && identity.limits.fuelPerCallback > 0 ? fuel : undefined;
     if (fuel && !vm.fuel) fuel.value = 0x7fffffff; // metered module, metering turned off: effectively unlimited
+    // Unmetered, the allocator is called directly: it runs on every host call that returns a value.
+    const allocator = typeof alloc !== 'function' ? undefined : vm.fuel ? (size: number) => vm.guestCall(alloc, size, 0, 0, 0, 0) : alloc;
+    vm.mem = new GuestMemory(vm.memory, allocator);
     env.host.liveInstances++;
     try {
       if (typeof vm.exports._initialize === 'function') {
@@ -169,19 +184,26 @@ export class FilterVm {
     return typeof this.exports[name] === 'function';
   }
 
+  private exported(name: string): Exported | undefined {
+    const fn = this.exports[name];
+    return typeof fn === 'function' ? (fn as Exported) : undefined;
+  }
+
   /** Creates a stream context for a request; returns its context id. */
   createStream(stream: HttpStream): number {
     const id = this.nextContextId++;
     this.streams.set(id, stream);
-    this.invoke('proxy_on_context_create', stream, id, id, ROOT_CONTEXT_ID);
+    const fn = this.onContextCreate;
+    if (fn) this.invoke('proxy_on_context_create', fn, stream, id, id, ROOT_CONTEXT_ID);
     return id;
   }
 
-  /** Calls a per-stream callback; returns the filter's action (0 when not exported). */
-  onStream(callback: string, id: number, ...args: number[]): number {
+  /** Calls a per-stream callback with up to two arguments after the context id; returns the filter's action (0 when not exported). */
+  onStream(callback: string, id: number, a = 0, b = 0): number {
     const stream = this.streams.get(id);
-    if (!stream || !this.hasExport(callback)) return 0;
-    return this.invoke(callback, stream, id, id, ...args) ?? 0;
+    const fn = stream ? this.exported(callback) : undefined;
+    if (!fn) return 0;
+    return this.invoke(callback, fn, stream, id, id, a, b);
   }
 
   /** Ends a stream context: proxy_on_done, then (unless deferred) proxy_on_log and proxy_on_delete. */
@@ -189,7 +211,8 @@ export class FilterVm {
     const stream = this.streams.get(id);
     if (!stream) return;
     try {
-      const done = this.hasExport('proxy_on_done') ? this.invoke('proxy_on_done', stream, id, id) : 1;
+      const fn = this.onDone;
+      const done = fn ? this.invoke('proxy_on_done', fn, stream, id, id) : 1;
       if (done === 0) {
         this.pendingDone.add(id);
         return;
@@ -227,8 +250,8 @@ export class FilterVm {
   private deleteStream(id: number, stream: HttpStream): void {
     this.pendingDone.delete(id);
     try {
-      if (this.hasExport('proxy_on_log')) this.invoke('proxy_on_log', stream, id, id);
-      if (this.hasExport('proxy_on_delete')) this.invoke('proxy_on_delete', stream, id, id);
+      if (this.onLog) this.invoke('proxy_on_log', this.onLog, stream, id, id);
+      if (this.onDelete) this.invoke('proxy_on_delete', this.onDelete, stream, id, id);
     } finally {
       this.streams.delete(id);
     }
@@ -246,15 +269,20 @@ export class FilterVm {
     return 'trap';
   }
 
-  /** Calls an export with `stream` as the current context; any throw becomes a FilterTrapError. */
-  private invoke(name: string, stream: HttpStream | undefined, contextId: number, ...args: number[]): number | undefined {
+  /**
+   * Calls export `fn` (named `name`) with `stream` as the current context;
+   * any throw becomes a FilterTrapError. Arguments are positional, not
+   * spread: this runs several times per request and a fixed arity keeps the
+   * call monomorphic and allocation-free (extra zeros are ignored by Wasm).
+   */
+  private invoke(name: string, fn: Exported, stream: HttpStream | undefined, contextId: number, a = 0, b = 0, c = 0, d = 0, e = 0): number {
     if (this.broken) throw new FilterTrapError(this.identity.name, name, new Error('VM is broken by an earlier trap'));
     const prev = this.current;
     const prevId = this.currentId;
     this.current = stream;
     this.currentId = contextId;
     try {
-      return this.callTop(name, ...args);
+      return this.guestCall(fn, a, b, c, d, e) ?? 0;
     } catch (err) {
       const trap = err instanceof FilterTrapError ? err : new FilterTrapError(this.identity.name, name, err, this.trapCause());
       this.markBroken(trap);
@@ -265,29 +293,30 @@ export class FilterVm {
     }
   }
 
-  /** Calls an export by name, refuelling first when this is the outermost guest call. */
-  private callTop(name: string, ...args: number[]): number | undefined {
-    const fn = this.exports[name] as Exported | undefined;
-    if (typeof fn !== 'function') return undefined;
-    const result = this.guestCall(fn, ...args);
-    return typeof result === 'number' ? result : undefined;
+  /** Calls an export by name while loading (root context), refuelling first; undefined when not exported. */
+  private callTop(name: string, a = 0, b = 0): number | undefined {
+    const fn = this.exported(name);
+    return fn ? this.guestCall(fn, a, b, 0, 0, 0) : undefined;
   }
 
-  private guestCall(fn: Exported, ...args: number[]): number | undefined {
+  /** Calls into the guest, refuelling first when this is the outermost guest call. */
+  private guestCall(fn: Exported, a: number, b: number, c: number, d: number, e: number): number | undefined {
     if (this.depth === 0 && this.fuel) this.fuel.value = this.identity.limits.fuelPerCallback;
     this.depth++;
     try {
-      return fn(...args);
+      const result = fn(a, b, c, d, e);
+      return typeof result === 'number' ? result : undefined;
     } finally {
       this.depth--;
     }
   }
 
   /** Root-context callbacks fired by the host (tick, queue, HTTP call response); a trap is logged and breaks the VM. */
-  private rootCallback(name: string, ...args: number[]): void {
-    if (this.broken || this.released || !this.hasExport(name)) return;
+  private rootCallback(name: string, a = 0, b = 0, c = 0, d = 0): void {
+    const fn = this.exported(name);
+    if (this.broken || this.released || !fn) return;
     try {
-      this.invoke(name, undefined, ROOT_CONTEXT_ID, ROOT_CONTEXT_ID, ...args);
+      this.invoke(name, fn, undefined, ROOT_CONTEXT_ID, ROOT_CONTEXT_ID, a, b, c, d);
     } catch {
       // markBroken has counted and logged it; streams it paused apply their failure policy.
     }
@@ -471,14 +500,14 @@ export class FilterVm {
         return m().writeU32(retPtr, serializePairs(map).length) ? ok : bad;
       },
       proxy_get_header_map_value: (type: number, keyPtr: number, keyLen: number, retPtr: number, retSize: number) => {
-        const key = m().readString(keyPtr, keyLen);
-        if (key === undefined) return bad;
+        const name = this.headerKeys.get(this.mem, keyPtr, keyLen);
+        if (name === undefined) return bad;
         const map = this.headerMap(type);
         if (map === null) return WasmResult.BadArgument;
         if (!map) return WasmResult.NotFound;
-        const value = getHeader(map, key.toLowerCase());
+        const value = getHeader(map, name);
         if (value === undefined) return WasmResult.NotFound;
-        return m().writeReturn(encodeUtf8(value), retPtr, retSize);
+        return this.mem.writeReturnText(value, retPtr, retSize);
       },
       proxy_add_header_map_value: (type: number, keyPtr: number, keyLen: number, valPtr: number, valLen: number) => {
         const key = m().readString(keyPtr, keyLen);
@@ -512,18 +541,18 @@ export class FilterVm {
         );
       },
       proxy_get_property: (pathPtr: number, pathLen: number, retPtr: number, retSize: number) => {
-        const raw = m().readString(pathPtr, pathLen);
-        if (raw === undefined) return bad;
-        const value = propertyValue(propertyPath(raw), this.current, this.identity, this.env.node);
+        const key = this.propertyKeys.get(this.mem, pathPtr, pathLen);
+        if (key === undefined) return bad;
+        const value = key.resolve(this.current, this.identity, this.env.node);
         if (!value) return WasmResult.NotFound;
-        return m().writeReturn(value, retPtr, retSize);
+        return this.mem.writeReturn(value, retPtr, retSize);
       },
       proxy_set_property: (pathPtr: number, pathLen: number, valPtr: number, valLen: number) => {
-        const raw = m().readString(pathPtr, pathLen);
+        const key = this.propertyKeys.get(this.mem, pathPtr, pathLen);
         const value = m().read(valPtr, valLen);
-        if (raw === undefined || !value) return bad;
+        if (key === undefined || !value) return bad;
         if (!this.current) return WasmResult.NotFound;
-        this.current.setProperties.set(propertyPath(raw), value);
+        this.current.setProperties.set(key.path, value);
         return ok;
       },
       proxy_send_local_response: (

@@ -125,16 +125,19 @@ describe('compiled module resources', () => {
     ]);
     const host = await DecisionHost.load(result.bundle!.modules.get('k.wasm')!);
     const sizes: number[] = [];
-    for (let i = 0; i < 25_000; i++) {
+    for (let i = 0; i < 40_000; i++) {
       const r = host.decide({ direction: 'inbound', headers: { 'x-api-key': `key-${i}` } });
       expect(r.local).toBeUndefined();
       if (i % 5000 === 4999) sizes.push(host.memoryBytes());
     }
-    // Past the 10,000-key cap the memory stops growing.
-    expect(sizes[sizes.length - 1]).toBe(sizes[2]);
+    // Past the 10,000-key cap the memory stops growing: the collector's high-water
+    // mark settles within twice the cap (when exactly depends on the garbage per
+    // request), and from 25,000 keys to 40,000 not one page is added.
+    expect(sizes[sizes.length - 1]).toBe(sizes[4]);
+    expect(sizes[sizes.length - 1]).toBeLessThanOrEqual(8 * 1024 * 1024);
     // The first key was evicted (fresh bucket); a recent one is still limited.
     expect(host.decide({ direction: 'inbound', headers: { 'x-api-key': 'key-0' } }).local).toBeUndefined();
-    expect(host.decide({ direction: 'inbound', headers: { 'x-api-key': 'key-24999' } }).local?.status).toBe(429);
+    expect(host.decide({ direction: 'inbound', headers: { 'x-api-key': 'key-39999' } }).local?.status).toBe(429);
   });
 
   it('compiles again after the worker was shut down', async () => {
