@@ -95,7 +95,9 @@ async function runConnected(args: import('./proxy-args.ts').ConnectedArgs): Prom
     // Explicit mode (runtime/explicit) and opaque TCP settings.
     upstreams: args.upstreams,
     ...(args.httpProxy ? { httpProxy: args.httpProxy } : {}),
-    allowEgress: args.allowEgress,
+    // Unset: refused in explicit mode, passed through in transparent mode (docs/interception.md).
+    allowEgress: args.denyEgress ? false : args.allowEgress || undefined,
+    ...(args.interception ? { interception: args.interception } : {}),
     ...(args.detectTimeoutMs ? { detectTimeoutMs: args.detectTimeoutMs } : {}),
     tcp: { appPorts: args.appTcpPorts },
   });

@@ -56,6 +56,10 @@ export interface ConnectedArgs {
   httpProxy?: Address;
   /** `--allow-egress`: CONNECT and intercepted TCP may leave the mesh. */
   allowEgress: boolean;
+  /** `--interception transparent|explicit` (docs/interception.md); absent: explicit. */
+  interception?: 'explicit' | 'transparent';
+  /** `--deny-egress`: transparent mode refuses destinations outside the mesh (it passes them through by default). */
+  denyEgress: boolean;
   /** `--detect-timeout-ms MS`: silence before a connection is taken for a server-first protocol. */
   detectTimeoutMs?: number;
   /** `--app-tcp-port PORT`, repeatable: app ports besides --app that peers may reach as opaque TCP. */
@@ -69,6 +73,7 @@ export const PROXY_USAGE = `Usage:
               [--state-dir DIR] [--trusted-key FILE]... [--upstream-timeout-ms MS]
               [--upstream NAME[:PORT]=HOST:PORT[/tcp|/http]]... [--http-proxy HOST:PORT] [--allow-egress]
               [--detect-timeout-ms MS] [--app-tcp-port PORT]...
+              [--interception explicit|transparent] [--deny-egress]
   meshc proxy --listen HOST:PORT --upstream URL
               [--filter FILE.wasm [--filter-name NAME] [--filter-config STRING] [--filter-root-id ID]
                                  [--failure-policy closed|open|reload] [--dry-run]
@@ -119,11 +124,12 @@ export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
   const upstreamValues: string[] = [];
   const appTcpPorts: number[] = [];
   let allowEgress = false;
+  let denyEgress = false;
   const filters: StandaloneFilterArg[] = [];
   const filterOptions = new Set(['--filter-config', '--filter-root-id', '--failure-policy', '--filter-name', '--memory-limit', '--fuel']);
   const known = new Set([
     '--controller', '--service', '--service-version', '--instance', '--namespace', '--service-account',
-    '--inbound', '--outbound', '--app', '--admin', '--state-dir', '--listen', '--upstream-timeout-ms', '--http-proxy', '--detect-timeout-ms',
+    '--inbound', '--outbound', '--app', '--admin', '--state-dir', '--listen', '--upstream-timeout-ms', '--http-proxy', '--detect-timeout-ms', '--interception',
   ]);
   for (let i = 0; i < argv.length; i++) {
     const token = argv[i]!;
@@ -171,6 +177,9 @@ export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
     } else if (flag === '--allow-egress') {
       if (inline !== undefined) throw new ProxyArgsError('--allow-egress takes no value');
       allowEgress = true;
+    } else if (flag === '--deny-egress') {
+      if (inline !== undefined) throw new ProxyArgsError('--deny-egress takes no value');
+      denyEgress = true;
     } else if (known.has(flag)) {
       single.set(flag, value());
     } else {
@@ -210,8 +219,15 @@ export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
       trustedKeyFiles,
       upstreams,
       allowEgress,
+      denyEgress,
       appTcpPorts,
     };
+    if (allowEgress && denyEgress) throw new ProxyArgsError('--allow-egress and --deny-egress contradict each other');
+    const interception = single.get('--interception');
+    if (interception !== undefined) {
+      if (interception !== 'explicit' && interception !== 'transparent') throw new ProxyArgsError(`--interception expects explicit or transparent, got "${interception}"`);
+      out.interception = interception;
+    }
     if (upstreamTimeoutMs !== undefined) out.upstreamTimeoutMs = upstreamTimeoutMs;
     const proxy = single.get('--http-proxy');
     if (proxy !== undefined) out.httpProxy = parseAddress(proxy, '--http-proxy');
@@ -223,8 +239,8 @@ export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
     return out;
   }
   if (!single.has('--listen')) throw new ProxyArgsError('give --controller (connected mode) or --listen/--upstream/--filter (standalone mode)');
-  for (const flag of ['--http-proxy', '--detect-timeout-ms']) if (single.has(flag)) throw new ProxyArgsError(`${flag} needs --controller (connected mode)`);
-  if (allowEgress || appTcpPorts.length) throw new ProxyArgsError('--allow-egress and --app-tcp-port need --controller (connected mode)');
+  for (const flag of ['--http-proxy', '--detect-timeout-ms', '--interception']) if (single.has(flag)) throw new ProxyArgsError(`${flag} needs --controller (connected mode)`);
+  if (allowEgress || denyEgress || appTcpPorts.length) throw new ProxyArgsError('--allow-egress, --deny-egress and --app-tcp-port need --controller (connected mode)');
   if (upstreamValues.length !== 1) throw new ProxyArgsError(upstreamValues.length === 0 ? '--upstream is required' : 'standalone mode takes one --upstream URL');
   // Zero filters is a plain proxy: the baseline the benchmark compares a chain against.
   const out: StandaloneArgs = {

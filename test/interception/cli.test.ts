@@ -1,0 +1,89 @@
+// `meshc proxy --interception transparent [--deny-egress]`: the flags parse
+// (and refuse what contradicts), and the real command, run as the exempt uid
+// in a pod namespace under `meshc init`'s rules, intercepts the app's TCP.
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseProxyArgs, ProxyArgsError } from '../../runtime/proxy-args.ts';
+import { NetnsLab, lines } from './netns.ts';
+
+const MESHC = new URL('../../bin/meshc', import.meta.url).pathname;
+const PROBE = new URL('./probe.ts', import.meta.url).pathname;
+const connected = ['--controller', 'ws://127.0.0.1:1', '--service', 'web', '--service-version', 'v1', '--instance', 'web-0', '--inbound', '0.0.0.0:15006', '--outbound', '127.0.0.1:15001', '--app', '127.0.0.1:8080', '--admin', '0.0.0.0:15020'];
+
+describe('meshc proxy --interception', () => {
+  it('parses the mode and --deny-egress', () => {
+    expect(parseProxyArgs([...connected, '--interception', 'transparent', '--deny-egress'])).toMatchObject({ interception: 'transparent', denyEgress: true, allowEgress: false });
+    expect(parseProxyArgs([...connected, '--interception=explicit'])).toMatchObject({ interception: 'explicit', denyEgress: false });
+    expect(parseProxyArgs(connected)).not.toHaveProperty('interception');
+  });
+
+  it.each([
+    [[...connected, '--interception', 'tproxy'], '--interception expects explicit or transparent, got "tproxy"'],
+    [[...connected, '--allow-egress', '--deny-egress'], 'contradict'],
+    [['--listen', '127.0.0.1:1', '--upstream', 'http://127.0.0.1:2', '--interception', 'transparent'], '--interception needs --controller'],
+  ])('refuses %j', (argv, message) => {
+    let err: unknown;
+    try {
+      parseProxyArgs(argv);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ProxyArgsError);
+    expect((err as ProxyArgsError).code).toBe('PROXY_ARGS');
+    expect((err as Error).message).toContain(message);
+  });
+});
+
+describe('meshc proxy --interception transparent in a pod namespace', () => {
+  const lab = new NetnsLab('cli');
+  const stateDir = mkdtempSync(join(tmpdir(), 'meshc-cli-state-'));
+  let pod = '';
+  const log: Array<Record<string, unknown>> = [];
+
+  /** The command's JSON lines until one has `event`. */
+  function start(ns: string, args: string[], event: string, sink?: Array<Record<string, unknown>>): Promise<void> {
+    const child = lab.spawn(ns, args);
+    let stderr = '';
+    child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
+    return new Promise((resolve, reject) => {
+      lines(child, (line) => {
+        try {
+          const entry = JSON.parse(line) as Record<string, unknown>;
+          sink?.push(entry);
+          if (entry.event === event) resolve();
+        } catch {
+          // not JSON
+        }
+      });
+      child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${stderr}`)));
+    });
+  }
+
+  beforeAll(async () => {
+    // The sidecar runs as uid 1337 and keeps its state there.
+    chmodSync(stateDir, 0o777);
+    pod = lab.namespace('p');
+    const remote = lab.namespace('r');
+    lab.link(pod, '10.203.0.1/24', remote, '10.203.0.2/24');
+    lab.exec(pod, ['node', MESHC, 'init', '--proxy-uid', '1337', '--exclude-inbound-ports', '15020']);
+    await start(remote, ['node', PROBE, 'echo', '7000'], 'listening');
+    // No controller answers: the sidecar runs without certificate or endpoints, which passthrough does not need.
+    await start(pod, ['setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', 'node', MESHC, 'proxy', ...connected, '--state-dir', stateDir, '--interception', 'transparent'], 'listening', log);
+  });
+  afterAll(async () => {
+    await lab.cleanup();
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  it('passes the app\'s TCP to a destination outside the mesh through the sidecar', async () => {
+    const out = lab.exec(pod, ['node', PROBE, 'client', '10.203.0.2', '7000', '{"via":"cli"}']);
+    const nl = out.indexOf('\n');
+    expect(JSON.parse(out.slice(0, nl))).toMatchObject({ echo: '10.203.0.2:7000' });
+    expect(out.slice(nl + 1)).toBe('{"via":"cli"}');
+    const until = Date.now() + 10_000;
+    while (!log.some((e) => e.protocol === 'tcp' && e.upstream === '10.203.0.2:7000') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    expect(log.find((e) => e.protocol === 'tcp' && e.upstream === '10.203.0.2:7000')).toMatchObject({ direction: 'outbound', egress: true });
+  });
+});
