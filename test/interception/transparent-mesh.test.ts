@@ -93,7 +93,9 @@ describe('transparent interception between two pods', () => {
     a = lab.namespace('a');
     b = lab.namespace('b');
     x = lab.namespace('x');
-    lab.link(a, '10.201.0.1/24', b, '10.201.0.2/24');
+    const ab = lab.link(a, '10.201.0.1/24', b, '10.201.0.2/24');
+    // web's service address (a virtual IP no host has, like a ClusterIP): routed out of the pod.
+    lab.exec(a, ['ip', 'route', 'add', '10.96.0.0/16', 'dev', ab.ifA]);
     lab.link(a, '10.201.1.1/24', x, '10.201.1.2/24');
     lab.link(x, '10.201.2.1/24', b, '10.201.2.2/24');
     lab.exec(a, ['node', MESHC, 'init', '--proxy-uid', PROXY_UID, '--exclude-inbound-ports', '15020', '--exclude-outbound-ports', '7001']);
@@ -104,7 +106,7 @@ describe('transparent interception between two pods', () => {
       services: {
         // Istio's model: an endpoint is the pod address and the app's port; the pod's rules take it to the sidecar.
         catalog: { endpoints: [{ instance: 'catalog-v1-0', address: '10.201.0.2', port: 8080, version: 'v1', spiffeId: spiffeIdFor('catalog') }] },
-        web: { endpoints: [{ instance: 'web-v1-0', address: '10.201.0.1', port: 8080, version: 'v1', spiffeId: spiffeIdFor('web') }] },
+        web: { endpoints: [{ instance: 'web-v1-0', address: '10.201.0.1', port: 8080, version: 'v1', spiffeId: spiffeIdFor('web') }], addresses: ['10.96.0.1'] },
       },
     };
     await Promise.all([
@@ -112,6 +114,8 @@ describe('transparent interception between two pods', () => {
       ready(b, ['node', PROBE, 'http', '8080'], 'listening'),
       ready(b, ['node', PROBE, 'echo', '9000'], 'listening'),
       ready(b, ['node', PROBE, 'http', '9090'], 'listening'),
+      // web's own app.
+      ready(a, ['node', PROBE, 'http', '8080'], 'listening'),
       // Outside the mesh.
       ready(x, ['node', PROBE, 'echo', '7000'], 'listening'),
       ready(x, ['node', PROBE, 'echo', '7001'], 'listening'),
@@ -150,6 +154,24 @@ describe('transparent interception between two pods', () => {
     const got = curl(a, 'http://10.201.1.2:7080/by-host', '-H', 'Host: catalog');
     expect(got.http).toBe('127.0.0.1:8080');
     expect(await entry('web', (e) => e.path === '/by-host')).toMatchObject({ destination_service: 'catalog', status: 200 });
+  });
+
+  it('sends the app calling its own service address through its sidecar and back in (the loopback rule)', async () => {
+    const got = curl(a, 'http://10.96.0.1:8080/self');
+    // web's app answered, called by its sidecar's inbound side.
+    expect(got.http).toBe('127.0.0.1:8080');
+    expect(String(got.remote)).toMatch(/^127\.0\.0\.1:/);
+    expect((got.headers as Record<string, string>)['x-request-id']).toMatch(/./);
+    expect(await entry('web', (e) => e.direction === 'outbound' && e.path === '/self')).toMatchObject({ destination_service: 'web', endpoint: 'web-v1-0', status: 200 });
+    await entry('web', (e) => e.direction === 'inbound' && e.path === '/self' && e.status === 200);
+  });
+
+  it('leaves the app talking to itself over loopback alone', async () => {
+    const got = curl(a, 'http://10.201.0.1:8080/local');
+    expect(got.http).toBe('10.201.0.1:8080');
+    expect(String(got.remote)).toMatch(/^10\.201\.0\.1:/);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(logs.web.filter((e) => e.path === '/local')).toEqual([]);
   });
 
   it('carries raw TCP to a mesh endpoint as mesh TCP, to the port the app dialed', async () => {
