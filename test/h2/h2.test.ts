@@ -1,0 +1,95 @@
+// HTTP/2 through a sidecar pair on 127.0.0.1, with curl as the client:
+// cleartext with prior knowledge on the outbound listener to an h2c app
+// (spoken to in HTTP/2 by the server sidecar) and to an HTTP/1.1-only app
+// (found out and served in HTTP/1.1), trailers both ways, and the sidecar
+// hop header never reaching the app.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startEchoApp, type EchoApp } from '../runtime/helpers.ts';
+import { startH2App, startPair, type H2App, type H2Mesh } from './support.ts';
+
+const run = promisify(execFile);
+
+/** curl with response headers and trailers (-D) and the body, split at the marker. */
+async function curl(args: string[]): Promise<{ status: number; version: string; headers: string; body: string }> {
+  const { stdout } = await run('curl', ['-sS', '-D', '-', '-o', '-', '-w', '\n@@%{http_code} %{http_version}', '--max-time', '10', ...args]);
+  const at = stdout.lastIndexOf('\n@@');
+  const [code, version] = stdout.slice(at + 3).split(' ');
+  const text = stdout.slice(0, at);
+  const split = text.indexOf('\r\n\r\n');
+  return { status: Number(code), version: version!, headers: text.slice(0, split).toLowerCase() + text.slice(split + 4).toLowerCase(), body: text.slice(split + 4) };
+}
+
+describe('HTTP/2 prior knowledge through a sidecar pair to an h2c app', () => {
+  let app: H2App;
+  let mesh: H2Mesh;
+  beforeAll(async () => {
+    app = await startH2App();
+    mesh = await startPair(app.port);
+  });
+  afterAll(async () => {
+    await mesh?.stop();
+    await app?.close();
+  });
+
+  it('carries GET and POST bodies, in HTTP/2 on both sides of the pair', async () => {
+    const get = await curl(['--http2-prior-knowledge', '-H', 'x-test: one', `http://127.0.0.1:${mesh.outbound}/items/7?q=1`, '-H', 'host: catalog']);
+    expect(get.status).toBe(200);
+    expect(get.version).toBe('2');
+    expect(get.headers).toContain('x-app: h2');
+    const seen = JSON.parse(get.body.slice(get.body.indexOf('{'))) as { method: string; path: string; headers: Record<string, string> };
+    expect(seen.path).toBe('/items/7?q=1');
+    expect(seen.headers['x-test']).toBe('one');
+    // The hop header between the sidecars never reaches the app; the trace context does.
+    expect(seen.headers['x-mesh-orig-proto']).toBeUndefined();
+    expect(seen.headers.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    const body = 'x'.repeat(100_000);
+    const post = await curl(['--http2-prior-knowledge', '--data-binary', body, `http://catalog:${mesh.outbound}/upload`, '--connect-to', `catalog:${mesh.outbound}:127.0.0.1:${mesh.outbound}`]);
+    expect(post.status).toBe(200);
+    expect(app.seen.at(-1)).toMatchObject({ method: 'POST', path: '/upload', bodyLength: 100_000 });
+    // Both requests reached the app as HTTP/2 streams on one pooled session.
+    expect(app.sessions).toBe(1);
+    const inbound = mesh.catalogLogs.entries.filter((e) => e.direction === 'inbound' && e.path === '/upload');
+    expect(inbound.at(-1)).toMatchObject({ status: 200 });
+  });
+
+  it('relays response trailers from the app to the HTTP/2 client', async () => {
+    const res = await curl(['--http2-prior-knowledge', `http://127.0.0.1:${mesh.outbound}/trailers`, '-H', 'host: catalog']);
+    expect(res.status).toBe(200);
+    expect(res.body).toContain('with trailers');
+    expect(res.headers).toContain('x-checksum: abc123');
+  });
+
+  it('answers an unknown service with 503 and the reason, over HTTP/2', async () => {
+    const res = await curl(['--http2-prior-knowledge', `http://127.0.0.1:${mesh.outbound}/`, '-H', 'host: nowhere']);
+    expect(res.status).toBe(503);
+    expect(res.version).toBe('2');
+    expect(res.headers).toContain('x-mesh-reason: unknown-service');
+  });
+});
+
+describe('HTTP/2 prior knowledge to an HTTP/1.1-only app', () => {
+  let app: EchoApp;
+  let mesh: H2Mesh;
+  beforeAll(async () => {
+    app = await startEchoApp('catalog');
+    mesh = await startPair(app.port);
+  });
+  afterAll(async () => {
+    await mesh?.stop();
+    await app?.close();
+  });
+
+  it('falls back to HTTP/1.1 towards the app and keeps doing so', async () => {
+    for (let i = 0; i < 3; i++) {
+      const res = await curl(['--http2-prior-knowledge', `http://127.0.0.1:${mesh.outbound}/items/${i}`, '-H', 'host: catalog']);
+      expect(res.status).toBe(200);
+      expect(res.version).toBe('2');
+      expect(res.headers).toContain('x-app: catalog');
+      const seen = JSON.parse(res.body.slice(res.body.indexOf('{'))) as { url: string; headers: Record<string, string> };
+      expect(seen.url).toBe(`/items/${i}`);
+      expect(seen.headers['x-mesh-orig-proto']).toBeUndefined();
+    }
+  });
+});

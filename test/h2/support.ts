@@ -1,0 +1,198 @@
+// Pieces of the HTTP/2 and gRPC tests: a sidecar pair (web → catalog) whose
+// catalog app is any server the test starts, an h2c app that echoes what it
+// saw (and answers with trailers), and a gRPC echo service on @grpc/grpc-js
+// with unary, server-streaming, client-streaming and bidi methods (JSON
+// messages, so no .proto file is needed).
+//
+// In:  the catalog app's port, an optional policy text. Out: running pieces.
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { compilePolicies, shutdownCompiler } from '../../compiler/index.ts';
+import type { Bundle } from '../../protocol/bundle.ts';
+import type { EndpointsPayload } from '../../protocol/wire.ts';
+import type { Sidecar, SidecarOptions } from '../../runtime/sidecar.ts';
+import { collectLog, makeTestBundle, startEchoApp, type EchoApp } from '../runtime/helpers.ts';
+import { newSidecar } from '../runtime/mesh.ts';
+import { createCa, issueLeaf, spiffeIdFor, type TestCa } from '../runtime/pki.ts';
+
+export interface H2Mesh {
+  ca: TestCa;
+  web: Sidecar;
+  catalog: Sidecar;
+  webLogs: ReturnType<typeof collectLog>;
+  catalogLogs: ReturnType<typeof collectLog>;
+  outbound: number;
+  stop(): Promise<void>;
+}
+
+export async function policyBundle(policy: string | undefined): Promise<Bundle> {
+  if (!policy) return makeTestBundle([]);
+  const result = await compilePolicies([{ path: 'catalog.meshpolicy', text: policy }]);
+  await shutdownCompiler();
+  const errors = result.diagnostics.filter((d) => d.severity === 'error');
+  if (errors.length || !result.bundle) throw new Error(`policy does not compile: ${JSON.stringify(errors)}`);
+  return result.bundle;
+}
+
+/** web's outbound listener → mTLS → catalog's inbound listener → the app on `appPort`. */
+export async function startPair(appPort: number, options: { bundle?: Bundle; sidecar?: Partial<SidecarOptions> } = {}): Promise<H2Mesh> {
+  const ca = await createCa();
+  const webApp: EchoApp = await startEchoApp('web');
+  const webLogs = collectLog();
+  const catalogLogs = collectLog();
+  const web = newSidecar('web', webApp, { log: webLogs.log, ...options.sidecar });
+  const catalog = newSidecar('catalog', webApp, { log: catalogLogs.log, app: { host: '127.0.0.1', port: appPort }, ...options.sidecar });
+  await web.start();
+  await catalog.start();
+  const endpoints: EndpointsPayload = {
+    services: {
+      catalog: { endpoints: [{ instance: 'catalog-v1-0', address: '127.0.0.1', port: catalog.addresses().inbound.port, version: 'v1', spiffeId: spiffeIdFor('catalog') }] },
+    },
+  };
+  const bundle = options.bundle ?? makeTestBundle([]);
+  for (const s of [web, catalog]) {
+    await s.applyBundle(bundle);
+    s.applyEndpoints(endpoints);
+  }
+  const webCert = await issueLeaf(ca, 'web');
+  const catalogCert = await issueLeaf(ca, 'catalog');
+  web.applyCertificate(webCert.payload, webCert.keyPem);
+  catalog.applyCertificate(catalogCert.payload, catalogCert.keyPem);
+  return {
+    ca,
+    web,
+    catalog,
+    webLogs,
+    catalogLogs,
+    outbound: web.addresses().outbound.port,
+    stop: async () => {
+      await web.stop();
+      await catalog.stop();
+      await webApp.close();
+    },
+  };
+}
+
+export interface H2App {
+  port: number;
+  /** Requests seen: method, path, headers (pseudo-headers excluded), body length, trailers. */
+  seen: Array<{ method: string; path: string; headers: Record<string, unknown>; bodyLength: number; trailers: Record<string, unknown> }>;
+  sessions: number;
+  close(): Promise<void>;
+}
+
+/** An h2c server: `/trailers` answers with a body and trailers; anything else echoes the request as JSON. */
+export async function startH2App(): Promise<H2App> {
+  const app: H2App = { port: 0, seen: [], sessions: 0, close: async () => {} };
+  const server = http2.createServer();
+  server.on('session', () => app.sessions++);
+  server.on('stream', (stream, headers) => {
+    let length = 0;
+    let trailers: Record<string, unknown> = {};
+    stream.on('data', (c: Buffer) => (length += c.length));
+    stream.on('trailers', (t: Record<string, unknown>) => (trailers = t));
+    stream.on('end', () => {
+      const plain = Object.fromEntries(Object.entries(headers).filter(([k]) => !k.startsWith(':')));
+      const entry = { method: String(headers[':method']), path: String(headers[':path']), headers: plain, bodyLength: length, trailers };
+      app.seen.push(entry);
+      if (headers[':path'] === '/trailers') {
+        stream.respond({ ':status': 200, 'content-type': 'text/plain', 'x-app': 'h2' }, { waitForTrailers: true });
+        stream.once('wantTrailers', () => stream.sendTrailers({ 'x-checksum': 'abc123' }));
+        stream.end('with trailers');
+        return;
+      }
+      stream.respond({ ':status': 200, 'content-type': 'application/json', 'x-app': 'h2' });
+      stream.end(JSON.stringify(entry));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  app.port = (server.address() as AddressInfo).port;
+  app.close = () => new Promise<void>((r) => server.close(() => r()));
+  return app;
+}
+
+// --- gRPC ---
+
+type Msg = { text: string; n?: number };
+const json = {
+  serialize: (m: Msg): Buffer => Buffer.from(JSON.stringify(m)),
+  deserialize: (b: Buffer): Msg => JSON.parse(b.toString('utf8')) as Msg,
+};
+
+function method(name: string, requestStream: boolean, responseStream: boolean): grpc.MethodDefinition<Msg, Msg> {
+  return {
+    path: `/mesh.test.Echo/${name}`,
+    requestStream,
+    responseStream,
+    requestSerialize: json.serialize,
+    requestDeserialize: json.deserialize,
+    responseSerialize: json.serialize,
+    responseDeserialize: json.deserialize,
+  };
+}
+
+/** mesh.test.Echo: Unary, ServerStream (n replies), ClientStream (joins), Bidi (echoes each). */
+export const ECHO_SERVICE = {
+  Unary: method('Unary', false, false),
+  ServerStream: method('ServerStream', false, true),
+  ClientStream: method('ClientStream', true, false),
+  Bidi: method('Bidi', true, true),
+} satisfies grpc.ServiceDefinition;
+
+export interface GrpcApp {
+  port: number;
+  /** Metadata of the last call, as the server saw it. */
+  lastMetadata: grpc.Metadata | undefined;
+  close(): Promise<void>;
+}
+
+export async function startGrpcApp(): Promise<GrpcApp> {
+  const app: GrpcApp = { port: 0, lastMetadata: undefined, close: async () => {} };
+  const server = new grpc.Server();
+  const trailer = (): grpc.Metadata => {
+    const m = new grpc.Metadata();
+    m.set('x-trailer', 'from-server');
+    return m;
+  };
+  server.addService(ECHO_SERVICE, {
+    Unary: (call: grpc.ServerUnaryCall<Msg, Msg>, cb: grpc.sendUnaryData<Msg>) => {
+      app.lastMetadata = call.metadata;
+      const head = new grpc.Metadata();
+      head.set('x-head', 'from-server');
+      call.sendMetadata(head);
+      if (call.request.text === 'fail') {
+        cb({ code: grpc.status.NOT_FOUND, details: 'no such thing', metadata: trailer() });
+        return;
+      }
+      cb(null, { text: `echo: ${call.request.text}` }, trailer());
+    },
+    ServerStream: (call: grpc.ServerWritableStream<Msg, Msg>) => {
+      app.lastMetadata = call.metadata;
+      for (let i = 0; i < (call.request.n ?? 3); i++) call.write({ text: `${call.request.text} ${i}`, n: i });
+      call.end(trailer());
+    },
+    ClientStream: (call: grpc.ServerReadableStream<Msg, Msg>, cb: grpc.sendUnaryData<Msg>) => {
+      app.lastMetadata = call.metadata;
+      const parts: string[] = [];
+      call.on('data', (m: Msg) => parts.push(m.text));
+      call.on('end', () => cb(null, { text: parts.join('+'), n: parts.length }, trailer()));
+    },
+    Bidi: (call: grpc.ServerDuplexStream<Msg, Msg>) => {
+      app.lastMetadata = call.metadata;
+      call.on('data', (m: Msg) => call.write({ text: `echo: ${m.text}` }));
+      call.on('end', () => call.end(trailer()));
+    },
+  });
+  app.port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))));
+  app.close = () => new Promise<void>((r) => server.tryShutdown(() => r()));
+  return app;
+}
+
+/** A generic grpc-js client for mesh.test.Echo at `port`, with `authority` as :authority (the mesh service). */
+export function echoClient(port: number, authority = 'catalog'): grpc.Client & Record<keyof typeof ECHO_SERVICE, (...args: unknown[]) => unknown> {
+  const Ctor = grpc.makeGenericClientConstructor(ECHO_SERVICE, 'Echo');
+  return new Ctor(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { 'grpc.default_authority': authority }) as never;
+}
+
+export { grpc, type Msg };
