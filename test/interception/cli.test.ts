@@ -1,6 +1,7 @@
 // `meshc proxy --interception transparent [--deny-egress]`: the flags parse
 // (and refuse what contradicts), and the real command, run as the exempt uid
 // in a pod namespace under `meshc init`'s rules, intercepts the app's TCP.
+import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,16 +62,25 @@ describe('meshc proxy --interception transparent in a pod namespace', () => {
     });
   }
 
+  let denied = '';
+  const deniedLog: Array<Record<string, unknown>> = [];
+
   beforeAll(async () => {
     // The sidecar runs as uid 1337 and keeps its state there.
     chmodSync(stateDir, 0o777);
     pod = lab.namespace('p');
+    denied = lab.namespace('d');
     const remote = lab.namespace('r');
     lab.link(pod, '10.203.0.1/24', remote, '10.203.0.2/24');
-    lab.exec(pod, ['node', MESHC, 'init', '--proxy-uid', '1337', '--exclude-inbound-ports', '15020']);
+    lab.link(denied, '10.203.1.1/24', remote, '10.203.1.2/24');
     await start(remote, ['node', PROBE, 'echo', '7000'], 'listening');
-    // No controller answers: the sidecar runs without certificate or endpoints, which passthrough does not need.
-    await start(pod, ['setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', 'node', MESHC, 'proxy', ...connected, '--state-dir', stateDir, '--interception', 'transparent'], 'listening', log);
+    const sidecar = ['setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', 'node', MESHC, 'proxy', ...connected, '--interception', 'transparent'];
+    for (const ns of [pod, denied]) lab.exec(ns, ['node', MESHC, 'init', '--proxy-uid', '1337', '--exclude-inbound-ports', '15020']);
+    // No controller answers: the sidecars run without certificate or endpoints, which passthrough does not need.
+    await Promise.all([
+      start(pod, [...sidecar, '--state-dir', join(stateDir, 'p')], 'listening', log),
+      start(denied, [...sidecar, '--state-dir', join(stateDir, 'd'), '--deny-egress'], 'listening', deniedLog),
+    ]);
   });
   afterAll(async () => {
     await lab.cleanup();
@@ -85,5 +95,15 @@ describe('meshc proxy --interception transparent in a pod namespace', () => {
     const until = Date.now() + 10_000;
     while (!log.some((e) => e.protocol === 'tcp' && e.upstream === '10.203.0.2:7000') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
     expect(log.find((e) => e.protocol === 'tcp' && e.upstream === '10.203.0.2:7000')).toMatchObject({ direction: 'outbound', egress: true });
+  });
+
+  it('refuses it with --deny-egress: the connection closes and the log says egress-denied', async () => {
+    // The client sees its connection closed (or reset, if its bytes were still unread) without a byte from the server.
+    const r = spawnSync('ip', ['netns', 'exec', denied, 'node', PROBE, 'client', '10.203.1.2', '7000', '{"via":"cli"}'], { encoding: 'utf8' });
+    expect(r.stdout).toBe('');
+    if (r.status !== 0) expect(r.stderr).toBe('client: ECONNRESET\n');
+    const until = Date.now() + 10_000;
+    while (!deniedLog.some((e) => e.reason === 'egress-denied') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    expect(deniedLog.find((e) => e.reason === 'egress-denied')).toMatchObject({ protocol: 'tcp', listener: 'outbound' });
   });
 });
