@@ -2,8 +2,9 @@
 // interception (iptables nat rules in the pod's network namespace).
 //
 // In:  the flags below (see runtime/interception/iptables.ts for their meaning).
-// Out: the rules applied (or, with --dry-run, the rules that would be) as an
-//      iptables-restore script on stdout; --clean removes them. Exit 2 with
+// Out: the rules applied (or, with --dry-run, the rules that would be) as
+//      iptables-restore scripts on stdout (with --ipv6 an ip6tables-restore one
+//      too); --clean removes them. Exit 2 with
 //      `meshc init: CODE: message` on stderr for bad flags (INIT_ARGS) or a
 //      failing iptables command (IPTABLES_FAILED).
 import type { Command } from 'commander';
@@ -25,12 +26,13 @@ export function registerInitCommand(program: Command): void {
     .option('--inbound-ports <ports>', "inbound ports to redirect: '*' (all) or a list; empty: none", '*')
     .option('--exclude-inbound-ports <ports>', 'inbound ports never redirected (with --inbound-ports *), e.g. the admin port')
     .option('--exclude-outbound-ports <ports>', 'outbound destination ports never redirected')
-    .option('--outbound-cidrs <cidrs>', "outbound destinations to redirect: '*' (all) or IPv4 CIDRs", '*')
-    .option('--exclude-outbound-cidrs <cidrs>', 'outbound destinations (IPv4 CIDRs) never redirected')
+    .option('--outbound-cidrs <cidrs>', "outbound destinations to redirect: '*' (all) or CIDRs", '*')
+    .option('--exclude-outbound-cidrs <cidrs>', 'outbound destinations (CIDRs) never redirected')
+    .option('--ipv6', "also redirect the pod's IPv6 TCP (ip6tables; the sidecar then listens on ::)")
     .option('--dry-run', 'print the rules, change nothing')
     .option('--clean', 'remove the rules and chains of an earlier run')
     .action(async (flags: Flags) => {
-      const { InitError, applyRules, cleanRules, parseInitOptions, renderRules } = await import('./iptables.ts');
+      const { InitError, applyRules, cleanRules, parseInitOptions, renderDryRun } = await import('./iptables.ts');
       try {
         if (flags.clean) {
           if (flags.dryRun) throw new InitError('INIT_ARGS', '--clean and --dry-run do not go together');
@@ -38,7 +40,7 @@ export function registerInitCommand(program: Command): void {
           return;
         }
         const options = parseInitOptions(flags);
-        process.stdout.write(flags.dryRun ? renderRules(options) : applyRules(options));
+        process.stdout.write(flags.dryRun ? renderDryRun(options) : applyRules(options));
       } catch (err) {
         const e = err as Error & { code?: string };
         process.stderr.write(`meshc init: ${e.code ? `${e.code}: ` : ''}${e.message}\n`);

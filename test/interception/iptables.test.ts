@@ -57,6 +57,16 @@ describe('renderRules', () => {
     expect(none).toContain('-A OUTPUT -p tcp -j MESH_OUTPUT');
   });
 
+  it('writes the IPv6 rules with ::1 for loopback and only the IPv6 CIDRs', () => {
+    const options = parseInitOptions({ proxyUid: '1337', ipv6: true, excludeOutboundCidrs: '10.0.0.0/8,fd00::/8', outboundCidrs: '192.168.0.0/16,2001:db8::/32' });
+    const v6 = renderRules(options, [], 6).split('\n');
+    expect(v6).toContain('-A MESH_OUTPUT -o lo ! -d ::1/128 -m owner --uid-owner 1337 -j MESH_IN_REDIRECT');
+    expect(v6).toContain('-A MESH_OUTPUT -d ::1/128 -j RETURN');
+    expect(v6.filter((l) => l.includes(' -d ') && !l.includes('::1/128'))).toEqual(['-A MESH_OUTPUT -d fd00::/8 -j RETURN', '-A MESH_OUTPUT -d 2001:db8::/32 -j MESH_REDIRECT']);
+    const v4 = renderRules(options, [], 4).split('\n');
+    expect(v4.filter((l) => l.includes(' -d ') && !l.includes('127.0.0.1/32'))).toEqual(['-A MESH_OUTPUT -d 10.0.0.0/8 -j RETURN', '-A MESH_OUTPUT -d 192.168.0.0/16 -j MESH_REDIRECT']);
+  });
+
   it('deletes the jumps an earlier run left, in the same transaction', () => {
     const script = renderRules(parseInitOptions({ proxyUid: '1' }), ['-A PREROUTING -p tcp -j MESH_INBOUND', '-A OUTPUT -p tcp -j MESH_OUTPUT']);
     expect(script.split('\n').slice(0, 3)).toEqual(['*nat', '-D PREROUTING -p tcp -j MESH_INBOUND', '-D OUTPUT -p tcp -j MESH_OUTPUT']);
@@ -85,7 +95,9 @@ describe('renderRules', () => {
       [{ proxyUid: '1', outboundPort: '70000' }, /--outbound-port: "70000"/],
       [{ proxyUid: '1', inboundPort: '9000', outboundPort: '9000' }, /must differ/],
       [{ proxyUid: '1', excludeOutboundCidrs: '10.0.0.0/33' }, /bad prefix length/],
-      [{ proxyUid: '1', outboundCidrs: 'fd00::/8' }, /IPv6 is not intercepted/],
+      [{ proxyUid: '1', outboundCidrs: 'fd00::/8' }, /"fd00::\/8" is IPv6, which is intercepted only with --ipv6/],
+      [{ proxyUid: '1', ipv6: true, excludeOutboundCidrs: 'fd00::/129' }, /bad prefix length/],
+      [{ proxyUid: '1', excludeOutboundCidrs: 'not-an-ip' }, /is not an IP address or CIDR/],
       [{ proxyUid: '1; rm -rf /' }, /--proxy-uid: "1; rm -rf \/" is not a numeric id/],
       [{ proxyUid: '1', excludeInboundPorts: '22,http' }, /--exclude-inbound-ports: "http"/],
     ];
@@ -143,6 +155,27 @@ describe('meshc init in a network namespace', () => {
     expect(natRules(ns)).toEqual(['-A OUTPUT -p udp -m udp --dport 53 -j ACCEPT']);
     // Cleaning twice is fine.
     expect(lab.exec(ns, ['node', MESHC, 'init', '--clean'])).toContain('no interception rules');
+  });
+
+  it('installs IPv6 rules with --ipv6, removes them on a re-run without it, and --clean removes both', () => {
+    const ns = lab.namespace('s');
+    const nat6 = (): string[] =>
+      lab
+        .exec(ns, ['ip6tables-save', '-t', 'nat'])
+        .split('\n')
+        .filter((l) => l.startsWith('-A ') || /^:MESH_/.test(l));
+    const out = lab.exec(ns, ['node', MESHC, 'init', '--proxy-uid', '1337', '--ipv6']);
+    expect(out).toContain('# ip6tables-restore --noflush\n*nat\n');
+    expect(nat6()).toContain('-A OUTPUT -p tcp -j MESH_OUTPUT');
+    expect(nat6()).toContain('-A MESH_OUTPUT -d ::1/128 -j RETURN');
+    expect(natRules(ns)).toContain('-A MESH_OUTPUT -d 127.0.0.1/32 -j RETURN');
+    lab.exec(ns, ['node', MESHC, 'init', '--proxy-uid', '1337']);
+    expect(nat6()).toEqual([]);
+    expect(natRules(ns)).toContain('-A OUTPUT -p tcp -j MESH_OUTPUT');
+    lab.exec(ns, ['node', MESHC, 'init', '--proxy-uid', '1337', '--ipv6']);
+    lab.exec(ns, ['node', MESHC, 'init', '--clean']);
+    expect(nat6()).toEqual([]);
+    expect(natRules(ns)).toEqual([]);
   });
 
   it('exits 2 with a stable code on bad flags and changes nothing', () => {
