@@ -2,11 +2,16 @@
 // cleartext with prior knowledge on the outbound listener to an h2c app
 // (spoken to in HTTP/2 by the server sidecar) and to an HTTP/1.1-only app
 // (found out and served in HTTP/1.1), trailers both ways, and the sidecar
-// hop header never reaching the app.
+// hop header never reaching the app; and HTTP/2 over TLS with ALPN h2 (curl
+// --http2 with a mesh client certificate against the inbound listener).
 import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEchoApp, type EchoApp } from '../runtime/helpers.ts';
+import { issueLeaf } from '../runtime/pki.ts';
 import { startH2App, startPair, type H2App, type H2Mesh } from './support.ts';
 
 const run = promisify(execFile);
@@ -59,6 +64,32 @@ describe('HTTP/2 prior knowledge through a sidecar pair to an h2c app', () => {
     expect(res.status).toBe(200);
     expect(res.body).toContain('with trailers');
     expect(res.headers).toContain('x-checksum: abc123');
+  });
+
+  it('serves HTTP/2 over TLS when the client offers ALPN h2 (inbound listener, mTLS client certificate)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'meshc-h2-'));
+    try {
+      const web = await issueLeaf(mesh.ca, 'web');
+      await writeFile(join(dir, 'ca.pem'), mesh.ca.certPem);
+      await writeFile(join(dir, 'web.pem'), web.certPem);
+      await writeFile(join(dir, 'web.key'), web.keyPem);
+      const inbound = mesh.catalog.addresses().inbound.port;
+      // -k: the sidecar's certificate names a SPIFFE ID, not a host name; the chain and ALPN are what is tested.
+      const tlsArgs = ['-k', '--cacert', join(dir, 'ca.pem'), '--cert', join(dir, 'web.pem'), '--key', join(dir, 'web.key')];
+      const res = await curl(['--http2', ...tlsArgs, `https://127.0.0.1:${inbound}/direct`, '-H', 'host: catalog']);
+      expect(res.status).toBe(200);
+      expect(res.version).toBe('2');
+      expect(res.headers).toContain('x-app: h2');
+      // An HTTP/2 request is HTTP/2 to the app too.
+      expect(app.seen.at(-1)).toMatchObject({ method: 'GET', path: '/direct' });
+      const log = mesh.catalogLogs.entries.filter((e) => e.direction === 'inbound' && e.path === '/direct').at(-1);
+      expect(log).toMatchObject({ status: 200, endpoint: expect.stringMatching(/^app /) });
+      // A client offering only http/1.1 (as the sidecars do) gets HTTP/1.1 on the same listener.
+      const h1 = await curl(['--http1.1', ...tlsArgs, `https://127.0.0.1:${inbound}/direct-h1`, '-H', 'host: catalog']);
+      expect(h1.version).toBe('1.1');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('answers an unknown service with 503 and the reason, over HTTP/2', async () => {
