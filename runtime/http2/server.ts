@@ -132,6 +132,8 @@ export class H2Connection {
   private resets = 0;
   private resetWindowStart = 0;
   private refused = false;
+  /** The highest stream id the peer used, read while the session is alive (its state is gone at 'close'). */
+  private lastStreamId = 0;
 
   constructor(server: Http2Server, hooks: H2Hooks, session: ServerHttp2Session, socket: Socket, info: ConnectionInfo) {
     this.server = server;
@@ -142,7 +144,12 @@ export class H2Connection {
     socket.setNoDelay(true);
     session.setTimeout(server.options.idleTimeoutMs, () => session.close());
     session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => this.onStream(stream, flags, rawHeaders));
-    session.on('error', (err: Error) => this.protocolError(err.message));
+    session.on('error', (err: Error) => {
+      this.sampleStreamId();
+      this.protocolError(err.message);
+    });
+    // A client ending the connection sends GOAWAY first: the last moment its stream ids can be read.
+    session.on('goaway', () => this.sampleStreamId());
     session.on('close', () => this.onClose());
   }
 
@@ -166,6 +173,10 @@ export class H2Connection {
     this.hooks.request(ex);
   }
 
+  private sampleStreamId(): void {
+    if (!this.session.destroyed) this.lastStreamId = Math.max(this.lastStreamId, this.session.state.lastProcStreamID ?? 0);
+  }
+
   /** A stream the peer reset before its response was complete (rapid reset accounting). */
   peerReset(): void {
     const now = performance.now();
@@ -181,6 +192,7 @@ export class H2Connection {
   refuse(reason: H2Refusal, message: string): void {
     if (this.refused) return;
     this.refused = true;
+    this.sampleStreamId();
     this.hooks.refused(this, reason, message, 1);
     if (!this.session.destroyed) {
       this.session.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
@@ -197,8 +209,10 @@ export class H2Connection {
 
   private onClose(): void {
     this.server.forget(this);
-    // Streams the peer opened that never reached us were refused by nghttp2 (over the concurrency or header limits).
-    const last = this.session.state.lastProcStreamID ?? 0;
+    // Streams the peer opened that never reached us were refused by nghttp2 (over the concurrency or
+    // header limits). Read from nghttp2's last processed stream id when the peer's GOAWAY arrives, so a
+    // lower bound; a connection dropped without GOAWAY goes uncounted.
+    const last = this.lastStreamId;
     const opened = last > 0 ? (last + 1) / 2 : 0;
     const refused = opened - this.streamsSeen;
     if (refused > 0) this.hooks.refused(this, 'h2-stream-refused', `${refused} streams refused (over ${this.server.options.maxConcurrentStreams} concurrent streams or the header limits)`, refused);
