@@ -15,8 +15,6 @@ export function proxy_on_memory_allocate(size: usize): usize {
   return allocateForHost(size);
 }
 
-export function proxy_on_context_create(contextId: u32, parentContextId: u32): void {}
-
 export function proxy_on_vm_start(rootContextId: u32, vmConfigurationSize: u32): u32 {
   return 1;
 }
@@ -39,6 +37,7 @@ export function proxy_on_response_headers(contextId: u32, numHeaders: u32, endOf
   return onResponseHeaders(contextId);
 }
 
+/** proxy_on_done and proxy_on_delete are exported only by modules that keep per-request state (compiler/codegen/emit.ts). */
 export function proxy_on_done(contextId: u32): u32 {
   cancel(contextId);
   forgetContext(contextId);

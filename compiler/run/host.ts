@@ -79,7 +79,7 @@ export class DecisionHost {
     const { instance } = await Wasm.instantiate(wasm, host.imports());
     host.instance = instance;
     host.allocate = instance.exports['proxy_on_memory_allocate'] as (size: number) => number;
-    host.call('proxy_on_context_create', ROOT, 0);
+    host.callIfExported('proxy_on_context_create', ROOT, 0);
     host.call('proxy_on_vm_start', ROOT, 0);
     host.call('proxy_on_configure', ROOT, 0);
     return host;
@@ -89,6 +89,11 @@ export class DecisionHost {
     const fn = this.instance.exports[name] as ((...a: number[]) => number) | undefined;
     if (!fn) throw new Error(`module does not export ${name}`);
     return fn(...args);
+  }
+
+  /** Context callbacks are optional, as in any proxy-wasm host (compiled modules leave out the ones that would do nothing). */
+  private callIfExported(name: string, ...args: number[]): void {
+    if (this.has(name)) this.call(name, ...args);
   }
 
   private has(name: string): boolean {
@@ -319,7 +324,7 @@ export class DecisionHost {
     };
     this.stream = stream;
     this.effective = contextId;
-    this.call('proxy_on_context_create', contextId, ROOT);
+    this.callIfExported('proxy_on_context_create', contextId, ROOT);
     const action = this.call('proxy_on_request_headers', contextId, requestHeaders.size, 1);
     let delayMs: number | undefined;
     if (action !== 0 && !stream.local) {
@@ -338,8 +343,8 @@ export class DecisionHost {
       this.effective = contextId;
       this.call('proxy_on_response_headers', contextId, stream.responseHeaders.size, 1);
     }
-    this.call('proxy_on_done', contextId);
-    this.call('proxy_on_delete', contextId);
+    this.callIfExported('proxy_on_done', contextId);
+    this.callIfExported('proxy_on_delete', contextId);
     this.stream = undefined;
     const rulesText = stream.properties.get('mesh.rules');
     const version = stream.properties.get('mesh.route.version');

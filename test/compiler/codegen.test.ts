@@ -33,6 +33,8 @@ describe('compiled module shape', () => {
     for (const name of [...ABI_EXPORTS, 'memory']) expect(exports).toContain(name);
     // Header-only policies leave body callbacks out, so bodies stream untouched.
     expect(exports).not.toContain('proxy_on_response_body');
+    // proxy_on_context_create would do nothing: left out, one Wasm call fewer per request.
+    expect(exports).not.toContain('proxy_on_context_create');
     const imports = Wasm.Module.imports(module);
     for (const i of imports) expect(['env', 'wasi_snapshot_preview1']).toContain(i.module);
     const names = imports.map((i) => i.name);
@@ -115,6 +117,28 @@ describe('rule index', () => {
     expect(source).toContain('const ALLOW_ENFORCED_BY_SOURCE = buildIndex(ALLOW_ENFORCED_KEYS, ALLOW_ENFORCED_ENDS, ALLOW_ENFORCED_RULES);');
     // Every keyed rule under its identity; the header rule is tested for everyone.
     expect(source).toContain(`const ALLOW_ENFORCED_ALWAYS: StaticArray<i32> = [${INDEX_THRESHOLD}];`);
+  });
+});
+
+describe('context callbacks', () => {
+  const exportsOf = (text: string): string => {
+    const source = emitService(frontEnd([{ path: 'c.meshpolicy', text }]).ir!.services[0]!);
+    return source.split('\n').find((l) => l.startsWith('export {'))!;
+  };
+
+  it('exports proxy_on_done/proxy_on_delete only when a request can leave state behind', () => {
+    const plain = exportsOf('service c { allow a { from "spiffe://t/ns/n/sa/s" } fault f { abort 503 percent 1 } }');
+    expect(plain).not.toContain('proxy_on_done');
+    expect(plain).not.toContain('proxy_on_delete');
+    expect(plain).not.toContain('proxy_on_context_create');
+    // A delayed request is cancelled when its stream ends early.
+    const delayed = exportsOf('service c { fault f { delay 10ms percent 50 } }');
+    expect(delayed).toContain('proxy_on_done');
+    expect(delayed).toContain('proxy_on_delete');
+    // Response-header changes are kept per context until the response comes.
+    const rewrites = exportsOf('service c { route r { to v1 response_header set "cache-control" "no-store" } }');
+    expect(rewrites).toContain('proxy_on_response_headers');
+    expect(rewrites).toContain('proxy_on_delete');
   });
 });
 
