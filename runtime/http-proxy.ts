@@ -12,7 +12,6 @@
 // One ProxyRequest object per request holds all of its state; callbacks are
 // its methods, so the hot path allocates no closures. Bodies stream unless a
 // filter exports a body callback.
-import { randomUUID } from 'node:crypto';
 import { ORIG_PROTO_HEADER, RULE_HEADER, RULES } from '../protocol/properties.ts';
 import type { ChainFilter, FilterChain } from './chain.ts';
 import { MeshError, REASONS, renderError, toMeshError } from './errors.ts';
@@ -20,7 +19,7 @@ import { logTime } from './log.ts';
 import { FilterRun, type StepOutcome } from './filter-run.ts';
 import { GRPC_STATUS, grpcLocalResponse, isGrpc } from './http2/grpc.ts';
 import type { SidecarMetrics } from './metrics.ts';
-import { traceHop, type TraceHop } from './trace.ts';
+import { newRequestId, traceHop, type TraceHop } from './trace.ts';
 import type { Socket } from 'node:net';
 import type { BodySink } from './http1/body.ts';
 import type { RequestFraming } from './http1/client.ts';
@@ -984,6 +983,4 @@ class FilteredRequestBody implements BodySink {
   }
 }
 
-export function newRequestId(): string {
-  return randomUUID();
-}
+export { newRequestId };

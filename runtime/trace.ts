@@ -37,6 +37,32 @@ function randomHex(bytes: number): string {
   }
 }
 
+const HEX = Buffer.from('0123456789abcdef', 'latin1');
+const uuidScratch = Buffer.allocUnsafe(36);
+
+/**
+ * A random (version 4) UUID for x-request-id, from the same pool: the string
+ * is built in a scratch buffer and decoded once (crypto.randomUUID concatenates
+ * a dozen pieces per id).
+ */
+export function newRequestId(): string {
+  if (offset + 16 > POOL_SIZE) {
+    randomFillSync(pool);
+    offset = 0;
+  }
+  let j = 0;
+  for (let i = 0; i < 16; i++) {
+    let b = pool[offset + i]!;
+    if (i === 6) b = (b & 0x0f) | 0x40; // version 4
+    else if (i === 8) b = (b & 0x3f) | 0x80; // RFC 9562 variant
+    if (i === 4 || i === 6 || i === 8 || i === 10) uuidScratch[j++] = 0x2d;
+    uuidScratch[j++] = HEX[b >> 4]!;
+    uuidScratch[j++] = HEX[b & 15]!;
+  }
+  offset += 16;
+  return uuidScratch.toString('latin1', 0, 36);
+}
+
 export function newTraceId(): string {
   return randomHex(16);
 }

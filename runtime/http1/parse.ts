@@ -68,6 +68,40 @@ function isValueChar(c: number): boolean {
 
 export const CRLFCRLF = Buffer.from('\r\n\r\n');
 
+/**
+ * Field names common enough to share: a name that matches one (ignoring
+ * case) is this constant instead of a slice lower-cased per message, which
+ * saves two strings per field and makes later Set/Map lookups and compares
+ * on the name cheap (the constants are internalized).
+ */
+const COMMON_NAMES = [
+  'host', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'expect', 'te',
+  'trailer', 'date', 'server', 'user-agent', 'accept', 'accept-encoding', 'accept-language', 'accept-ranges',
+  'cache-control', 'pragma', 'expires', 'age', 'etag', 'last-modified', 'if-none-match', 'if-modified-since', 'vary',
+  'location', 'cookie', 'set-cookie', 'authorization', 'origin', 'referer', 'content-encoding', 'via', 'range',
+  'x-request-id', 'traceparent', 'tracestate', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host',
+  'x-mesh-rule', 'x-mesh-reason', 'x-mesh-orig-proto', 'grpc-status', 'grpc-message', 'grpc-timeout',
+];
+/** COMMON_NAMES by length. */
+const NAMES_BY_LENGTH: string[][] = [];
+for (const n of COMMON_NAMES) (NAMES_BY_LENGTH[n.length] ??= []).push(n);
+
+/** The shared lower-case name for `s[start, end)` (a valid token), or undefined. */
+function commonName(s: string, start: number, end: number): string | undefined {
+  const candidates = NAMES_BY_LENGTH[end - start];
+  if (candidates === undefined) return undefined;
+  next: for (let k = 0; k < candidates.length; k++) {
+    const name = candidates[k]!;
+    for (let i = 0; i < name.length; i++) {
+      let c = s.charCodeAt(start + i);
+      if (c >= 0x41 && c <= 0x5a) c |= 0x20;
+      if (c !== name.charCodeAt(i)) continue next;
+    }
+    return name;
+  }
+  return undefined;
+}
+
 /** A head in the making, checked line by line. */
 class FieldReader {
   readonly headers: HeaderList = [];
@@ -109,7 +143,7 @@ class FieldReader {
       if (c === 0x0d || c === 0x0a) throw this.malformed('bare CR or LF in the header section');
       throw this.malformed(i === start ? 'empty or invalid field name' : `invalid character 0x${c.toString(16)} in a field name`);
     }
-    const name = s.slice(start, i).toLowerCase();
+    const name = commonName(s, start, i) ?? s.slice(start, i).toLowerCase();
     let vs = i + 1;
     while (vs < end && (s.charCodeAt(vs) === 0x20 || s.charCodeAt(vs) === 0x09)) vs++;
     let ve = end;

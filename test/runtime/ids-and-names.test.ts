@@ -1,0 +1,42 @@
+// Two hot-path shortcuts that must not change results: request ids built from
+// the pooled random bytes are valid, distinct version-4 UUIDs; field names that
+// match the codec's shared common names come out exactly as lower-casing them would.
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_LIMITS, parseRequestHead, parseResponseHead } from '../../runtime/http1/parse.ts';
+import { newRequestId } from '../../runtime/trace.ts';
+
+describe('newRequestId', () => {
+  it('gives distinct RFC 9562 version-4 UUIDs across pool refills', () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 5_000; i++) {
+      const id = newRequestId();
+      expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      seen.add(id);
+    }
+    expect(seen.size).toBe(5_000);
+  });
+});
+
+describe('field names', () => {
+  const head = (fields: string[]) => Buffer.from(`GET / HTTP/1.1\r\n${fields.join('\r\n')}\r\n\r\n`, 'latin1');
+
+  it('are lower-cased whether or not they are common names, values untouched', () => {
+    const fields = ['HoSt: a.example', 'Content-Type: Text/Plain', 'X-Request-ID: ABC', 'TRACEPARENT: 00-x', 'X-Custom-Thing: V', 'Hostx: 1', 'Hos: 2', 'Accept-Encodinz: 3', 'te: trailers'];
+    const buf = head(fields);
+    const h = parseRequestHead(buf, 0, buf.length - 4, DEFAULT_LIMITS);
+    expect(h.headers).toEqual(fields.map((f) => {
+      const i = f.indexOf(':');
+      return [f.slice(0, i).toLowerCase(), f.slice(i + 1).trim()];
+    }));
+    expect(h.host).toBe('a.example');
+  });
+
+  it('still drive framing when written in any case', () => {
+    const buf = Buffer.from('HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 5\r\nConnection: Close\r\n\r\n', 'latin1');
+    const r = parseResponseHead(buf, 0, buf.length - 4, DEFAULT_LIMITS);
+    expect(r.contentLength).toBe(5);
+    expect(r.keepAlive).toBe(false);
+    const dup = Buffer.from('POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\ncontent-LENGTH: 1\r\n\r\n', 'latin1');
+    expect(() => parseRequestHead(dup, 0, dup.length - 4, DEFAULT_LIMITS)).toThrow(/more than one Content-Length/);
+  });
+});
