@@ -6,7 +6,8 @@
 //      lookup) and protocol handlers registered by the sidecar's parts.
 // Out: one handler call per socket: (socket, Accepted), the socket paused with
 //      the bytes read during detection unshifted, so the handler reads them
-//      again; the handler resumes the socket when it is ready to read.
+//      again; the handler resumes the socket when it is ready to read. (A client
+//      that ended during detection: the bytes are in conn.head, conn.ended set.)
 //
 // Classes: an HTTP/1.x request line; the HTTP/2 connection preface
 // (`PRI * HTTP/2.0`); a TLS ClientHello (0x16 0x03); anything else is opaque.
@@ -32,8 +33,14 @@ export interface Accepted {
   /** Set by an accept hook (a port declared as TCP, say) to skip detection. */
   protocol: Protocol | undefined;
   by: DetectedBy;
-  /** Bytes read while detecting; already unshifted into the socket. */
+  /** Bytes read while detecting; already unshifted into the socket, unless `ended`. */
   head: Buffer;
+  /**
+   * The client closed its side before the class was clear (only ever for opaque): its
+   * 'end' has been emitted, so `head` could not be put back. The handler sends `head`
+   * on itself and treats the client's stream as ended.
+   */
+  ended: boolean;
   /** The ALPN protocol the TLS handshake chose, if any. */
   alpn: string | undefined;
   /** Silence that means a server-first protocol (ms), or undefined: wait for the client. Hooks may change it. */
@@ -83,34 +90,32 @@ const MAX_METHOD = 32;
 
 /**
  * The class of a connection from its first bytes, or undefined when more bytes
- * are needed to tell. `final` (no more bytes will come) answers for a prefix too.
+ * are needed to tell. With `final` (no more bytes will come, or no more wait),
+ * a prefix that never became a whole request line or preface is opaque.
  */
 export function classify(buf: Buffer, final = false): Protocol | undefined {
   const n = buf.length;
   if (n === 0) return undefined;
+  const more = final ? 'opaque' : undefined;
   // HTTP/2 preface, before the HTTP/1 test: its first line is also a valid request line.
   const p = Math.min(n, PREFACE.length);
-  if (buf.compare(PREFACE, 0, p, 0, p) === 0) {
-    if (n >= PREFACE.length) return 'h2';
-    return final ? 'h2' : undefined;
-  }
+  if (buf.compare(PREFACE, 0, p, 0, p) === 0) return n >= PREFACE.length ? 'h2' : more;
   if (buf[0] === 0x16) {
-    if (n === 1) return final ? 'tls' : undefined;
+    if (n === 1) return more;
     return buf[1] === 0x03 ? 'tls' : 'opaque';
   }
-  return classifyRequestLine(buf, final);
+  return classifyRequestLine(buf, more);
 }
 
 /** `token SP target SP HTTP/d.d CRLF` (leading empty lines allowed, RFC 9112 2.2). */
-function classifyRequestLine(buf: Buffer, final: boolean): Protocol | undefined {
+function classifyRequestLine(buf: Buffer, more: Protocol | undefined): Protocol | undefined {
   const n = buf.length;
-  const more = final ? 'http1' : undefined;
   let i = 0;
   while (i < n && (buf[i] === 0x0d || buf[i] === 0x0a)) {
     if (buf[i] === 0x0a || i + 1 >= n || buf[i + 1] === 0x0a) i++;
     else return 'opaque';
   }
-  if (i >= n) return final ? 'opaque' : undefined;
+  if (i >= n) return more;
   const methodStart = i;
   while (i < n && TCHAR[buf[i]!] === 1) i++;
   if (i - methodStart > MAX_METHOD) return 'opaque';
@@ -194,6 +199,7 @@ export class ProtocolListener {
       protocol: undefined,
       by: 'declared',
       head: EMPTY,
+      ended: false,
       alpn: undefined,
       serverFirstTimeoutMs: typeof this.serverFirstTimeoutMs === 'number' ? this.serverFirstTimeoutMs : undefined,
     };
@@ -285,8 +291,9 @@ class Detection {
       clearTimeout(this.timer);
       this.arm(this.deadline - performance.now());
     }
-    const max = this.listener.limits().maxBytes;
-    const proto = classify(this.head, this.head.length >= max);
+    let proto = classify(this.head);
+    // Still a request-line prefix at the cap: an over-long request line, which the codec answers (414).
+    if (proto === undefined && this.head.length >= this.listener.limits().maxBytes) proto = 'http1';
     if (proto !== undefined) this.finish(proto, 'bytes');
   }
 
@@ -334,29 +341,12 @@ class Detection {
     this.stop();
     const s = this.socket;
     s.pause();
-    const ended = s.readableEnded;
     this.conn.protocol = protocol;
     this.conn.by = by;
     this.conn.head = this.head;
-    if (this.head.length > 0) {
-      if (ended) {
-        // 'end' was already emitted: the bytes cannot go back into the stream, so
-        // they are replayed as a 'data' event (and the end after them) once the
-        // handler listens.
-        this.listener.dispatch(s, this.conn);
-        if (!s.destroyed) replay(s, this.head);
-        return;
-      }
-      s.unshift(this.head);
-    }
+    // After 'end' a stream takes nothing back: the handler is told instead (conn.ended).
+    if (s.readableEnded) this.conn.ended = true;
+    else if (this.head.length > 0) s.unshift(this.head);
     this.listener.dispatch(s, this.conn);
   }
-}
-
-/** Delivers bytes read before an early end to whoever now listens, then the end again. */
-function replay(s: Socket, head: Buffer): void {
-  process.nextTick(() => {
-    s.emit('data', head);
-    s.emit('end');
-  });
 }

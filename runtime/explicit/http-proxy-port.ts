@@ -112,6 +112,7 @@ function asMeshError(reason: string, message: string): MeshError {
     case 'no-healthy-endpoint':
     case 'upstream-connect-failed':
     case 'circuit-open':
+    case 'too-many-connections':
       return new MeshError(reason, message);
     case 'upstream-connect-timeout':
       return new MeshError('upstream-timeout', message);

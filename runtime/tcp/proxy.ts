@@ -8,6 +8,7 @@
 // Out: relays (runtime/tcp/relay.ts), each with its metrics and log line;
 //      a refusal closes the connection and logs the reason.
 import net, { type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Endpoint } from '../../protocol/wire.ts';
 import { MeshError } from '../errors.ts';
 import type { Accepted } from '../listener.ts';
@@ -25,6 +26,8 @@ export interface TcpOptions {
   headerTimeoutMs?: number;
   /** Ports of the app, besides its main one, that peers may reach as opaque TCP. */
   appPorts?: number[];
+  /** Most opaque TCP connections relayed at once by this sidecar (both directions together); default 10,000. */
+  maxConnections?: number;
 }
 
 /** What the TCP proxy needs from the sidecar. */
@@ -52,6 +55,7 @@ export class TcpProxy {
   private readonly idleTimeoutMs: number;
   private readonly headerTimeoutMs: number;
   private readonly appPorts: Set<number>;
+  private readonly maxConnections: number;
   /** Downstream sockets being relayed (stop() closes them). */
   readonly live = new Set<Socket>();
 
@@ -61,10 +65,19 @@ export class TcpProxy {
     this.idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_TCP_IDLE_TIMEOUT_MS;
     this.headerTimeoutMs = options.headerTimeoutMs ?? 10_000;
     this.appPorts = new Set(options.appPorts ?? []);
+    this.maxConnections = options.maxConnections ?? 10_000;
+  }
+
+  /** Refuses the connection when the relay limit is reached (true: refused). */
+  private full(down: Socket, conn: Accepted, cb: TcpCallbacks): boolean {
+    if (this.live.size < this.maxConnections) return false;
+    this.refuse(down, conn, 'too-many-connections', `this sidecar relays at most ${this.maxConnections} TCP connections`, {}, cb);
+    return true;
   }
 
   /** Outbound: to `service` over mTLS; `port` names the app port at the destination (0: its main port). */
   toService(down: Socket, conn: Accepted, service: string, port: number, cb: TcpCallbacks = {}): void {
+    if (this.full(down, conn, cb)) return;
     let state: EndpointState;
     let router: ServiceRouter;
     let dialer: MeshTcpDialer;
@@ -82,13 +95,15 @@ export class TcpProxy {
     const started = performance.now();
     let outcome: 'ok' | 'connect-failure' = 'connect-failure';
     const dial = dialer.dial(ep, port);
-    this.start(down, {
+    const fields: Record<string, unknown> = { direction: 'outbound', listener: conn.listener, destination_service: service, version: ep.version, endpoint: ep.instance, upstream: `${ep.address}:${ep.port}`, target_port: port || undefined };
+    this.start(down, conn, {
       connect: () => dial,
       preamble: dial.preamble,
       labels: { reporter: 'source', source_workload: this.sidecar.service, destination_service: service },
-      fields: { direction: 'outbound', listener: conn.listener, destination_service: service, version: ep.version, endpoint: ep.instance, upstream: `${ep.address}:${ep.port}`, target_port: port || undefined },
+      fields,
       onReady: () => {
         outcome = 'ok';
+        fields.tls_resumed = (dial.socket as TLSSocket).isSessionReused();
         router.report(state, { kind: 'response', status: 200 }, performance.now() - started);
         cb.onReady?.();
       },
@@ -102,8 +117,9 @@ export class TcpProxy {
 
   /** Outbound to a non-mesh address (egress): plain TCP. The caller decided it is allowed. */
   toAddress(down: Socket, conn: Accepted, target: Address, cb: TcpCallbacks = {}): void {
+    if (this.full(down, conn, cb)) return;
     const where = `${target.host}:${target.port}`;
-    this.start(down, {
+    this.start(down, conn, {
       connect: () => ({ socket: net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true }), readyEvent: 'connect' }),
       labels: { reporter: 'source', source_workload: this.sidecar.service, destination_service: where },
       fields: { direction: 'outbound', listener: conn.listener, destination_service: where, upstream: where, egress: true },
@@ -114,6 +130,7 @@ export class TcpProxy {
 
   /** Inbound: an mTLS connection that carries opaque TCP, to the app port its transport header names. */
   fromPeer(down: Socket, conn: Accepted): void {
+    if (this.full(down, conn, {})) return;
     const peer = conn.info.peer ?? '';
     const source = workloadOf(peer) || 'unknown';
     const toApp = (port: number): void => {
@@ -123,7 +140,7 @@ export class TcpProxy {
         this.refuse(down, conn, 'port-not-served', `the app does not serve port ${target} to the mesh`, { source_principal: peer, target_port: target });
         return;
       }
-      this.start(down, {
+      this.start(down, conn, {
         connect: () => ({ socket: net.connect({ host: app.host, port: target, allowHalfOpen: true, noDelay: true }), readyEvent: 'connect' }),
         labels: { reporter: 'destination', source_workload: source, destination_service: this.sidecar.service },
         fields: { direction: 'inbound', listener: conn.listener, source_principal: peer, destination_service: this.sidecar.service, upstream: `${app.host}:${target}` },
@@ -146,9 +163,9 @@ export class TcpProxy {
     for (const s of this.live) s.destroy();
   }
 
-  private start(down: Socket, o: Omit<RelayOptions, 'metrics' | 'log' | 'connectTimeoutMs' | 'idleTimeoutMs'> & { onClose?: () => void }): void {
+  private start(down: Socket, conn: Accepted, o: Omit<RelayOptions, 'metrics' | 'log' | 'connectTimeoutMs' | 'idleTimeoutMs' | 'replay'> & { onClose?: () => void }): void {
     if (o.onClose) down.once('close', o.onClose);
-    relay(down, { ...o, metrics: this.sidecar.metrics, log: this.sidecar.log, connectTimeoutMs: this.connectTimeoutMs, idleTimeoutMs: this.idleTimeoutMs }, this.live);
+    relay(down, { ...o, ...(conn.ended ? { replay: conn.head } : {}), metrics: this.sidecar.metrics, log: this.sidecar.log, connectTimeoutMs: this.connectTimeoutMs, idleTimeoutMs: this.idleTimeoutMs }, this.live);
   }
 
   /** A connection that cannot be relayed: one log line, then the caller's answer or a close. */

@@ -16,8 +16,10 @@ export interface RelayOptions {
   idleTimeoutMs: number;
   /** Opens the upstream; its `readyEvent` says it is usable ('connect' or 'secureConnect'). */
   connect(): { socket: Socket; readyEvent: 'connect' | 'secureConnect'; check?: (socket: Socket) => string | undefined };
-  /** Bytes written to the upstream before the downstream's (a transport header, or a replayed CONNECT body). */
+  /** Bytes written to the upstream before the downstream's (a transport header). */
   preamble?: Buffer;
+  /** The downstream already ended (during protocol detection) after sending these bytes: they go up, then the end. */
+  replay?: Buffer;
   metrics: SidecarMetrics;
   labels: TcpLabels;
   log: (entry: Record<string, unknown>) => void;
@@ -70,8 +72,12 @@ export function relay(down: Socket, options: RelayOptions, live?: Set<Socket>): 
     if (down.destroyed) return;
     // pipe() is the backpressure: each side pauses while the other's write buffer is full,
     // and passes the end of its stream on as a half-close (both sockets are allowHalfOpen).
-    down.pipe(up);
     up.pipe(down);
+    if (options.replay) {
+      up.end(options.replay);
+      return;
+    }
+    down.pipe(up);
     down.resume();
   });
   up.on('error', (err: NodeJS.ErrnoException) => fail(ready ? 'upstream-reset' : 'upstream-connect-failed', err.code ?? err.message));

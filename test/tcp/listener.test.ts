@@ -45,10 +45,12 @@ describe('classify', () => {
     expect(classify(b(line))).toBe('http1');
   });
 
-  it('answers for a prefix when no more bytes will come', () => {
-    expect(classify(b('GET /x'), true)).toBe('http1');
-    expect(classify(b('PRI * HTTP'), true)).toBe('h2');
-    expect(classify(b('\x16'), true)).toBe('tls');
+  it('takes a prefix that never completed for opaque when no more bytes will come', () => {
+    expect(classify(b('GET /x'), true)).toBe('opaque');
+    expect(classify(b('hello 0'), true)).toBe('opaque');
+    expect(classify(b('PRI * HTTP'), true)).toBe('opaque');
+    expect(classify(b('\x16'), true)).toBe('opaque');
+    expect(classify(b('GET /x HTTP/1.1\r\n'), true)).toBe('http1');
     expect(classify(b(''), true)).toBeUndefined();
   });
 
@@ -81,12 +83,15 @@ async function detectingServer(
   const handler = (socket: net.Socket, conn: Accepted): void => {
     seen.push(
       new Promise((resolve) => {
-        let read = '';
-        socket.on('data', (d: Buffer) => (read += d.toString('latin1')));
-        socket.on('end', () => {
+        const done = (read: string): void => {
           resolve({ protocol: conn.protocol, by: conn.by, head: conn.head.toString('latin1'), read, alpn: conn.alpn });
           socket.end(`bye ${conn.protocol}`);
-        });
+        };
+        // A client that closed during detection: its bytes are in conn.head only.
+        if (conn.ended) return done(conn.head.toString('latin1'));
+        let read = '';
+        socket.on('data', (d: Buffer) => (read += d.toString('latin1')));
+        socket.on('end', () => done(read));
         socket.resume();
       }),
     );
@@ -210,10 +215,10 @@ describe('ProtocolListener over real sockets', () => {
     expect(srv.logs).toContainEqual(expect.objectContaining({ event: 'connection-refused', reason: 'detect-timeout' }));
   });
 
-  it('decides from what arrived when the client closes early, and replays those bytes', async () => {
+  it('decides from what arrived when the client closes early, and hands those bytes over in conn.head', async () => {
     const srv = await detectingServer();
-    expect(await send(srv.port, ['GET /x'])).toBe('bye http1');
-    expect(await until(srv.seen, 1)).toMatchObject({ protocol: 'http1', by: 'end', read: 'GET /x' });
+    expect(await send(srv.port, ['GET /x'])).toBe('bye opaque');
+    expect(await until(srv.seen, 1)).toMatchObject({ protocol: 'opaque', by: 'end', read: 'GET /x', head: 'GET /x' });
   });
 
   it('skips detection (and its delay) on a port an accept hook declares as TCP', async () => {
@@ -242,6 +247,13 @@ describe('ProtocolListener over real sockets', () => {
     expect(await until(srv.seen, 2)).toMatchObject({ protocol: 'http1', by: 'alpn', alpn: 'http/1.1' });
     expect(await talk(undefined, '\x00binary')).toBe('bye opaque');
     expect(await until(srv.seen, 3)).toMatchObject({ protocol: 'opaque', by: 'bytes', read: '\x00binary' });
+  });
+
+  it('hands a request line still going at the byte cap to the HTTP/1 handler (its codec answers 414)', async () => {
+    const srv = await detectingServer();
+    const long = 'GET /' + 'a'.repeat(9000);
+    expect(await send(srv.port, [long])).toBe('bye http1');
+    expect(await until(srv.seen, 1)).toMatchObject({ protocol: 'http1', by: 'bytes', read: long });
   });
 
   it('refuses, with a log line, a protocol nothing handles', async () => {

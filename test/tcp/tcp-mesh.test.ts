@@ -163,6 +163,47 @@ describe('opaque TCP through a sidecar pair', () => {
   });
 });
 
+describe('opaque TCP limits and sessions', () => {
+  it('resumes the TLS session on the next connection to the same endpoint', async () => {
+    const port = mesh.port(echoName());
+    for (let i = 0; i < 2; i++) expect((await roundTrip(port, Buffer.from(`hello ${i}`))).received.toString()).toBe(`hello ${i}`);
+    const lines = mesh.webLogs.entries.filter((e) => e.protocol === 'tcp' && e.listener === echoName() && e.tls_resumed !== undefined);
+    expect(lines.length).toBeGreaterThanOrEqual(2);
+    expect(lines.at(-1)!.tls_resumed).toBe(true);
+  });
+
+  it('refuses connections over the relay limit and serves again once one closes', async () => {
+    const local = await startTcpMesh((echoPort) => ({
+      tcp: { maxConnections: 2 },
+      upstreams: [{ service: 'catalog', port: echoPort, listen: { host: '127.0.0.1', port: 0 }, protocol: 'tcp' }],
+    }));
+    try {
+      const port = local.port(`upstream:catalog:${local.echoServer.port}/tcp`);
+      // Two connections held open (each proven relayed by an echo).
+      const open = await Promise.all(
+        [0, 1].map(
+          (i) =>
+            new Promise<net.Socket>((resolve, reject) => {
+              const c = net.connect(port, '127.0.0.1');
+              c.on('connect', () => c.write(`hold ${i}`));
+              c.once('data', () => resolve(c));
+              c.on('error', reject);
+            }),
+        ),
+      );
+      const third = await roundTrip(port, Buffer.from('third'));
+      expect(third.received.length).toBe(0);
+      expect(await eventually(() => local.webLogs.entries.some((e) => e.reason === 'too-many-connections'))).toBe(true);
+      for (const c of open) c.destroy();
+      // The first connection's close frees its slot (the catalog side holds its own two).
+      expect(await eventually(() => local.web.tcpProxy.live.size === 0)).toBe(true);
+      expect((await roundTrip(port, Buffer.from('fourth'))).received.toString()).toBe('fourth');
+    } finally {
+      await local.stop();
+    }
+  });
+});
+
 describe('opaque TCP timeouts', () => {
   it('closes a connection idle for the idle timeout, with the reason in the log', async () => {
     const local = await startTcpMesh((echoPort) => ({
