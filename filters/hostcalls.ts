@@ -67,7 +67,7 @@ function takeReturnedString(last: string | null): string {
   const ptr = <usize>load<u32>(OUT_PTR);
   const size = <usize>load<u32>(OUT_SIZE);
   if (ptr == 0) return "";
-  const text = last !== null && sameAscii(last, ptr, size) ? last : String.UTF8.decodeUnsafe(ptr, size);
+  const text = changetype<usize>(last) != 0 && sameAscii(last, ptr, size) ? last : String.UTF8.decodeUnsafe(ptr, size);
   releaseHostBuffer(ptr);
   return text;
 }

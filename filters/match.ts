@@ -90,36 +90,46 @@ export class Dfa {
   }
 }
 
+/**
+ * `s === null` on a string compiles to a call of String.__eq (operator
+ * overloads apply to === too); decisions test values for null several times
+ * each, so hot paths compare the reference itself.
+ */
+// @ts-ignore: decorator
+@inline export function isNull(s: string | null): bool {
+  return changetype<usize>(s) == 0;
+}
+
 export function tEq(v: string | null, s: string): bool {
-  return v !== null && v == s;
+  return !isNull(v) && changetype<string>(v) == s;
 }
 
 export function tIn(v: string | null, set: StaticArray<string>): bool {
-  if (v === null) return false;
+  if (isNull(v)) return false;
   for (let i = 0; i < set.length; i++) if (unchecked(set[i]) == v) return true;
   return false;
 }
 
 export function tPrefix(v: string | null, s: string): bool {
-  return v !== null && v.startsWith(s);
+  return !isNull(v) && changetype<string>(v).startsWith(s);
 }
 
 export function tSegmentPrefix(v: string | null, s: string): bool {
-  return v !== null && pathHasSegmentPrefix(v, s);
+  return !isNull(v) && pathHasSegmentPrefix(changetype<string>(v), s);
 }
 
 export function tSuffix(v: string | null, s: string): bool {
-  return v !== null && v.endsWith(s);
+  return !isNull(v) && changetype<string>(v).endsWith(s);
 }
 
 export function tContains(v: string | null, s: string): bool {
-  return v !== null && v.includes(s);
+  return !isNull(v) && changetype<string>(v).includes(s);
 }
 
 export function tGlob(v: string | null, pattern: string): bool {
-  return v !== null && globMatchSegments(v, pattern);
+  return !isNull(v) && globMatchSegments(changetype<string>(v), pattern);
 }
 
 export function tRegex(v: string | null, dfa: Dfa): bool {
-  return v !== null && dfa.matches(v);
+  return !isNull(v) && dfa.matches(changetype<string>(v));
 }

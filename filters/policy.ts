@@ -74,7 +74,7 @@ export function decide(contextId: u32): i32 {
 function run(policy: Policy, r: Request, direction: i64): i32 {
   if (direction != DIRECTION_OUTBOUND) {
     const deniedBy = policy.authorize(r);
-    if (deniedBy !== null) {
+    if (changetype<usize>(deniedBy) != 0) {
       r.deny(deniedBy);
       return ACTION_PAUSE;
     }

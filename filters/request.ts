@@ -36,6 +36,7 @@ import {
   RULE_HEADER,
 } from "./constants";
 import { Cidr, parseAddress } from "./ip";
+import { isNull } from "./match";
 import { BucketSet } from "./token-bucket";
 
 const KEY_SOURCE_PRINCIPAL = utf8(PROPERTY_SOURCE_PRINCIPAL);
@@ -146,38 +147,38 @@ export class Request {
   }
 
   get method(): string {
-    if (this.methodValue === null) {
+    if (isNull(this.methodValue)) {
       const m = getRequestHeader(KEY_METHOD, lastMethod);
-      if (m !== null) lastMethod = m;
-      this.methodValue = m !== null ? m : "";
+      if (isNull(m)) this.methodValue = "";
+      else this.methodValue = lastMethod = m;
     }
-    return this.methodValue!;
+    return changetype<string>(this.methodValue);
   }
 
   /** `:path` as sent, query string included. */
   get rawPath(): string {
-    if (this.rawPathValue === null) {
+    if (isNull(this.rawPathValue)) {
       const raw = getRequestHeader(KEY_PATH, lastRawPath);
-      if (raw !== null) lastRawPath = raw;
-      this.rawPathValue = raw !== null ? raw : "/";
+      if (isNull(raw)) this.rawPathValue = "/";
+      else this.rawPathValue = lastRawPath = raw;
     }
-    return this.rawPathValue!;
+    return changetype<string>(this.rawPathValue);
   }
 
   /** `:path` without the query string. */
   get path(): string {
-    if (this.pathValue === null) {
+    if (isNull(this.pathValue)) {
       const p = this.rawPath;
       const q = p.indexOf("?");
       this.pathValue = q >= 0 ? p.substring(0, q) : p;
     }
-    return this.pathValue!;
+    return changetype<string>(this.pathValue);
   }
 
   get host(): string | null {
     if (!this.hostLoaded) {
       const h = getRequestHeader(KEY_AUTHORITY, lastHost);
-      if (h !== null) lastHost = h;
+      if (!isNull(h)) lastHost = h;
       this.hostValue = h;
       this.hostLoaded = true;
     }
@@ -188,7 +189,7 @@ export class Request {
   get source(): string | null {
     if (!this.sourceLoaded) {
       const s = getPropertyString(KEY_SOURCE_PRINCIPAL, lastSource);
-      if (s !== null) lastSource = s;
+      if (!isNull(s)) lastSource = s;
       this.sourceValue = s;
       this.sourceLoaded = true;
     }

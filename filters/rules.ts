@@ -54,7 +54,7 @@ export function firstMatch(
   r: Request,
 ): i32 {
   let byKey = NONE;
-  if (keyed !== null && key !== null) byKey = keyed.rulesOf(key);
+  if (keyed !== null && changetype<usize>(key) != 0) byKey = keyed.rulesOf(key);
   let i = 0;
   let j = 0;
   const n = byKey.length;
