@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { readBundle } from '../../protocol/bundle.ts';
 import type { CertificatePayload, EndpointsPayload, NodeInfo } from '../../protocol/wire.ts';
-import { Sidecar, type Address } from '../../runtime/sidecar.ts';
+import { Sidecar, type Address, type SidecarOptions } from '../../runtime/sidecar.ts';
 
 export interface SidecarBenchConfig {
   node: NodeInfo;
@@ -18,10 +18,12 @@ export interface SidecarBenchConfig {
   keyPem: string;
   endpoints: EndpointsPayload;
   bundleDir?: string;
+  /** Further sidecar options (JSON-able), e.g. explicit-mode upstream ports for the TCP suite. */
+  options?: Partial<SidecarOptions>;
 }
 
 const config = JSON.parse(await readFile(process.argv[2]!, 'utf8')) as SidecarBenchConfig;
-const sidecar = new Sidecar({ node: config.node, inbound: config.inbound, outbound: config.outbound, app: config.app, admin: config.admin });
+const sidecar = new Sidecar({ node: config.node, inbound: config.inbound, outbound: config.outbound, app: config.app, admin: config.admin, ...config.options });
 if (config.bundleDir) await sidecar.applyBundle(await readBundle(config.bundleDir));
 sidecar.applyEndpoints(config.endpoints);
 sidecar.applyCertificate(config.certificate, config.keyPem);
