@@ -169,7 +169,7 @@ function conditionExpr(c: ConditionIR, g: Globals): string {
     case 'string':
       return testExpr(fieldExpr(c.field, g), c.test, g);
     case 'present':
-      return `(${fieldExpr(c.field, g)} !== null)`;
+      return `!isNull(${fieldExpr(c.field, g)})`;
     case 'port-in':
       return `(${c.ports.map((p) => `r.destinationPort == ${p}`).join(' || ') || 'false'})`;
     case 'ip-in':
@@ -325,13 +325,13 @@ function authorizeBody(s: ServiceIR, g: Globals, fns: string[]): string[] {
       body.push('if (sd < 0) {', `  shadowAllow = ${allow.first('shadow')};`, `  if (shadowAllow < 0) shadow = ${str(shadowDefaultDenyId ?? '')};`, '}');
     }
     body.push(
-      'if ((shadow === null) != (decision === null)) {',
-      `  if (shadow !== null) dryRunHit(shadow, "would deny");`,
+      'if (isNull(shadow) != isNull(decision)) {',
+      `  if (!isNull(shadow)) dryRunHit(changetype<string>(shadow), "would deny");`,
       `  else dryRunHit(${allow ? `shadowAllow >= 0 ? ${allow.ids}[shadowAllow] : ""` : '""'}, "would allow");`,
       '}',
     );
   }
-  if (allow) body.push(`if (decision === null && a >= 0) r.applied(${allow.ids}[a]);`);
+  if (allow) body.push(`if (a >= 0 && isNull(decision)) r.applied(${allow.ids}[a]);`);
   for (const audit of s.audits) body.push(...guarded(conditionExpr(audit.when, g), [`auditHit(r, ${str(audit.id)});`], ''));
   body.push('return decision;');
   return body.map((l) => `    ${l}`);
@@ -424,7 +424,7 @@ export function emitService(service: ServiceIR): string {
     'import { Request, auditHit, dryRunHit, setHeaderSlotCount } from "./filters/request";',
     'import { BucketSet } from "./filters/token-bucket";',
     'import { chance, pickWeighted } from "./filters/random";',
-    'import { Dfa, tContains, tEq, tGlob, tIn, tPrefix, tRegex, tSegmentPrefix, tSuffix } from "./filters/match";',
+    'import { Dfa, isNull, tContains, tEq, tGlob, tIn, tPrefix, tRegex, tSegmentPrefix, tSuffix } from "./filters/match";',
     'import { Cidr } from "./filters/ip";',
     'import { buildIndex, firstMatch } from "./filters/rules";',
     'import { inAbsoluteWindow, inDailyWindow } from "./filters/window";',
