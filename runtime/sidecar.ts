@@ -133,6 +133,8 @@ export class Sidecar {
   private readonly plainPools = new PlainPools();
   /** Requests that go to their original destination outside the mesh (set by the outbound facts). */
   private readonly passthrough = new WeakMap<StreamFacts, Destination>();
+  /** Intercepted requests to an endpoint's address on another port than the endpoint's: that port, dialed on the chosen endpoint's address. */
+  private readonly targetPort = new WeakMap<StreamFacts, number>();
   private readonly allowEgress: boolean;
   private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
@@ -467,7 +469,14 @@ export class Sidecar {
         // Transparent mode: Host first, then the original destination (a mesh address, or else passthrough).
         const service = fixedService ?? this.serviceNamed(host) ?? (dst ? this.interceptedService(dst) : this.serviceFromHost(host));
         const facts = this.facts(ex, Direction.Outbound, tls.spiffeId, service, '', 'http');
-        if (dst && !fixedService && !Object.hasOwn(this.endpoints?.services ?? {}, service)) this.passthrough.set(facts, dst);
+        if (dst && !fixedService) {
+          if (!Object.hasOwn(this.endpoints?.services ?? {}, service)) this.passthrough.set(facts, dst);
+          else {
+            // An app port of the service other than its endpoints' own (Istio's model: one port per app port, each captured by the peer's rules).
+            const mesh = meshDestination(dst, this.endpoints);
+            if (mesh && mesh.service === service && mesh.port !== 0) this.targetPort.set(facts, mesh.port);
+          }
+        }
         return facts;
       },
       chain: () => this.chain,
@@ -571,12 +580,11 @@ export class Sidecar {
     router.admit();
     const tried = new Set<EndpointState>();
     const states = new Map<UpstreamTarget, EndpointState>();
-    const target = (s: EndpointState): UpstreamTarget => ({
-      pool: this.poolFor(s.endpoint, material, router),
-      version: s.endpoint.version,
-      endpoint: s.endpoint.instance,
-      address: `${s.endpoint.address}:${s.endpoint.port}`,
-    });
+    const port = this.targetPort.get(stream.facts);
+    const target = (s: EndpointState): UpstreamTarget => {
+      const ep = port === undefined ? s.endpoint : { ...s.endpoint, port };
+      return { pool: this.poolFor(ep, material, router), version: ep.version, endpoint: ep.instance, address: `${ep.address}:${ep.port}` };
+    };
     return {
       timeoutMs: policy.timeoutMs ?? this.upstreamTimeoutMs,
       perTryTimeoutMs: policy.retries?.perTryTimeoutMs,

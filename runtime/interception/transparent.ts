@@ -66,8 +66,9 @@ export function originalDstHook(log: (entry: Record<string, unknown>) => void): 
 
 /**
  * The mesh service at an original destination: an endpoint's address (port 0
- * when the port dialed is the endpoint's own, i.e. its main port), or one of a
- * service's addresses (a virtual IP; the port dialed is kept). Undefined
+ * when the port dialed is the endpoint's own, i.e. its main port, else the port
+ * dialed), or one of a service's addresses (a virtual IP: port 0, the main
+ * port, since the payload has no service-port to target-port map). Undefined
  * outside the mesh, and when several services share the address (ambiguous).
  */
 export function meshDestination(dst: Destination, endpoints: EndpointsPayload | undefined): { service: string; port: number } | undefined {
@@ -78,7 +79,7 @@ export function meshDestination(dst: Destination, endpoints: EndpointsPayload | 
     let port: number | undefined;
     const ep = set.endpoints.find((e) => plain(e.address) === address);
     if (ep) port = ep.port === dst.port ? 0 : dst.port;
-    else if (set.addresses?.some((a) => plain(a) === address)) port = dst.port;
+    else if (set.addresses?.some((a) => plain(a) === address)) port = 0;
     if (port === undefined) continue;
     if (found && found.service !== service) return undefined;
     found = { service, port };

@@ -114,6 +114,7 @@ describe('transparent interception between two pods', () => {
       ready(b, ['node', PROBE, 'http', '8080'], 'listening'),
       ready(b, ['node', PROBE, 'echo', '9000'], 'listening'),
       ready(b, ['node', PROBE, 'http', '9090'], 'listening'),
+      ready(b, ['node', PROBE, 'http', '8081'], 'listening'),
       // web's own app.
       ready(a, ['node', PROBE, 'http', '8080'], 'listening'),
       // Outside the mesh.
@@ -147,6 +148,17 @@ describe('transparent interception between two pods', () => {
     // web's sidecar dialed 10.201.0.2:8080 itself: had its own rules caught that, it would have seen the request twice.
     await new Promise((r) => setTimeout(r, 200));
     expect(logs.web.filter((e) => e.path === '/items?by=address')).toHaveLength(1);
+  });
+
+  it('reaches another HTTP port of a mesh pod on that port, through both sidecars', async () => {
+    const got = curl(a, 'http://10.201.0.2:8081/second-port');
+    expect(got.http).toBe('127.0.0.1:8081');
+    expect(String(got.remote)).toMatch(/^127\.0\.0\.1:/);
+    expect(await entry('web', (e) => e.path === '/second-port')).toMatchObject({ direction: 'outbound', destination_service: 'catalog', status: 200 });
+    await entry('catalog', (e) => e.direction === 'inbound' && e.path === '/second-port' && e.status === 200);
+    // And from outside the mesh, through catalog's inbound side.
+    expect(curl(x, 'http://10.201.2.2:8081/second-port-outside').http).toBe('127.0.0.1:8081');
+    await entry('catalog', (e) => e.direction === 'inbound' && e.path === '/second-port-outside' && e.status === 200);
   });
 
   it('takes the service from the Host header first', async () => {

@@ -27,8 +27,9 @@ describe('meshDestination', () => {
     expect(meshDestination({ address: '::ffff:10.0.0.7', port: 15006 }, endpoints)).toEqual({ service: 'ratings', port: 0 });
   });
 
-  it('names the service of a service address (a virtual IP), keeping the port dialed', () => {
-    expect(meshDestination({ address: '10.96.0.10', port: 80 }, endpoints)).toEqual({ service: 'catalog', port: 80 });
+  it('names the service of a service address (a virtual IP), at its main port', () => {
+    // A ClusterIP's port 80 usually maps to another target port: the endpoint's own port is the one served.
+    expect(meshDestination({ address: '10.96.0.10', port: 80 }, endpoints)).toEqual({ service: 'catalog', port: 0 });
   });
 
   it('is undefined outside the mesh, without endpoints, and for an address two services share', () => {
