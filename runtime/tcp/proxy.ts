@@ -133,10 +133,11 @@ export class TcpProxy {
     if (this.full(down, conn, {})) return;
     const peer = conn.info.peer ?? '';
     const source = workloadOf(peer) || 'unknown';
-    const toApp = (port: number): void => {
+    // `intercepted`: the port the client dialed, which the pod's own rules redirected here (transparent mode): the app serves it.
+    const toApp = (port: number, intercepted = false): void => {
       const app = this.sidecar.app;
       const target = port === 0 ? app.port : port;
-      if (target !== app.port && !this.appPorts.has(target)) {
+      if (!intercepted && target !== app.port && !this.appPorts.has(target)) {
         this.refuse(down, conn, 'port-not-served', `the app does not serve port ${target} to the mesh`, { source_principal: peer, target_port: target });
         return;
       }
@@ -147,9 +148,11 @@ export class TcpProxy {
       });
     };
     // With the mesh's ALPN the peer sends the transport header first; without it (a client that
-    // is no sidecar, or bytes detected as opaque) the stream goes to the app's main port.
+    // is no sidecar, or bytes detected as opaque) the stream goes to the app port the client
+    // dialed if the connection was intercepted, else to the app's main port.
     if (conn.by !== 'alpn') {
-      toApp(0);
+      const dialed = conn.info.originalDst?.port;
+      toApp(dialed ?? 0, dialed !== undefined);
       return;
     }
     readTransportHeader(down, this.headerTimeoutMs, (err, port) => {

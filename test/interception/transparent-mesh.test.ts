@@ -229,6 +229,15 @@ describe('transparent interception between two pods', () => {
     await entry('catalog', (e) => e.direction === 'inbound' && e.path === '/from-outside' && e.status === 200);
   });
 
+  it('sends raw TCP from outside the mesh to the app port it dialed, through the inbound sidecar', async () => {
+    const out = lab.exec(x, ['node', PROBE, 'client', '10.201.2.2', '9000', '{"from":"outside"}']);
+    const nl = out.indexOf('\n');
+    // catalog's TCP app on 9000, called by its sidecar (not the main HTTP port 8080).
+    expect(JSON.parse(out.slice(0, nl))).toMatchObject({ echo: '127.0.0.1:9000', remote: expect.stringMatching(/^127\.0\.0\.1:/) });
+    expect(out.slice(nl + 1)).toBe('{"from":"outside"}');
+    await entry('catalog', (e) => e.protocol === 'tcp' && e.direction === 'inbound' && e.upstream === '127.0.0.1:9000' && e.source_principal === '');
+  });
+
   it('leaves an excluded inbound port alone', () => {
     const got = curl(x, 'http://10.201.2.2:9090/direct');
     expect(got.http).toBe('10.201.2.2:9090');
