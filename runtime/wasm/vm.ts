@@ -17,6 +17,7 @@ import type { FilterLimits } from './limits.ts';
 import { FUEL_GLOBAL } from './limits.ts';
 import type { PreparedModule } from './module-cache.ts';
 import { deserializePairs, serializePairs } from './pairs.ts';
+import { StreamContexts } from './contexts.ts';
 import { KeyCache } from './keys.ts';
 import { propertyResolver, type PropertyResolver } from './properties.ts';
 import { encodeUtf8 } from './text.ts';
@@ -105,7 +106,7 @@ export class FilterVm {
   private depth = 0;
   private nextContextId = ROOT_CONTEXT_ID + 1;
   /** Stream contexts in flight, by context id. */
-  private readonly streams = new Map<number, HttpStream>();
+  private readonly streams = new StreamContexts();
   /** The context host calls act on: a stream, or undefined for the root context. */
   private current: HttpStream | undefined;
   private currentId = ROOT_CONTEXT_ID;
@@ -248,7 +249,11 @@ export class FilterVm {
   }
 
   private deleteStream(id: number, stream: HttpStream): void {
-    this.pendingDone.delete(id);
+    if (this.pendingDone.size > 0) this.pendingDone.delete(id);
+    if (!this.onLog && !this.onDelete) {
+      this.streams.delete(id);
+      return;
+    }
     try {
       if (this.onLog) this.invoke('proxy_on_log', this.onLog, stream, id, id);
       if (this.onDelete) this.invoke('proxy_on_delete', this.onDelete, stream, id, id);
