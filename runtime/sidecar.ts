@@ -38,6 +38,9 @@ import type { UpstreamPort } from './explicit/upstreams.ts';
 import { meshDestination, originalDstHook, permissiveInbound, PlainPools, type Destination, type InterceptionMode } from './interception/transparent.ts';
 import { requireAddon } from './interception/original-dst.ts';
 
+/** The destination service of intercepted HTTP to an address outside the mesh (Istio's name for it). */
+const PASSTHROUGH = 'PassthroughCluster';
+
 export type { Address };
 
 export interface SidecarOptions {
@@ -547,13 +550,17 @@ export class Sidecar {
     return service;
   }
 
-  /** The service of an intercepted request Host did not name: the mesh service at its original destination, or `address:port` (passthrough) where egress is allowed. */
+  /**
+   * The service of an intercepted request Host did not name: the mesh service at its original
+   * destination, or PASSTHROUGH where egress is allowed. One name for every destination outside
+   * the mesh (as Istio's PassthroughCluster) keeps the metrics' label sets bounded; the access
+   * log's `endpoint` has the address.
+   */
   private interceptedService(dst: Destination): string {
     const mesh = meshDestination(dst, this.endpoints);
     if (mesh) return mesh.service;
-    const where = `${dst.address}:${dst.port}`;
-    if (!this.allowEgress) throw new MeshError('egress-denied', `${where} is not a mesh address and this sidecar does not allow egress`);
-    return where;
+    if (!this.allowEgress) throw new MeshError('egress-denied', `${dst.address}:${dst.port} is not a mesh address and this sidecar does not allow egress`);
+    return PASSTHROUGH;
   }
 
   /** The mesh service a host name (with or without port) names, or undefined. */

@@ -31,7 +31,7 @@ export class InterceptionError extends Error {
   }
 }
 
-interface Addon {
+export interface Addon {
   originalDestination(fd: number): OriginalDestination;
 }
 
@@ -39,17 +39,26 @@ export const ADDON_PATH = fileURLToPath(new URL('../../native/build/Release/orig
 
 let addon: Addon | InterceptionError | undefined;
 
-/** Loads the addon once; the error (with how to fix it) is kept and rethrown on every use. */
+/** Loads an addon file; ADDON_UNAVAILABLE (saying how to build it) when it is missing or does not load. */
+export function loadAddon(path: string): Addon {
+  try {
+    return createRequire(import.meta.url)(path) as Addon;
+  } catch (err) {
+    throw new InterceptionError(
+      'ADDON_UNAVAILABLE',
+      `the SO_ORIGINAL_DST addon is not available (${(err as Error).message.split('\n')[0]}); build it with \`npm run build:native\` (needs g++, make, python3)`,
+      { cause: err },
+    );
+  }
+}
+
+/** The addon at ADDON_PATH, loaded once; a load error is kept and rethrown on every use. */
 function load(): Addon {
   if (addon === undefined) {
     try {
-      addon = createRequire(import.meta.url)(ADDON_PATH) as Addon;
+      addon = loadAddon(ADDON_PATH);
     } catch (err) {
-      addon = new InterceptionError(
-        'ADDON_UNAVAILABLE',
-        `the SO_ORIGINAL_DST addon is not available (${(err as Error).message.split('\n')[0]}); build it with \`npm run build:native\` (needs g++, make, python3)`,
-        { cause: err },
-      );
+      addon = err as InterceptionError;
     }
   }
   if (addon instanceof InterceptionError) throw addon;

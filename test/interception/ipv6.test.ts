@@ -59,8 +59,6 @@ describe('transparent interception over IPv6', () => {
     chmodSync(dir, 0o755);
     pod = lab.namespace('p');
     const remote = lab.namespace('r');
-    // IPv6 addresses are usable at once without duplicate address detection.
-    for (const ns of [pod, remote]) lab.exec(ns, ['sysctl', '-qw', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
     const { ifA, ifB } = lab.link(pod, '10.204.0.1/24', remote, '10.204.0.2/24');
     lab.exec(pod, ['ip', 'addr', 'add', 'fd00:204::1/64', 'dev', ifA, 'nodad']);
     lab.exec(remote, ['ip', 'addr', 'add', 'fd00:204::2/64', 'dev', ifB, 'nodad']);
@@ -104,7 +102,7 @@ describe('transparent interception over IPv6', () => {
     const got = JSON.parse(lab.exec(pod, ['curl', '-sS', '-g', '--max-time', '10', 'http://[fd00:204::2]:7080/six'])) as Entry;
     expect(got.url).toBe('/six');
     expect(String(got.remote)).toMatch(/^fd00:204::1:/);
-    expect(await logged((e) => e.path === '/six')).toMatchObject({ direction: 'outbound', destination_service: 'fd00:204::2:7080', status: 200 });
+    expect(await logged((e) => e.path === '/six')).toMatchObject({ direction: 'outbound', destination_service: 'PassthroughCluster', endpoint: 'passthrough fd00:204::2:7080', status: 200 });
   });
 
   it('still intercepts IPv4 on the same dual-stack listener', async () => {

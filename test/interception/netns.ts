@@ -36,13 +36,15 @@ export class NetnsLab {
     return ns;
   }
 
-  /** A veth pair between two namespaces, each end addressed (`10.1.2.3/24`) and up. */
+  /** A veth pair between two namespaces, each end addressed (`10.1.2.3/24`, `fd00::1/64`) and up. */
   link(a: string, addrA: string, b: string, addrB: string): { ifA: string; ifB: string } {
     const ifA = this.name('a');
     const ifB = this.name('b');
     sh(['ip', 'link', 'add', ifA, 'netns', a, 'type', 'veth', 'peer', 'name', ifB, 'netns', b]);
-    this.exec(a, ['ip', 'addr', 'add', addrA, 'dev', ifA]);
-    this.exec(b, ['ip', 'addr', 'add', addrB, 'dev', ifB]);
+    // IPv6 addresses skip duplicate address detection: usable at once, not "tentative" for a while.
+    const dad = (addr: string): string[] => (addr.includes(':') ? ['nodad'] : []);
+    this.exec(a, ['ip', 'addr', 'add', addrA, 'dev', ifA, ...dad(addrA)]);
+    this.exec(b, ['ip', 'addr', 'add', addrB, 'dev', ifB, ...dad(addrB)]);
     this.exec(a, ['ip', 'link', 'set', ifA, 'up']);
     this.exec(b, ['ip', 'link', 'set', ifB, 'up']);
     return { ifA, ifB };

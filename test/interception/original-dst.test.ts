@@ -4,7 +4,7 @@
 // client in the pod dialing an address across a veth pair.
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ADDON_PATH, InterceptionError, originalDestination } from '../../runtime/interception/original-dst.ts';
+import { ADDON_PATH, InterceptionError, loadAddon, originalDestination } from '../../runtime/interception/original-dst.ts';
 import { NetnsLab, lines } from './netns.ts';
 
 const MESHC = new URL('../../bin/meshc', import.meta.url).pathname;
@@ -39,8 +39,6 @@ describe('originalDestination on intercepted connections', () => {
     const remote = lab.namespace('rem');
     lab.link(pod, '10.200.0.2/24', remote, '10.200.0.1/24');
     lab.link(pod, 'fd00:200::2/64', remote, 'fd00:200::1/64');
-    // IPv6 addresses wait for duplicate address detection before they can be used.
-    for (const ns of [pod, remote]) lab.exec(ns, ['sysctl', '-qw', 'net.ipv6.conf.all.accept_dad=0']);
     lab.exec(pod, ['node', MESHC, 'init', '--proxy-uid', '1337', '--outbound-port', '15001', '--inbound-ports', '', '--exclude-outbound-ports', '7000']);
     lab.exec(pod, ['ip6tables', '-t', 'nat', '-A', 'OUTPUT', '-p', 'tcp', '-d', 'fd00:200::1', '-j', 'REDIRECT', '--to-ports', '15002']);
     await Promise.all([
@@ -86,6 +84,18 @@ describe('originalDestination errors', () => {
   it('has the addon built where the wrapper loads it', async () => {
     const { existsSync } = await import('node:fs');
     expect(existsSync(ADDON_PATH), `${ADDON_PATH} missing: run npm run build:native`).toBe(true);
+  });
+
+  it('ADDON_UNAVAILABLE, saying how to build it, when the addon file is missing', () => {
+    let err: unknown;
+    try {
+      loadAddon('/nonexistent/original_dst.node');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(InterceptionError);
+    expect((err as InterceptionError).code).toBe('ADDON_UNAVAILABLE');
+    expect((err as Error).message).toMatch(/^the SO_ORIGINAL_DST addon is not available \(Cannot find module '\/nonexistent\/original_dst.node'.*\); build it with `npm run build:native`/);
   });
 
   it('NO_FD for a socket that has no descriptor (closed)', async () => {

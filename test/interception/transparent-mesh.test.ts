@@ -210,7 +210,7 @@ describe('transparent interception between two pods', () => {
     const got = curl(a, 'http://10.201.1.2:7080/egress');
     expect(got.http).toBe('10.201.1.2:7080');
     expect(got.url).toBe('/egress');
-    expect(await entry('web', (e) => e.path === '/egress')).toMatchObject({ direction: 'outbound', destination_service: '10.201.1.2:7080', status: 200 });
+    expect(await entry('web', (e) => e.path === '/egress')).toMatchObject({ direction: 'outbound', destination_service: 'PassthroughCluster', endpoint: 'passthrough 10.201.1.2:7080', status: 200 });
   });
 
   it('leaves an excluded outbound port alone', async () => {
