@@ -161,6 +161,13 @@ describe('transparent interception between two pods', () => {
     await entry('catalog', (e) => e.direction === 'inbound' && e.path === '/second-port-outside' && e.status === 200);
   });
 
+  it('carries HTTP/2 with prior knowledge (h2c) the app sent to a pod address', async () => {
+    const got = curl(a, 'http://10.201.0.2:8080/h2c', '--http2-prior-knowledge');
+    expect(got.http).toBe('127.0.0.1:8080');
+    expect(await entry('web', (e) => e.direction === 'outbound' && e.path === '/h2c')).toMatchObject({ destination_service: 'catalog', status: 200 });
+    await entry('catalog', (e) => e.direction === 'inbound' && e.path === '/h2c' && e.status === 200);
+  });
+
   it('takes the service from the Host header first', async () => {
     // Addressed to the outside server, but named catalog: the Host header decides, as in explicit mode.
     const got = curl(a, 'http://10.201.1.2:7080/by-host', '-H', 'Host: catalog');
