@@ -128,12 +128,17 @@ export class PlainPools {
  * `allow from` rules decide whether it gets through (Istio's PERMISSIVE mode).
  */
 export function permissiveInbound(secure: tls.Server, plaintext: (socket: net.Socket) => void, firstByteTimeoutMs: number): net.Server {
-  return net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
     let decided = false;
     const decide = (first: Buffer | undefined): void => {
       decided = true;
       clearTimeout(timer);
       socket.off('data', decide);
+      // The sidecar is stopping (it closed this listener first): nothing new is handed on.
+      if (!server.listening) {
+        socket.destroy();
+        return;
+      }
       socket.pause();
       if (first) socket.unshift(first);
       // 0x16: a TLS handshake record. The TLS layer takes the unshifted bytes back from the stream.
@@ -152,4 +157,5 @@ export function permissiveInbound(secure: tls.Server, plaintext: (socket: net.So
     // Closed before a byte: nothing to serve.
     socket.once('end', () => decided || socket.destroy());
   });
+  return server;
 }

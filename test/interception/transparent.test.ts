@@ -59,14 +59,22 @@ describe('permissiveInbound', () => {
     for (const c of closers.splice(0)) c();
   });
 
-  async function start(): Promise<{ port: number; ca: Awaited<ReturnType<typeof createCa>> }> {
+  async function start(): Promise<{ port: number; ca: Awaited<ReturnType<typeof createCa>>; raw: net.Server; handed: net.Socket[] }> {
     const ca = await createCa();
     const server = await issueLeaf(ca, 'catalog');
+    const handed: net.Socket[] = [];
     const secure = tls.createServer({ cert: server.certPem, key: server.keyPem, allowHalfOpen: true }, (s) => s.end(`tls:${s.getProtocol()}`));
-    const raw = permissiveInbound(secure, (s) => s.once('data', (d: Buffer) => s.end(`plain:${d.toString()}`)), 200);
+    const raw = permissiveInbound(
+      secure,
+      (s) => {
+        handed.push(s);
+        s.once('data', (d: Buffer) => s.end(`plain:${d.toString()}`));
+      },
+      200,
+    );
     await new Promise<void>((r) => raw.listen(0, '127.0.0.1', r));
     closers.push(() => raw.close());
-    return { port: (raw.address() as net.AddressInfo).port, ca };
+    return { port: (raw.address() as net.AddressInfo).port, ca, raw, handed };
   }
 
   const read = (s: net.Socket): Promise<string> =>
@@ -83,6 +91,17 @@ describe('permissiveInbound', () => {
     expect(await read(secured)).toMatch(/^tls:TLSv1\.[23]$/);
     const plain = net.connect(port, '127.0.0.1', () => plain.write('GET / HTTP/1.1\r\n'));
     expect(await read(plain)).toBe('plain:GET / HTTP/1.1\r\n');
+  });
+
+  it('hands nothing on once the listener is closed (the sidecar is stopping): an undecided connection is closed', async () => {
+    const { port, raw, handed } = await start();
+    const quiet = net.connect(port, '127.0.0.1');
+    await new Promise((r) => quiet.once('connect', r));
+    const closed = new Promise((r) => quiet.once('close', r));
+    quiet.resume();
+    raw.close();
+    await closed;
+    expect(handed).toEqual([]);
   });
 
   it('treats silence as a plaintext (server-first) client once the first-byte wait is over', async () => {
