@@ -37,6 +37,7 @@ import { httpProxyPortHandler } from './explicit/http-proxy-port.ts';
 import type { UpstreamPort } from './explicit/upstreams.ts';
 import { meshDestination, originalDstHook, permissiveInbound, PlainPools, type Destination, type InterceptionMode } from './interception/transparent.ts';
 import { requireAddon } from './interception/original-dst.ts';
+import { checkNoLoop } from './interception/loop-check.ts';
 
 /** The destination service of intercepted HTTP to an address outside the mesh (Istio's name for it). */
 const PASSTHROUGH = 'PassthroughCluster';
@@ -349,6 +350,15 @@ export class Sidecar {
       listen(this.adminServer, o.admin),
       ...this.explicitServers.map((e) => listen(e.server, e.listen)),
     ]);
+    if (this.inboundRaw) {
+      // A sidecar whose own connections come back to it would loop on every upstream: refuse to run.
+      try {
+        await checkNoLoop(this.outboundServer);
+      } catch (err) {
+        await this.stop();
+        throw err;
+      }
+    }
     this.log({ event: 'sidecar-started', instance: o.node.instance, ...this.addresses() });
   }
 

@@ -9,7 +9,8 @@
 //      ADDON_UNAVAILABLE (not built / not loadable), NO_FD (the socket has no
 //      kernel descriptor), NO_ORIGINAL_DST (the kernel has no conntrack entry:
 //      the connection was not tracked, so it cannot have been redirected),
-//      ORIGINAL_DST_FAILED (any other getsockopt error).
+//      ORIGINAL_DST_FAILED (any other getsockopt error); INTERCEPTION_LOOP is
+//      the start-up check's (runtime/interception/loop-check.ts).
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type net from 'node:net';
@@ -20,7 +21,7 @@ export interface OriginalDestination {
   family: 4 | 6;
 }
 
-export type InterceptionErrorCode = 'ADDON_UNAVAILABLE' | 'NO_FD' | 'NO_ORIGINAL_DST' | 'ORIGINAL_DST_FAILED';
+export type InterceptionErrorCode = 'ADDON_UNAVAILABLE' | 'NO_FD' | 'NO_ORIGINAL_DST' | 'ORIGINAL_DST_FAILED' | 'INTERCEPTION_LOOP';
 
 export class InterceptionError extends Error {
   readonly code: InterceptionErrorCode;

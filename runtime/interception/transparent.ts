@@ -29,7 +29,7 @@ export interface Destination {
 }
 
 /** `::ffff:10.0.0.1` and `10.0.0.1` are one address. */
-function plain(address: string): string {
+export function plain(address: string): string {
   return address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address;
 }
 

@@ -73,6 +73,8 @@ describe('meshc proxy --interception transparent in a pod namespace', () => {
     const remote = lab.namespace('r');
     lab.link(pod, '10.203.0.1/24', remote, '10.203.0.2/24');
     lab.link(denied, '10.203.1.1/24', remote, '10.203.1.2/24');
+    // As in a real pod, a default route: the start-up loop probe (192.0.2.1) leaves the pod and gets no answer.
+    lab.exec(pod, ['ip', 'route', 'add', 'default', 'via', '10.203.0.2']);
     await start(remote, ['node', PROBE, 'echo', '7000'], 'listening');
     const sidecar = ['setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', 'node', MESHC, 'proxy', ...connected, '--interception', 'transparent'];
     for (const ns of [pod, denied]) lab.exec(ns, ['node', MESHC, 'init', '--proxy-uid', '1337', '--exclude-inbound-ports', '15020']);
@@ -95,6 +97,18 @@ describe('meshc proxy --interception transparent in a pod namespace', () => {
     const until = Date.now() + 10_000;
     while (!log.some((e) => e.protocol === 'tcp' && e.upstream === '10.203.0.2:7000') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
     expect(log.find((e) => e.protocol === 'tcp' && e.upstream === '10.203.0.2:7000')).toMatchObject({ direction: 'outbound', egress: true });
+  });
+
+  it('refuses to start as a uid the rules do not exempt (its own connections would loop back to it)', () => {
+    const looped = lab.namespace('l');
+    const remote = lab.namespace('m');
+    lab.link(looped, '10.203.2.1/24', remote, '10.203.2.2/24');
+    lab.exec(looped, ['ip', 'route', 'add', 'default', 'via', '10.203.2.2']);
+    lab.exec(looped, ['node', MESHC, 'init', '--proxy-uid', '1337']);
+    // Run as root: not the exempt uid.
+    const r = spawnSync('ip', ['netns', 'exec', looped, 'node', MESHC, 'proxy', ...connected, '--state-dir', join(stateDir, 'l'), '--interception', 'transparent'], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/^meshc proxy: INTERCEPTION_LOOP: this sidecar's own connections are redirected back to it \(uid 0, gid 0\): run it as the uid or gid given to `meshc init --proxy-uid\/--proxy-gid`\n/);
   });
 
   it('refuses it with --deny-egress: the connection closes and the log says egress-denied', async () => {
