@@ -7,6 +7,7 @@
 //        └──10.201.1.0/24── outside (X) ──10.201.2.0/24──┘
 //
 // Apps dial ordinary addresses (curl, raw TCP); nothing names the sidecar.
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,6 +62,8 @@ describe('transparent interception between two pods', () => {
       admin: { host: '0.0.0.0', port: 15020 },
       app: { host: '127.0.0.1', port: 8080 },
       tcp: { appPorts: [9000] },
+      // catalog's pod may not leave the mesh (Istio's REGISTRY_ONLY); web's may (the transparent default).
+      ...(service === 'catalog' ? { allowEgress: false } : {}),
     };
     const file = join(dir, `${service}.json`);
     writeFileSync(file, JSON.stringify({ ...options, endpoints, certificate: cert.payload, keyPem: cert.keyPem }));
@@ -243,6 +246,17 @@ describe('transparent interception between two pods', () => {
     expect(JSON.parse(out.slice(0, nl))).toMatchObject({ echo: '127.0.0.1:9000', remote: expect.stringMatching(/^127\.0\.0\.1:/) });
     expect(out.slice(nl + 1)).toBe('{"from":"outside"}');
     await entry('catalog', (e) => e.protocol === 'tcp' && e.direction === 'inbound' && e.upstream === '127.0.0.1:9000' && e.source_principal === '');
+  });
+
+  it('refuses HTTP and TCP out of the mesh where egress is denied (catalog\'s pod)', async () => {
+    const out = lab.exec(b, ['curl', '-sS', '--max-time', '10', '-o', '/dev/null', '-D', '-', 'http://10.201.2.1:7080/leave']);
+    expect(out).toMatch(/^HTTP\/1\.1 403 /);
+    expect(out.toLowerCase()).toContain('x-mesh-reason: egress-denied');
+    expect(await entry('catalog', (e) => e.direction === 'outbound' && e.path === '/leave')).toMatchObject({ status: 403, reason: 'egress-denied' });
+    // Raw TCP: closed without a byte from the server.
+    const r = spawnSync('ip', ['netns', 'exec', b, 'node', PROBE, 'client', '10.201.2.1', '7000', '{"leave":1}'], { encoding: 'utf8' });
+    expect(r.stdout).toBe('');
+    await entry('catalog', (e) => e.protocol === 'tcp' && e.reason === 'egress-denied');
   });
 
   it('leaves an excluded inbound port alone', () => {
