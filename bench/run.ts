@@ -19,7 +19,7 @@ export interface SuiteResult {
 const SUITES: Record<string, () => Promise<{ run(options: SuiteOptions): Promise<SuiteResult> }>> = {
   'http-hop': () => import('./http-hop.ts'),
   dataplane: () => import('./dataplane.ts'),
-  h2: () => import('./h2.ts'),
+  tcp: () => import('./tcp.ts'),
   host: () => import('./host.ts'),
   decisions: () => import('./decisions.ts'),
   compile: () => import('./compile.ts'),
