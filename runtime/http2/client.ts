@@ -181,7 +181,8 @@ class H2Call implements UpstreamCall {
     if (isGrpc(f.headers)) out.te = 'trailers';
     let stream: ClientHttp2Stream;
     try {
-      stream = session.request(out, { endStream: f.length === 0, waitForTrailers: f.length !== 0 });
+      // Trailers can follow only a body of unknown length (as with HTTP/1.1 chunked framing).
+      stream = session.request(out, { endStream: f.length === 0, waitForTrailers: f.length < 0 });
     } catch (err) {
       this.fail(new MeshError('upstream-protocol-error', `cannot send the request over HTTP/2: ${(err as Error).message}`));
       return;
@@ -193,10 +194,12 @@ class H2Call implements UpstreamCall {
       if (!this.aborted) this.handler.data(chunk);
     });
     stream.once('end', () => this.onEnd());
-    stream.once('wantTrailers', () => {
-      const t = this.trailersOut;
-      stream.sendTrailers(t && t.length > 0 ? headerObject(t, {}) : {});
-    });
+    if (f.length < 0) {
+      stream.once('wantTrailers', () => {
+        const t = this.trailersOut;
+        stream.sendTrailers(t && t.length > 0 ? headerObject(t, {}) : {});
+      });
+    }
     stream.on('error', () => {});
     stream.once('close', () => this.onClose());
     if (this.paused) stream.pause();

@@ -302,10 +302,6 @@ export class H2Exchange implements DownstreamExchange {
     this.bodyEnded = endStream;
     stream.on('error', () => {});
     stream.on('trailers', (t: IncomingHttpHeaders, _flags: number, rawT: string[]) => (this.trailersIn = fieldsOf(rawT)));
-    stream.once('wantTrailers', () => {
-      const t = this.trailersOut;
-      stream.sendTrailers(t && t.length > 0 ? headerObject(t, {}) : {});
-    });
     stream.once('close', () => this.onClose());
   }
 
@@ -346,8 +342,16 @@ export class H2Exchange implements DownstreamExchange {
       // HEADERS with END_STREAM: for gRPC this is a "trailers-only" response (grpc-status in the head).
       this.endedWithHead = true;
       this.stream.respond(out, { endStream: true });
+    } else if (length > 0) {
+      // A known length: no trailers can follow (as with HTTP/1.1 content-length framing).
+      this.stream.respond(out);
     } else {
+      // Unknown length (a streamed or gRPC response): trailers may follow; an empty set ends with an empty DATA frame.
       this.stream.respond(out, { waitForTrailers: true });
+      this.stream.once('wantTrailers', () => {
+        const t = this.trailersOut;
+        this.stream.sendTrailers(t && t.length > 0 ? headerObject(t, {}) : {});
+      });
     }
   }
 
