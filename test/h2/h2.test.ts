@@ -5,6 +5,7 @@
 // hop header never reaching the app; and HTTP/2 over TLS with ALPN h2 (curl
 // --http2 with a mesh client certificate against the inbound listener).
 import { execFile } from 'node:child_process';
+import http2 from 'node:http2';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -64,6 +65,25 @@ describe('HTTP/2 prior knowledge through a sidecar pair to an h2c app', () => {
     expect(res.status).toBe(200);
     expect(res.body).toContain('with trailers');
     expect(res.headers).toContain('x-checksum: abc123');
+  });
+
+  it('relays request trailers from an HTTP/2 client to the app (chunked on the hop between the sidecars)', async () => {
+    const session = http2.connect(`http://127.0.0.1:${mesh.outbound}`);
+    try {
+      const status = await new Promise<number>((resolve, reject) => {
+        const s = session.request({ ':method': 'POST', ':path': '/with-trailers', ':authority': 'catalog' }, { waitForTrailers: true });
+        s.once('wantTrailers', () => s.sendTrailers({ 'x-req-checksum': 'sum-42' }));
+        s.on('response', (h) => resolve(Number(h[':status'])));
+        s.on('error', reject);
+        s.resume();
+        s.write('part one,');
+        s.end('part two');
+      });
+      expect(status).toBe(200);
+      expect(app.seen.at(-1)).toMatchObject({ path: '/with-trailers', bodyLength: 17, trailers: { 'x-req-checksum': 'sum-42' } });
+    } finally {
+      session.close();
+    }
   });
 
   it('serves HTTP/2 over TLS when the client offers ALPN h2 (inbound listener, mTLS client certificate)', async () => {
