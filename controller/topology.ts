@@ -23,6 +23,18 @@ export interface MeshInstance {
   inbound: HostPort;
   outbound: HostPort;
   admin: HostPort;
+  /** Explicit mode: local ports of the sidecar bound to one mesh service each (`meshc proxy --upstream`). */
+  upstreams?: UpstreamSpec[];
+  /** Explicit mode: the sidecar's HTTP proxy port (`meshc proxy --http-proxy`). */
+  httpProxy?: HostPort;
+}
+
+/** `NAME[:PORT]=HOST:PORT[/tcp|/http]`: connections to `listen` go to service `service` (opaque TCP to its app port `port`, 0 = main). */
+export interface UpstreamSpec {
+  service: string;
+  port: number;
+  listen: HostPort;
+  protocol?: 'tcp' | 'http';
 }
 
 export interface MeshService {
@@ -55,7 +67,8 @@ export type TopologyResult = { ok: true; topology: MeshTopology } | { ok: false;
 
 export const DEFAULT_TRUST_DOMAIN = 'mesh.local';
 const NAME_RE = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
-const INSTANCE_KEYS = new Set(['id', 'version', 'app', 'inbound', 'outbound', 'admin']);
+const INSTANCE_KEYS = new Set(['id', 'version', 'app', 'inbound', 'outbound', 'admin', 'upstreams', 'httpProxy']);
+const UPSTREAM_RE = /^([a-z0-9](?:[a-z0-9-]*[a-z0-9])?)(?::(\d{1,5}))?=(.+?)(?:\/(tcp|http))?$/;
 const SERVICE_KEYS = new Set(['namespace', 'serviceAccount', 'instances']);
 
 export function spiffeIdFor(trustDomain: string, namespace: string, serviceAccount: string): string {
@@ -104,6 +117,8 @@ export function parseTopology(text: string, file: string): TopologyResult {
   const services: Record<string, MeshService> = {};
   const instances: Record<string, MeshInstance> = {};
   const addressOwners = new Map<string, string>();
+  /** Upstream ports name services that may be defined later in the file: checked at the end. */
+  const upstreamRefs: Array<{ node: YamlNode; service: string; id: string }> = [];
   if (!isMap(servicesNode)) {
     at((servicesNode as YamlNode | undefined) ?? root, 'TOPO_SERVICES', '`services:` must be a mapping of service name to its definition');
     return { ok: false, errors };
@@ -153,7 +168,7 @@ export function parseTopology(text: string, file: string): TopologyResult {
         at(item.get('id', true) as YamlNode, 'TOPO_DUPLICATE_INSTANCE', `instance id "${id}" is used twice`);
         continue;
       }
-      const addr = (field: 'app' | 'inbound' | 'outbound' | 'admin', required: boolean): HostPort | undefined => {
+      const addr = (field: 'app' | 'inbound' | 'outbound' | 'admin' | 'httpProxy', required: boolean): HostPort | undefined => {
         const node = item.get(field, true);
         if (node === undefined) {
           if (required) at(item, 'TOPO_ADDRESS_MISSING', `instance "${id}" needs ${field}: HOST:PORT`);
@@ -177,10 +192,39 @@ export function parseTopology(text: string, file: string): TopologyResult {
       if (!inbound || !outbound || !admin) continue;
       const instance: MeshInstance = { id, service: name, version, namespace, serviceAccount, spiffeId, inbound, outbound, admin };
       if (app) instance.app = app;
+      const httpProxy = addr('httpProxy', false);
+      if (httpProxy) instance.httpProxy = httpProxy;
+      const ups = item.get('upstreams', true);
+      if (ups !== undefined) {
+        if (!isSeq(ups)) at(ups as YamlNode, 'TOPO_UPSTREAM', `upstreams of instance "${id}" must be a list of "NAME[:PORT]=HOST:PORT[/tcp|/http]"`);
+        else {
+          instance.upstreams = [];
+          for (const u of ups.items) {
+            const m = isScalar(u) ? UPSTREAM_RE.exec(String(u.value)) : null;
+            const listen = m ? parseHostPort(m[3]!) : undefined;
+            const port = m?.[2] === undefined ? 0 : Number(m[2]);
+            if (!m || !listen || port > 65535 || (m[2] !== undefined && port < 1)) {
+              at(u as YamlNode, 'TOPO_UPSTREAM', `an upstream of instance "${id}" must be "NAME[:PORT]=HOST:PORT[/tcp|/http]" (port 1-65535)`);
+              continue;
+            }
+            const key = `${listen.host}:${listen.port}`;
+            const owner = addressOwners.get(key);
+            if (owner) at(u as YamlNode, 'TOPO_ADDRESS_CLASH', `${key} (upstream of "${id}") is already used by ${owner}`);
+            else addressOwners.set(key, `upstream of "${id}"`);
+            const spec: UpstreamSpec = { service: m[1]!, port, listen };
+            if (m[4]) spec.protocol = m[4] as 'tcp' | 'http';
+            instance.upstreams.push(spec);
+            upstreamRefs.push({ node: u as YamlNode, service: spec.service, id });
+          }
+        }
+      }
       instances[id] = instance;
       service.instances.push(instance);
       if (!service.versions.includes(version)) service.versions.push(version);
     }
+  }
+  for (const r of upstreamRefs) {
+    if (!services[r.service]) at(r.node, 'TOPO_UPSTREAM_SERVICE', `upstream of instance "${r.id}" names service "${r.service}", which the topology does not define`);
   }
   if (errors.length > 0) return { ok: false, errors };
   return { ok: true, topology: { trustDomain, services, instances } };

@@ -152,6 +152,9 @@ class LocalMesh {
       '--app', hp(app),
       '--admin', hp(inst.admin),
       '--state-dir', join(this.runDir, 'sidecars', inst.id),
+      // Explicit mode (docs/runtime.md): local ports bound to mesh services, and an HTTP proxy port.
+      ...(inst.upstreams ?? []).flatMap((u) => ['--upstream', `${u.service}${u.port ? `:${u.port}` : ''}=${hp(u.listen)}${u.protocol ? `/${u.protocol}` : ''}`]),
+      ...(inst.httpProxy ? ['--http-proxy', hp(inst.httpProxy)] : []),
     ];
     const logPath = join(this.runDir, 'logs', `${inst.id}.log`);
     const log = createWriteStream(logPath);
