@@ -305,7 +305,7 @@ export class Sidecar {
       });
     }
     if (o.httpProxy) {
-      serve('http-proxy', o.httpProxy, this.outboundRole(), (listener, http) => {
+      serve('http-proxy', o.httpProxy, this.outboundRole(undefined, true), (listener, http) => {
         listener.handle(
           'http1',
           httpProxyPortHandler({
@@ -316,7 +316,7 @@ export class Sidecar {
               socket.resume();
             },
             service: (host) => this.serviceNamed(host),
-            allowEgress: o.allowEgress === true,
+            allowEgress: this.allowEgress,
             limits: httpOptions.limits,
             headersTimeoutMs: httpOptions.headersTimeoutMs,
             log: this.log,
@@ -467,8 +467,11 @@ export class Sidecar {
     return this.chain !== undefined && this.endpoints !== undefined && this.tls !== undefined;
   }
 
-  /** `fixedService`: an upstream port of explicit mode, whose requests all go to that service whatever their Host. */
-  private outboundRole(fixedService?: string): ListenerRole {
+  /**
+   * `fixedService`: an upstream port of explicit mode, whose requests all go to that service whatever their Host.
+   * `proxyPort`: the HTTP proxy port, where an absolute-form request for a host outside the mesh is egress.
+   */
+  private outboundRole(fixedService?: string, proxyPort = false): ListenerRole {
     const node = this.options.node;
     return {
       name: 'outbound',
@@ -477,8 +480,10 @@ export class Sidecar {
         const tls = this.tls;
         if (!tls) throw new MeshError('no-certificate', 'this sidecar has no certificate yet');
         // An absolute-form target (a request to an HTTP proxy) names the service; its authority wins over Host.
-        const host = absoluteAuthority(ex.head.target) ?? ex.head.host;
-        const dst = ex.conn.info.originalDst;
+        const absolute = absoluteAuthority(ex.head.target);
+        const host = absolute ?? ex.head.host;
+        // The proxy port's egress goes the passthrough way, to the authority the request names (allowed or egress-denied).
+        const dst = proxyPort && absolute !== undefined && this.serviceNamed(absolute) === undefined ? authorityDestination(absolute) : ex.conn.info.originalDst;
         // Transparent mode: Host first, then the original destination (a mesh address, or else passthrough).
         const service = fixedService ?? this.serviceNamed(host) ?? (dst ? this.interceptedService(dst) : this.serviceFromHost(host));
         const facts = this.facts(ex, Direction.Outbound, tls.spiffeId, service, '', 'http');
@@ -736,6 +741,13 @@ export class Sidecar {
     if (this.stopping) out.push('stopping');
     return out;
   }
+}
+
+/** `host[:port]` of an absolute-form request as a destination (port 80 when absent; IPv6 without brackets). */
+function authorityDestination(authority: string): Destination {
+  const m = /^(\[[^\]]*\]|[^:]*)(?::(\d{1,5}))?$/.exec(authority);
+  const host = (m?.[1] ?? authority).replace(/^\[(.*)\]$/, '$1');
+  return { address: host, port: m?.[2] ? Number(m[2]) : 80 };
 }
 
 /** The authority of an absolute-form request target (`http://catalog:8080/x` → `catalog:8080`), else undefined. */

@@ -71,8 +71,14 @@ describe('the HTTP proxy port', () => {
     expect(JSON.parse(r.stdout.slice(r.stdout.indexOf('\r\n\r\n') + 4))).toMatchObject({ url: '/via-proxy' });
   });
 
-  it('answers an absolute-form request for a host outside the mesh with 503 unknown-service', async () => {
+  it('refuses an absolute-form request for a host outside the mesh with 403 egress-denied', async () => {
     const r = await curl(['-i', '-x', `http://127.0.0.1:${mesh.port('http-proxy')}`, 'http://nowhere.example/']);
+    expect(r.stdout).toMatch(/^HTTP\/1\.1 403/);
+    expect(r.stdout.toLowerCase()).toContain('x-mesh-reason: egress-denied');
+  });
+
+  it('answers an origin-form request on the proxy port by its Host, like the outbound listener (503 unknown-service)', async () => {
+    const r = await curl(['-i', `http://127.0.0.1:${mesh.port('http-proxy')}/`]);
     expect(r.stdout).toMatch(/^HTTP\/1\.1 503/);
     expect(r.stdout.toLowerCase()).toContain('x-mesh-reason: unknown-service');
   });
@@ -136,6 +142,26 @@ describe('the HTTP proxy port', () => {
       expect(dead).toContain('x-mesh-reason: upstream-connect-failed\r\n');
     } finally {
       await local.stop();
+    }
+  });
+
+  it('with egress allowed, sends an absolute-form request for a host outside the mesh there as plain HTTP', async () => {
+    const { startEchoApp } = await import('../runtime/helpers.ts');
+    const external = await startEchoApp('external');
+    const local = await startTcpMesh(() => ({ httpProxy: { host: '127.0.0.1', port: 0 }, allowEgress: true }));
+    try {
+      // "localhost" is no mesh service name and no endpoint address: egress.
+      const r = await curl(['-i', '-x', `http://127.0.0.1:${local.port('http-proxy')}`, `http://localhost:${external.port}/outside?q=1`]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/^HTTP\/1\.1 200/);
+      expect(r.stdout.toLowerCase()).toContain('x-app: external');
+      expect(external.seen.at(-1)).toMatchObject({ url: '/outside?q=1' });
+      // A mesh service by name still goes through the mesh.
+      const m = await curl(['-i', '-x', `http://127.0.0.1:${local.port('http-proxy')}`, 'http://catalog/in-mesh']);
+      expect(m.stdout.toLowerCase()).toContain('x-app: catalog');
+    } finally {
+      await local.stop();
+      await external.close();
     }
   });
 
