@@ -76,6 +76,11 @@ function readHead(socket: Socket, deps: HttpProxyPortDeps, done: (err: MeshError
   socket.on('data', onData);
   socket.on('end', onEnd);
   socket.on('error', () => {});
+  // A client gone before its head was complete: nothing to answer, stop waiting.
+  socket.once('close', () => {
+    settled = true;
+    clearTimeout(timer);
+  });
   socket.resume();
 }
 

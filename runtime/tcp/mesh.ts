@@ -97,5 +97,10 @@ export function readTransportHeader(socket: net.Socket, timeoutMs: number, done:
   const timer = setTimeout(() => finish(`no transport header within ${timeoutMs} ms`, -1), timeoutMs);
   socket.on('data', onData);
   socket.on('end', onEnd);
+  // A peer gone before its header: nothing to relay, stop waiting.
+  socket.once('close', () => {
+    settled = true;
+    clearTimeout(timer);
+  });
   socket.resume();
 }
