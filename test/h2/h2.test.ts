@@ -120,6 +120,39 @@ describe('HTTP/2 prior knowledge through a sidecar pair to an h2c app', () => {
   });
 });
 
+describe('HTTP/2 on stop', () => {
+  it('sends GOAWAY and lets the stream in flight finish', async () => {
+    const app = await startH2App();
+    const mesh = await startPair(app.port);
+    const session = http2.connect(`http://127.0.0.1:${mesh.outbound}`);
+    session.on('error', () => {});
+    try {
+      const goaway = new Promise<void>((r) => session.once('goaway', () => r()));
+      const inFlight = new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const s = session.request({ ':path': '/slow/400', ':authority': 'catalog' });
+        let status = 0;
+        let body = '';
+        s.on('response', (h) => (status = Number(h[':status'])));
+        s.on('data', (c: Buffer) => (body += c.toString()));
+        s.on('end', () => resolve({ status, body }));
+        s.on('error', reject);
+        s.end();
+      });
+      // The request is at the app when the sidecar is told to stop.
+      const deadline = Date.now() + 5_000;
+      while (!app.seen.some((e) => e.path === '/slow/400') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      const stopping = mesh.web.stop();
+      await goaway;
+      expect(await inFlight).toEqual({ status: 200, body: 'slow' });
+      await stopping;
+    } finally {
+      session.destroy();
+      await mesh.stop();
+      await app.close();
+    }
+  });
+});
+
 describe('HTTP/2 prior knowledge to an HTTP/1.1-only app', () => {
   let app: EchoApp;
   let mesh: H2Mesh;

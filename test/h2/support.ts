@@ -82,7 +82,7 @@ export interface H2App {
   close(): Promise<void>;
 }
 
-/** An h2c server: `/trailers` answers with a body and trailers; anything else echoes the request as JSON. */
+/** An h2c server: `/trailers` answers with a body and trailers, `/slow/<ms>` after a delay; anything else echoes the request as JSON. */
 export async function startH2App(): Promise<H2App> {
   const app: H2App = { port: 0, seen: [], sessions: 0, close: async () => {} };
   const server = http2.createServer();
@@ -96,6 +96,15 @@ export async function startH2App(): Promise<H2App> {
       const plain = Object.fromEntries(Object.entries(headers).filter(([k]) => !k.startsWith(':')));
       const entry = { method: String(headers[':method']), path: String(headers[':path']), headers: plain, bodyLength: length, trailers };
       app.seen.push(entry);
+      const slow = /^\/slow\/(\d+)/.exec(String(headers[':path']));
+      if (slow) {
+        setTimeout(() => {
+          if (stream.destroyed) return;
+          stream.respond({ ':status': 200, 'x-app': 'h2' });
+          stream.end('slow');
+        }, Number(slow[1]));
+        return;
+      }
       if (headers[':path'] === '/trailers') {
         stream.respond({ ':status': 200, 'content-type': 'text/plain', 'x-app': 'h2' }, { waitForTrailers: true });
         stream.once('wantTrailers', () => stream.sendTrailers({ 'x-checksum': 'abc123' }));
