@@ -9,13 +9,16 @@ const OUTPUT_FILE = 'main.wasm';
 const FILTERS_DIR = new URL('../../filters/', import.meta.url);
 
 /**
- * asc flags. -O2: decisions cost the same as with -O3 (host calls dominate,
- * bench/decisions.ts) and a 1,000-rule module compiles twice as fast. The
- * incremental GC runtime because filters live as
- * long as the VM and allocate per request, and abort routed to the library's
- * handler so the module imports nothing outside env/wasi_snapshot_preview1.
+ * asc flags. -O1: binaryen's optimizer is most of asc's time (about 2/3 of a
+ * 100-rule module at -O2, a third of that at -O1), while a decision costs the
+ * same at -O1, -O2 and -O3: V8 optimizes the Wasm again when it tiers up,
+ * and host calls dominate (bench/decisions.ts; docs/compiler.md has the
+ * comparison). The module is as small as at -O2. The incremental GC runtime
+ * because filters live as long as the VM and allocate per request, and abort
+ * routed to the library's handler so the module imports nothing outside
+ * env/wasi_snapshot_preview1.
  */
-export const ASC_FLAGS = ['--outFile', OUTPUT_FILE, '-O2', '--runtime', 'incremental', '--use', 'abort=filters/abort/meshAbort'];
+export const ASC_FLAGS = ['--outFile', OUTPUT_FILE, '-O1', '--runtime', 'incremental', '--use', 'abort=filters/abort/meshAbort'];
 
 export class AssemblyScriptError extends Error {
   readonly code = 'MESHC_CODEGEN';
