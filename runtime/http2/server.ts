@@ -86,8 +86,12 @@ export class Http2Server {
       maxHeaderListPairs: options.limits.maxHeaderCount * 2 + 8,
     });
     this.server.on('session', (session: ServerHttp2Session) => {
-      const h = this.handing!;
+      const h = this.handing;
       this.handing = undefined;
+      if (!h) {
+        session.destroy();
+        return;
+      }
       const conn = new H2Connection(this, this.hooks, session, h.socket, h.info);
       this.connections.add(conn);
       if (this.connections.size > options.maxConnections) conn.refuse('too-many-connections', `this listener serves at most ${options.maxConnections} connections`);
@@ -96,6 +100,7 @@ export class Http2Server {
 
   /** Takes over a connected socket whose first bytes are the HTTP/2 preface (or a TLS socket that chose h2). */
   accept(socket: Socket, info: ConnectionInfo = {}): void {
+    if (socket.destroyed) return;
     this.handing = { socket, info };
     this.server.emit('connection', socket);
     this.handing = undefined;
