@@ -346,6 +346,8 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
   private pumping = false;
   private budgetSpent = false;
   private trace: TraceHop | undefined;
+  /** grpc-status of a gRPC local response this proxy made (for the access log). */
+  private grpcStatus: string | undefined;
 
   constructor(role: ListenerRole, deps: ProxyDeps, ex: DownstreamExchange) {
     this.role = role;
@@ -824,6 +826,7 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
     if (!this.ex.bodyEnded) this.ex.keepAlive = false;
     if (isGrpc(this.ex.head.headers)) {
       const g = grpcLocalResponse(r.status, headers, r.body);
+      this.grpcStatus = getHeader(g.headers, 'grpc-status');
       this.ex.respond(g.status, g.headers, EMPTY);
     } else {
       this.ex.respond(r.status, headers, Buffer.from(r.body));
@@ -842,6 +845,7 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
       // gRPC clients read grpc-status, not the HTTP status: mesh failures are UNAVAILABLE.
       const r = renderError(e);
       const g = grpcLocalResponse(r.status, r.headers, r.body, GRPC_STATUS.UNAVAILABLE);
+      this.grpcStatus = String(GRPC_STATUS.UNAVAILABLE);
       if (!this.ex.bodyEnded) this.ex.keepAlive = false;
       this.ex.respond(g.status, g.headers, EMPTY);
     } else {
@@ -910,6 +914,9 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
       error: this.error,
       attempts: this.tries > 1 ? this.tries : undefined,
       retry_budget_spent: this.budgetSpent || undefined,
+      // HTTP/2 requests (absent for HTTP/1.x), and the gRPC status as Envoy's %GRPC_STATUS% (trailers, or a trailers-only head).
+      protocol: stream?.facts.protocol === 'HTTP/2' ? 'HTTP/2' : undefined,
+      grpc_status: this.grpcStatus ?? (this.responseTrailers ? getHeader(this.responseTrailers, 'grpc-status') : stream && stream.responseHeaders.length > 1 ? getHeader(stream.responseHeaders, 'grpc-status') : undefined),
       trace_id: trace?.traceId,
       span_id: trace?.spanId,
       parent_span_id: trace?.parentSpanId,

@@ -73,6 +73,11 @@ describe('gRPC through a sidecar pair', () => {
     expect(r.head?.get('x-head')).toEqual(['from-server']);
     expect(r.status?.code).toBe(grpc.status.OK);
     expect(r.status?.metadata.get('x-trailer')).toEqual(['from-server']);
+    // Both sidecars log the call as HTTP/2 with its gRPC status.
+    const out = mesh.webLogs.entries.filter((e) => e.direction === 'outbound' && e.path === '/mesh.test.Echo/Unary').at(-1);
+    const inn = mesh.catalogLogs.entries.filter((e) => e.direction === 'inbound' && e.path === '/mesh.test.Echo/Unary').at(-1);
+    expect(out).toMatchObject({ protocol: 'HTTP/2', grpc_status: '0', status: 200 });
+    expect(inn).toMatchObject({ protocol: 'HTTP/2', grpc_status: '0', status: 200 });
   });
 
   it('unary: an error status, its message and trailers pass unchanged', async () => {
@@ -80,6 +85,7 @@ describe('gRPC through a sidecar pair', () => {
     expect(r.status?.code).toBe(grpc.status.NOT_FOUND);
     expect(r.status?.details).toBe('no such thing');
     expect(r.status?.metadata.get('x-trailer')).toEqual(['from-server']);
+    expect(mesh.webLogs.entries.filter((e) => e.path === '/mesh.test.Echo/Unary').at(-1)).toMatchObject({ grpc_status: String(grpc.status.NOT_FOUND) });
   });
 
   it('server streaming: every message in order, then the trailers', async () => {
@@ -131,7 +137,7 @@ describe('gRPC through a sidecar pair', () => {
     expect(r.status?.metadata.get('x-mesh-rule')).toEqual(['catalog/deny/guests-no-unary']);
     expect(app.lastMetadata).toBe(before);
     const log = mesh.catalogLogs.entries.filter((e) => e.direction === 'inbound' && e.path === '/mesh.test.Echo/Unary').at(-1);
-    expect(log).toMatchObject({ status: 200, rule: 'catalog/deny/guests-no-unary' });
+    expect(log).toMatchObject({ status: 200, rule: 'catalog/deny/guests-no-unary', grpc_status: '7' });
     // Other callers of the same method are served.
     expect((await unary('fine', { 'x-role': 'admin' })).status?.code).toBe(grpc.status.OK);
   });
