@@ -278,8 +278,10 @@ export class H2Exchange implements DownstreamExchange {
   /** Meaningless for a stream (the connection outlives it); kept for the interface. */
   keepAlive = true;
   private finished = false;
-  /** The response ended with the HEADERS frame (no body, no trailers). */
-  private endedWithHead = false;
+  /** Our side of the stream ended: with the HEADERS frame (no body), or with the last bytes of a known length. */
+  private ended = false;
+  /** The response body's length, -1 when unknown. */
+  private length = -1;
   private trailersOut: HeaderList | undefined;
   private trailersIn: HeaderList | undefined;
   private resetByUs = false;
@@ -339,13 +341,14 @@ export class H2Exchange implements DownstreamExchange {
     if (this.headersSent) throw new Error('response head already sent');
     this.headersSent = true;
     this.status = status;
+    this.length = length;
     const out = headerObject(headers, { ':status': String(status) });
     const noBody = length === 0 || this.head.method === 'HEAD' || status === 204 || status === 304;
     if (length >= 0 && status !== 204 && status !== 304) out['content-length'] = String(length);
     if (this.stream.destroyed || this.stream.closed) return;
     if (noBody) {
       // HEADERS with END_STREAM: for gRPC this is a "trailers-only" response (grpc-status in the head).
-      this.endedWithHead = true;
+      this.ended = true;
       this.stream.respond(out, { endStream: true });
     } else if (length > 0) {
       // A known length: no trailers can follow (as with HTTP/1.1 content-length framing).
@@ -361,8 +364,14 @@ export class H2Exchange implements DownstreamExchange {
   }
 
   write(chunk: Buffer): boolean {
-    if (this.endedWithHead || chunk.length === 0 || this.stream.destroyed) return true;
+    if (this.ended || chunk.length === 0 || this.stream.destroyed) return true;
     this.bytesSent += chunk.length;
+    if (this.bytesSent === this.length) {
+      // The last bytes of a known length: DATA with END_STREAM in one frame (the usual small response).
+      this.ended = true;
+      this.stream.end(chunk);
+      return true;
+    }
     return this.stream.write(chunk);
   }
 
@@ -375,7 +384,7 @@ export class H2Exchange implements DownstreamExchange {
   finishResponse(trailers: HeaderList | undefined): void {
     if (this.finished) return;
     this.finished = true;
-    if (this.endedWithHead || this.stream.destroyed) return;
+    if (this.ended || this.stream.destroyed) return;
     this.trailersOut = trailers;
     this.stream.end();
   }
@@ -406,6 +415,8 @@ export class H2Exchange implements DownstreamExchange {
 
   private onClose(): void {
     if (this.finished) return;
+    // Completed cleanly before the proxy called finishResponse (it is on its way).
+    if (this.ended && this.stream.rstCode === NGHTTP2_NO_ERROR) return;
     this.finished = true;
     // Closed before our response was complete, not by our own reset, on a live connection: the peer reset it.
     if (!this.resetByUs && this.stream.rstCode !== NGHTTP2_NO_ERROR && !this.conn.session.destroyed) this.conn.peerReset();
