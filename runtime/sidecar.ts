@@ -233,7 +233,9 @@ export class Sidecar {
     );
     // Opaque TCP on the outbound listener needs a destination: only an intercepted connection
     // (transparent mode) has one, so only then does silence mean a server-first protocol.
-    this.outboundListener = new ProtocolListener({ name: 'outbound', log: this.log, serverFirstTimeoutMs: (c) => (c.info.originalDst ? detectMs : undefined) })
+    // A client that never speaks is given up on as the codec gives up on a head: after headersTimeoutMs.
+    const maxWaitMs = httpOptions.headersTimeoutMs;
+    this.outboundListener = new ProtocolListener({ name: 'outbound', log: this.log, maxWaitMs, serverFirstTimeoutMs: (c) => (c.info.originalDst ? detectMs : undefined) })
       .handle('http1', (socket, conn) => {
         this.countConnection(socket, outboundTcp);
         this.outboundHttp.accept(socket, conn.info);
@@ -245,7 +247,7 @@ export class Sidecar {
       })
       .handle('opaque', (socket, conn) => this.opaqueOutbound(socket, conn));
     this.outboundServer = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.outboundListener.accept(socket));
-    this.inboundListener = new ProtocolListener({ name: 'inbound', log: this.log })
+    this.inboundListener = new ProtocolListener({ name: 'inbound', log: this.log, maxWaitMs })
       .handle('http1', (socket, conn) => {
         const peer = conn.info.peer ?? '';
         // Counted once the handshake named the peer; bytes are the plaintext ones, as Istio counts them.
@@ -288,7 +290,7 @@ export class Sidecar {
     const serve = (name: string, listen: Address, role: ListenerRole, configure: (l: ProtocolListener, http: Http1Server) => void): void => {
       const http = new Http1Server(httpOptions, { request: (ex) => handleRequest(role, deps, ex), refused: refused(role) });
       this.explicitHttp.push(http);
-      const listener = new ProtocolListener({ name, log: this.log, serverFirstTimeoutMs: detectMs });
+      const listener = new ProtocolListener({ name, log: this.log, maxWaitMs: httpOptions.headersTimeoutMs, serverFirstTimeoutMs: detectMs });
       listener.handle('http1', (socket, conn) => {
         this.countConnection(socket, outboundTcp);
         http.accept(socket, conn.info);

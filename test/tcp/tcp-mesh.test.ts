@@ -205,6 +205,22 @@ describe('opaque TCP limits and sessions', () => {
 });
 
 describe('opaque TCP timeouts', () => {
+  it('closes a connection that never speaks on the plain outbound listener after the head timeout', async () => {
+    const local = await startTcpMesh(() => ({ http: { headersTimeoutMs: 300 } }));
+    try {
+      const started = performance.now();
+      await new Promise<void>((resolve) => {
+        const c = net.connect(local.web.addresses().outbound.port, '127.0.0.1');
+        c.on('close', () => resolve());
+        c.on('error', () => {});
+      });
+      expect(performance.now() - started).toBeGreaterThanOrEqual(290);
+      expect(await eventually(() => local.webLogs.entries.some((e) => e.event === 'connection-refused' && e.listener === 'outbound' && e.reason === 'detect-timeout'))).toBe(true);
+    } finally {
+      await local.stop();
+    }
+  });
+
   it('closes a connection idle for the idle timeout, with the reason in the log', async () => {
     const local = await startTcpMesh((echoPort) => ({
       tcp: { idleTimeoutMs: 300 },
