@@ -98,13 +98,19 @@ export function classify(buf: Buffer, final = false): Protocol | undefined {
   if (n === 0) return undefined;
   const more = final ? 'opaque' : undefined;
   // HTTP/2 preface, before the HTTP/1 test: its first line is also a valid request line.
-  const p = Math.min(n, PREFACE.length);
-  if (buf.compare(PREFACE, 0, p, 0, p) === 0) return n >= PREFACE.length ? 'h2' : more;
+  if (buf[0] === 0x50 && isPrefacePrefix(buf)) return n >= PREFACE.length ? 'h2' : more;
   if (buf[0] === 0x16) {
     if (n === 1) return more;
     return buf[1] === 0x03 ? 'tls' : 'opaque';
   }
   return classifyRequestLine(buf, more);
+}
+
+/** The buffer starts the HTTP/2 preface (or holds all of it). A byte loop: cheaper than Buffer#compare's native call for 24 bytes. */
+function isPrefacePrefix(buf: Buffer): boolean {
+  const p = Math.min(buf.length, PREFACE.length);
+  for (let i = 0; i < p; i++) if (buf[i] !== PREFACE[i]) return false;
+  return true;
 }
 
 /** `token SP target SP HTTP/d.d CRLF` (leading empty lines allowed, RFC 9112 2.2). */
