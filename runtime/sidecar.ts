@@ -129,6 +129,7 @@ export class Sidecar {
   /** Explicit mode: per-upstream ports and the HTTP proxy port, with their HTTP codecs. */
   private readonly explicitServers: Array<{ server: net.Server; listen: Address; name: string }> = [];
   private readonly explicitHttp: Http1Server[] = [];
+  private readonly explicitH2: Http2Server[] = [];
   /** Raw TCP connections of the inbound listener (the TLS layer sits on top). */
   private readonly handshaking = new Set<net.Socket>();
   /** Transparent mode: the raw inbound listener in front of the TLS server (runtime/interception). */
@@ -275,7 +276,7 @@ export class Sidecar {
       raw.once('close', () => this.handshaking.delete(raw));
     });
     this.adminServer = http.createServer((req, res) => this.admin(req, res));
-    this.explicitPorts(httpOptions, deps, refused, outboundTcp, detectMs);
+    this.explicitPorts(httpOptions, deps, refused, outboundTcp, detectMs, (role) => new Http2Server(h2Options, { request: (ex) => handleRequest(role, deps, ex), refused: h2Refused(role) }));
     if (options.interception === 'transparent') {
       const hook = originalDstHook(this.log);
       this.outboundListener.onAccept(hook);
@@ -285,7 +286,14 @@ export class Sidecar {
   }
 
   /** Explicit mode (runtime/explicit): a listener per upstream port, and the HTTP proxy port. */
-  private explicitPorts(httpOptions: ServerOptions, deps: ProxyDeps, refused: (role: ListenerRole) => ServerHooks['refused'], outboundTcp: TcpLabels, detectMs: number): void {
+  private explicitPorts(
+    httpOptions: ServerOptions,
+    deps: ProxyDeps,
+    refused: (role: ListenerRole) => ServerHooks['refused'],
+    outboundTcp: TcpLabels,
+    detectMs: number,
+    h2For: (role: ListenerRole) => Http2Server,
+  ): void {
     const o = this.options;
     const serve = (name: string, listen: Address, role: ListenerRole, configure: (l: ProtocolListener, http: Http1Server) => void): void => {
       const http = new Http1Server(httpOptions, { request: (ex) => handleRequest(role, deps, ex), refused: refused(role) });
@@ -300,7 +308,15 @@ export class Sidecar {
       this.explicitServers.push({ server: net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => listener.accept(socket)), listen, name });
     };
     for (const u of o.upstreams ?? []) {
-      serve(`upstream:${u.service}${u.port ? `:${u.port}` : ''}${u.protocol ? `/${u.protocol}` : ''}`, u.listen, this.outboundRole(u.service), (listener) => {
+      const role = this.outboundRole(u.service);
+      serve(`upstream:${u.service}${u.port ? `:${u.port}` : ''}${u.protocol ? `/${u.protocol}` : ''}`, u.listen, role, (listener) => {
+        // HTTP/2 with prior knowledge (gRPC clients): the same service, through the HTTP/2 codec.
+        const h2 = h2For(role);
+        this.explicitH2.push(h2);
+        listener.handle('h2', (socket, conn) => {
+          this.countConnection(socket, outboundTcp);
+          h2.accept(socket, conn.info);
+        });
         listener.handle('opaque', (socket, conn) => this.tcpProxy.toService(socket, conn, u.service, u.port));
         const declared = u.protocol === 'tcp' ? 'opaque' : u.protocol === 'http' ? 'http1' : undefined;
         if (declared) listener.onAccept((_s, conn) => (conn.protocol = declared));
@@ -424,12 +440,13 @@ export class Sidecar {
     this.outboundH2.drain();
     this.inboundH2.drain();
     for (const h of this.explicitHttp) h.drain();
+    for (const h of this.explicitH2) h.drain();
     this.adminServer.closeIdleConnections();
     const deadline = Date.now() + STOP_DEADLINE_MS;
     await Promise.race([this.idle(), delay(STOP_DEADLINE_MS)]);
     // Responses just completed still have bytes to flush: let their connections close on their own first.
     const grace = Math.max(100, Math.min(1_000, deadline - Date.now()));
-    await Promise.all([this.outboundHttp.closeAll(grace), this.inboundHttp.closeAll(grace), this.outboundH2.closeAll(grace), this.inboundH2.closeAll(grace), ...this.explicitHttp.map((h) => h.closeAll(grace))]);
+    await Promise.all([this.outboundHttp.closeAll(grace), this.inboundHttp.closeAll(grace), this.outboundH2.closeAll(grace), this.inboundH2.closeAll(grace), ...this.explicitHttp.map((h) => h.closeAll(grace)), ...this.explicitH2.map((h) => h.closeAll(grace))]);
     for (const raw of this.handshaking) raw.destroy();
     // Opaque TCP has no request boundary to drain at: what is still open is closed now.
     this.tcpProxy.closeAll();

@@ -54,6 +54,15 @@ describe('per-upstream ports', () => {
     expect(mesh.webLogs.entries.find((e) => e.path === '/items?id=7')).toMatchObject({ direction: 'outbound', destination_service: 'catalog', status: 200 });
   });
 
+  it('serves HTTP/2 with prior knowledge on the port (a gRPC client\'s way), to the same service', async () => {
+    const port = mesh.port('upstream:catalog');
+    const r = await curl(['-i', '--http2-prior-knowledge', `http://127.0.0.1:${port}/h2-items`]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^HTTP\/2 200/);
+    expect(r.stdout.toLowerCase()).toContain('x-app: catalog');
+    expect(await eventually(() => mesh.catalogLogs.entries.some((e) => e.direction === 'inbound' && e.path === '/h2-items'))).toBe(true);
+  });
+
   it('keeps the connection alive across requests on the port', async () => {
     const port = mesh.port('upstream:catalog');
     const r = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code} %{num_connects}\\n', `http://127.0.0.1:${port}/a`, '-o', '/dev/null', `http://127.0.0.1:${port}/b`]);
