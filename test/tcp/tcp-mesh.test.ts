@@ -163,6 +163,42 @@ describe('opaque TCP through a sidecar pair', () => {
   });
 });
 
+describe('an app that speaks TLS itself', () => {
+  it('passes its TLS through an undeclared upstream port untouched (detected as TLS, relayed as opaque TCP)', async () => {
+    const { createCa } = await import('../runtime/pki.ts');
+    const appCa = await createCa('app CA');
+    const appLeaf = await issueLeaf(appCa, 'db');
+    const tlsEcho = tls.createServer({ key: appLeaf.keyPem, cert: appLeaf.certPem }, (s) => s.pipe(s));
+    await new Promise<void>((r) => tlsEcho.listen(0, '127.0.0.1', r));
+    const tlsPort = (tlsEcho.address() as net.AddressInfo).port;
+    const local = await startTcpMesh(() => ({ upstreams: [{ service: 'catalog', port: tlsPort, listen: { host: '127.0.0.1', port: 0 } }] }), { tcp: { appPorts: [tlsPort] } });
+    try {
+      const port = local.port(`upstream:catalog:${tlsPort}`);
+      const echoed = await new Promise<{ text: string; issuer: string }>((resolve, reject) => {
+        // The app's own CA and its own certificate: end to end, the sidecars never see the plaintext.
+        const c = tls.connect({ port, host: '127.0.0.1', ca: appCa.certPem, servername: 'db.example', checkServerIdentity: () => undefined });
+        let text = '';
+        c.on('secureConnect', () => c.write('over the app\'s own TLS'));
+        c.on('data', (d: Buffer) => {
+          text += d.toString();
+          if (text === 'over the app\'s own TLS') {
+            const issuer = String(c.getPeerCertificate().issuer?.CN ?? '');
+            c.destroy();
+            resolve({ text, issuer });
+          }
+        });
+        c.on('error', reject);
+      });
+      expect(echoed.text).toBe("over the app's own TLS");
+      expect(echoed.issuer).toBe('app CA');
+      expect(await eventually(() => local.webLogs.entries.some((e) => e.protocol === 'tcp' && e.listener === `upstream:catalog:${tlsPort}` && e.destination_service === 'catalog'))).toBe(true);
+    } finally {
+      await local.stop();
+      await new Promise((r) => tlsEcho.close(r));
+    }
+  });
+});
+
 describe('opaque TCP limits and sessions', () => {
   it('resumes the TLS session on the next connection to the same endpoint', async () => {
     const port = mesh.port(echoName());
