@@ -114,9 +114,12 @@ export class HttpStream {
 /** A header's value (repeated headers joined with ","); `name` lower-case. Indexed loop: this runs per host call. */
 export function getHeader(list: HeaderList, name: string): string | undefined {
   let found: string | undefined;
+  const n = name.length;
   for (let i = 0; i < list.length; i++) {
     const pair = list[i]!;
-    if (pair[0] === name) found = found === undefined ? pair[1] : `${found},${pair[1]}`;
+    // The length test first: most names differ in length, and it spares a call to V8's string comparison.
+    const key = pair[0];
+    if (key.length === n && key === name) found = found === undefined ? pair[1] : `${found},${pair[1]}`;
   }
   return found;
 }
