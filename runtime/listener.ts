@@ -181,10 +181,6 @@ export class ProtocolListener {
     return this;
   }
 
-  has(protocol: Protocol): boolean {
-    return this.handlers.has(protocol);
-  }
-
   /**
    * For a TLS server's ALPNCallback: the first protocol the client offers that
    * has a handler here (HTTP/1.1 is always served: it is the codec's fallback).
@@ -247,8 +243,8 @@ export class ProtocolListener {
   }
 
   /** Logs a socket closed during detection. */
-  closed(socket: Socket, reason: string, bytes: number): void {
-    this.log?.({ time: new Date().toISOString(), event: 'connection-refused', listener: this.name, reason, bytes, source: socket.remoteAddress });
+  closed(socket: Socket, reason: string): void {
+    this.log?.({ time: new Date().toISOString(), event: 'connection-refused', listener: this.name, reason, source: socket.remoteAddress });
   }
 }
 
@@ -307,8 +303,8 @@ class Detection {
     // The client closed its side before the class was clear: what it sent decides.
     const proto = classify(this.head, true);
     if (proto === undefined) {
+      // Connected and closed without a byte: a TCP health check, say. Not worth a log line.
       this.stop();
-      this.listener.closed(this.socket, 'closed-before-data', 0);
       this.socket.destroy();
       return;
     }
@@ -321,7 +317,7 @@ class Detection {
         this.finish('opaque', 'server-first');
       } else {
         this.stop();
-        this.listener.closed(this.socket, 'detect-timeout', 0);
+        this.listener.closed(this.socket, 'detect-timeout');
         this.socket.destroy();
       }
       return;

@@ -215,6 +215,14 @@ describe('ProtocolListener over real sockets', () => {
     expect(srv.logs).toContainEqual(expect.objectContaining({ event: 'connection-refused', reason: 'detect-timeout' }));
   });
 
+  it('closes a connect-and-close (a TCP health check) quietly', async () => {
+    const srv = await detectingServer({ serverFirstTimeoutMs: 5_000 });
+    expect(await send(srv.port, [])).toBe('');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(srv.seen).toHaveLength(0);
+    expect(srv.logs).toEqual([]);
+  });
+
   it('decides from what arrived when the client closes early, and hands those bytes over in conn.head', async () => {
     const srv = await detectingServer();
     expect(await send(srv.port, ['GET /x'])).toBe('bye opaque');
