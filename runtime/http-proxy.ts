@@ -546,6 +546,12 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
     const status = Number(getHeader(list, ':status') ?? 502);
     this.ex.writeHead(status, outgoingResponseHeaders(list), length);
     this.headWritten = true;
+    if (this.deadlineSlot !== 0 && this.stream!.facts.protocol === 'HTTP/2' && isGrpc(this.ex.head.headers)) {
+      // A gRPC stream lasts as long as its client wants (its deadline travels as grpc-timeout and
+      // the server enforces it): the request timeout bounds the wait for the response head only.
+      deadlines.remove(this, this.deadlineSlot);
+      this.deadlineSlot = 0;
+    }
   }
 
   data(chunk: Buffer): void {

@@ -173,3 +173,41 @@ describe('gRPC through a sidecar pair', () => {
     }
   });
 });
+
+describe('gRPC and the request timeout', () => {
+  let slowApp: GrpcApp;
+  let pair: H2Mesh;
+  let c: ReturnType<typeof echoClient>;
+  beforeAll(async () => {
+    slowApp = await startGrpcApp();
+    pair = await startPair(slowApp.port, { sidecar: { upstreamTimeoutMs: 400 } });
+    c = echoClient(pair.outbound);
+  });
+  afterAll(async () => {
+    c?.close();
+    await pair?.stop();
+    await slowApp?.close();
+  });
+
+  it('bounds the wait for the response head: a unary call slower than the timeout is UNAVAILABLE (upstream-timeout)', async () => {
+    const status = await new Promise<grpc.StatusObject>((resolve) => {
+      const call = c.Unary({ text: 'x', ms: 1_500 }, () => {}) as grpc.ClientUnaryCall;
+      call.on('status', resolve);
+    });
+    expect(status.code).toBe(grpc.status.UNAVAILABLE);
+    expect(status.metadata.get('x-mesh-reason')).toEqual(['upstream-timeout']);
+  });
+
+  it('lets a stream whose head arrived outlive the timeout (its deadline is the client\'s)', async () => {
+    const got: number[] = [];
+    const status = await new Promise<grpc.StatusObject>((resolve) => {
+      const call = c.ServerStream({ text: 'tick', n: 6, ms: 150 }) as grpc.ClientReadableStream<Msg>;
+      call.on('data', (m: Msg) => got.push(m.n ?? -1));
+      call.on('error', () => {});
+      call.on('status', resolve);
+    });
+    // 6 messages 150 ms apart: about 750 ms, well past the 400 ms request timeout.
+    expect(status.code).toBe(grpc.status.OK);
+    expect(got).toEqual([0, 1, 2, 3, 4, 5]);
+  });
+});

@@ -123,7 +123,7 @@ export async function startH2App(): Promise<H2App> {
 
 // --- gRPC ---
 
-type Msg = { text: string; n?: number };
+type Msg = { text: string; n?: number; ms?: number };
 const json = {
   serialize: (m: Msg): Buffer => Buffer.from(JSON.stringify(m)),
   deserialize: (b: Buffer): Msg => JSON.parse(b.toString('utf8')) as Msg,
@@ -141,7 +141,7 @@ function method(name: string, requestStream: boolean, responseStream: boolean): 
   };
 }
 
-/** mesh.test.Echo: Unary, ServerStream (n replies), ClientStream (joins), Bidi (echoes each). */
+/** mesh.test.Echo: Unary (after `ms` if set), ServerStream (n replies, `ms` apart if set), ClientStream (joins), Bidi (echoes each). */
 export const ECHO_SERVICE = {
   Unary: method('Unary', false, false),
   ServerStream: method('ServerStream', false, true),
@@ -167,6 +167,11 @@ export async function startGrpcApp(): Promise<GrpcApp> {
   server.addService(ECHO_SERVICE, {
     Unary: (call: grpc.ServerUnaryCall<Msg, Msg>, cb: grpc.sendUnaryData<Msg>) => {
       app.lastMetadata = call.metadata;
+      if (call.request.ms) {
+        // Nothing (not even the response head) until the reply.
+        setTimeout(() => cb(null, { text: `late: ${call.request.text}` }), call.request.ms);
+        return;
+      }
       const head = new grpc.Metadata();
       head.set('x-head', 'from-server');
       call.sendMetadata(head);
@@ -178,7 +183,24 @@ export async function startGrpcApp(): Promise<GrpcApp> {
     },
     ServerStream: (call: grpc.ServerWritableStream<Msg, Msg>) => {
       app.lastMetadata = call.metadata;
-      for (let i = 0; i < (call.request.n ?? 3); i++) call.write({ text: `${call.request.text} ${i}`, n: i });
+      const n = call.request.n ?? 3;
+      if (call.request.ms) {
+        // One message every `ms`.
+        let i = 0;
+        const next = (): void => {
+          if (call.cancelled) return;
+          if (i === n) {
+            call.end(trailer());
+            return;
+          }
+          call.write({ text: `${call.request.text} ${i}`, n: i });
+          i++;
+          setTimeout(next, call.request.ms);
+        };
+        next();
+        return;
+      }
+      for (let i = 0; i < n; i++) call.write({ text: `${call.request.text} ${i}`, n: i });
       call.end(trailer());
     },
     ClientStream: (call: grpc.ServerReadableStream<Msg, Msg>, cb: grpc.sendUnaryData<Msg>) => {
