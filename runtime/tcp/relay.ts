@@ -6,7 +6,7 @@
 //      that opens the upstream socket (allowHalfOpen), labels for the log.
 // Out: the relay; when both sides are closed, one log line (bytes each way,
 //      duration, how it ended) and the TCP metrics of the connection.
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import type { SidecarMetrics, TcpLabels } from '../metrics.ts';
 
 export interface RelayOptions {
@@ -89,8 +89,11 @@ export function relay(down: Socket, options: RelayOptions, live?: Set<Socket>): 
     up.destroy();
   });
 
+  let logged = false;
   const finished = (): void => {
-    if (!downClosed || !upClosed) return;
+    // Both close handlers call this, and one side's close can run inside the other's handler.
+    if (!downClosed || !upClosed || logged) return;
+    logged = true;
     live?.delete(down);
     options.metrics.tcpClosed(options.labels, down.bytesRead, down.bytesWritten);
     const entry: Record<string, unknown> = {
@@ -109,7 +112,11 @@ export function relay(down: Socket, options: RelayOptions, live?: Set<Socket>): 
   };
   down.once('close', () => {
     downClosed = true;
-    if (!up.destroyed) up.destroy();
+    // A client that reset its connection resets the upstream's too, so the far end sees the abort.
+    if (!up.destroyed) {
+      if (reason === 'downstream-reset') reset(up);
+      else up.destroy();
+    }
     finished();
   });
   up.once('close', () => {
@@ -126,11 +133,18 @@ export function relay(down: Socket, options: RelayOptions, live?: Set<Socket>): 
   });
 }
 
-/** Closes with a TCP RST where the socket has a TCP handle (a TLS socket is just destroyed). */
+/**
+ * Closes with a TCP RST, so the peer learns the stream was cut rather than
+ * ended. A TLS socket's TCP connection is the socket it wraps (`_parent`, the
+ * one internal field used here: Node offers no reset on TLS sockets).
+ */
 function reset(socket: Socket): void {
+  const parent = (socket as { _parent?: unknown })._parent;
+  const tcp = parent instanceof net.Socket ? parent : socket;
   try {
-    socket.resetAndDestroy();
+    tcp.resetAndDestroy();
   } catch {
-    socket.destroy();
+    tcp.destroy();
   }
+  socket.destroy();
 }

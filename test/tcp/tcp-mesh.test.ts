@@ -199,6 +199,68 @@ describe('an app that speaks TLS itself', () => {
   });
 });
 
+describe('resets', () => {
+  it('passes an app\'s reset back to the client as a reset, across the mTLS hop, with one log line per side', async () => {
+    const { tcpServer } = await import('./support.ts');
+    const rst = await tcpServer((s) => s.once('data', () => s.resetAndDestroy()));
+    const local = await startTcpMesh(() => ({ upstreams: [{ service: 'catalog', port: rst.port, listen: { host: '127.0.0.1', port: 0 }, protocol: 'tcp' }] }), { tcp: { appPorts: [rst.port] } });
+    try {
+      const outcome = await new Promise<string>((resolve) => {
+        const c = net.connect(local.port(`upstream:catalog:${rst.port}/tcp`), '127.0.0.1');
+        c.on('connect', () => c.write('boom'));
+        c.on('end', () => resolve('clean end'));
+        c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+      });
+      // A clean end would tell the client the stream was complete; it was cut.
+      expect(outcome).toBe('ECONNRESET');
+      expect(await eventually(() => local.catalogLogs.entries.some((e) => e.protocol === 'tcp' && e.reason === 'upstream-reset'))).toBe(true);
+      expect(await eventually(() => local.webLogs.entries.some((e) => e.protocol === 'tcp' && e.reason === 'upstream-reset'))).toBe(true);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(local.catalogLogs.entries.filter((e) => e.protocol === 'tcp')).toHaveLength(1);
+      expect(local.webLogs.entries.filter((e) => e.protocol === 'tcp')).toHaveLength(1);
+    } finally {
+      await local.stop();
+      await rst.close();
+    }
+  });
+
+  it('passes a client\'s reset on to the app as a reset', async () => {
+    const { tcpServer } = await import('./support.ts');
+    let appSaw = '';
+    let saw: () => void = () => {};
+    const seen = new Promise<void>((resolve) => (saw = resolve));
+    const app = await tcpServer((s) => {
+      s.on('error', (e: NodeJS.ErrnoException) => {
+        appSaw = e.code ?? e.message;
+        saw();
+      });
+      s.on('end', () => {
+        appSaw = 'clean end';
+        saw();
+      });
+      s.once('data', () => s.write('ready'));
+      s.resume();
+    });
+    const local = await startTcpMesh(() => ({ upstreams: [{ service: 'catalog', port: app.port, listen: { host: '127.0.0.1', port: 0 }, protocol: 'tcp' }] }), { tcp: { appPorts: [app.port] } });
+    try {
+      await new Promise<void>((resolve) => {
+        const c = net.connect(local.port(`upstream:catalog:${app.port}/tcp`), '127.0.0.1');
+        c.on('connect', () => c.write('hello'));
+        c.once('data', () => {
+          c.resetAndDestroy();
+          resolve();
+        });
+        c.on('error', () => {});
+      });
+      await seen;
+      expect(appSaw).toBe('ECONNRESET');
+    } finally {
+      await local.stop();
+      await app.close();
+    }
+  });
+});
+
 describe('opaque TCP limits and sessions', () => {
   it('resumes the TLS session on the next connection to the same endpoint', async () => {
     const port = mesh.port(echoName());
