@@ -153,6 +153,10 @@ class H2Call implements UpstreamCall {
   /** Body written before the stream (or the fallback) existed. */
   private queued: Buffer[] = [];
   private ended = false;
+  /** Our side of the stream was ended (END_STREAM sent or queued). */
+  private streamEnded = false;
+  /** Request body bytes sent on the stream. */
+  private sent = 0;
   private trailersOut: HeaderList | undefined;
   private trailersIn: HeaderList | undefined;
   private aborted = false;
@@ -205,8 +209,11 @@ class H2Call implements UpstreamCall {
     if (this.paused) stream.pause();
     const q = this.queued;
     this.queued = [];
-    for (const c of q) stream.write(c);
-    if (this.ended) stream.end();
+    for (const c of q) this.send(stream, c);
+    if (this.ended && !this.streamEnded && f.length !== 0) {
+      this.streamEnded = true;
+      stream.end();
+    }
   }
 
   /** The upstream speaks HTTP/1.1 only: the try goes there, with what the proxy already wrote. */
@@ -258,7 +265,19 @@ class H2Call implements UpstreamCall {
       this.queued.push(data);
       return true;
     }
-    return this.stream.write(data);
+    return this.send(this.stream, data);
+  }
+
+  /** The last bytes of a known length go out as DATA with END_STREAM in one frame. */
+  private send(stream: ClientHttp2Stream, data: Buffer): boolean {
+    if (this.streamEnded) return true;
+    this.sent += data.length;
+    if (this.sent === this.framing.length) {
+      this.streamEnded = true;
+      stream.end(data);
+      return true;
+    }
+    return stream.write(data);
   }
 
   finish(trailers: HeaderList | undefined): void {
@@ -269,7 +288,10 @@ class H2Call implements UpstreamCall {
     if (this.ended) return;
     this.ended = true;
     this.trailersOut = trailers;
-    if (this.stream && !this.aborted && this.framing.length !== 0) this.stream.end();
+    if (this.stream && !this.aborted && this.framing.length !== 0 && !this.streamEnded) {
+      this.streamEnded = true;
+      this.stream.end();
+    }
   }
 
   onDrain(cb: () => void): void {
