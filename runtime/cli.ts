@@ -98,6 +98,7 @@ async function runConnected(args: import('./proxy-args.ts').ConnectedArgs): Prom
     // Unset: refused in explicit mode, passed through in transparent mode (docs/interception.md).
     allowEgress: args.denyEgress ? false : args.allowEgress || undefined,
     ...(args.interception ? { interception: args.interception } : {}),
+    ...(args.permissiveInbound ? { permissiveInbound: true } : {}),
     ...(args.detectTimeoutMs ? { detectTimeoutMs: args.detectTimeoutMs } : {}),
     tcp: { appPorts: args.appTcpPorts },
   });

@@ -58,6 +58,8 @@ export interface ConnectedArgs {
   allowEgress: boolean;
   /** `--interception transparent|explicit` (docs/interception.md); absent: explicit. */
   interception?: 'explicit' | 'transparent';
+  /** `--permissive-inbound`: transparent mode's inbound port also takes plaintext from outside the mesh (default: mTLS only). */
+  permissiveInbound?: boolean;
   /** `--deny-egress`: transparent mode refuses destinations outside the mesh (it passes them through by default). */
   denyEgress: boolean;
   /** `--detect-timeout-ms MS`: silence before a connection is taken for a server-first protocol. */
@@ -73,7 +75,7 @@ export const PROXY_USAGE = `Usage:
               [--state-dir DIR] [--trusted-key FILE]... [--upstream-timeout-ms MS]
               [--upstream NAME[:PORT]=HOST:PORT[/tcp|/http]]... [--http-proxy HOST:PORT] [--allow-egress]
               [--detect-timeout-ms MS] [--app-tcp-port PORT]...
-              [--interception explicit|transparent] [--deny-egress]
+              [--interception explicit|transparent] [--deny-egress] [--permissive-inbound]
   meshc proxy --listen HOST:PORT --upstream URL
               [--filter FILE.wasm [--filter-name NAME] [--filter-config STRING] [--filter-root-id ID]
                                  [--failure-policy closed|open|reload] [--dry-run]
@@ -125,6 +127,7 @@ export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
   const appTcpPorts: number[] = [];
   let allowEgress = false;
   let denyEgress = false;
+  let permissiveInbound = false;
   const filters: StandaloneFilterArg[] = [];
   const filterOptions = new Set(['--filter-config', '--filter-root-id', '--failure-policy', '--filter-name', '--memory-limit', '--fuel']);
   const known = new Set([
@@ -177,6 +180,9 @@ export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
     } else if (flag === '--allow-egress') {
       if (inline !== undefined) throw new ProxyArgsError('--allow-egress takes no value');
       allowEgress = true;
+    } else if (flag === '--permissive-inbound') {
+      if (inline !== undefined) throw new ProxyArgsError('--permissive-inbound takes no value');
+      permissiveInbound = true;
     } else if (flag === '--deny-egress') {
       if (inline !== undefined) throw new ProxyArgsError('--deny-egress takes no value');
       denyEgress = true;
@@ -222,11 +228,16 @@ export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
       denyEgress,
       appTcpPorts,
     };
+
     if (allowEgress && denyEgress) throw new ProxyArgsError('--allow-egress and --deny-egress contradict each other');
     const interception = single.get('--interception');
     if (interception !== undefined) {
       if (interception !== 'explicit' && interception !== 'transparent') throw new ProxyArgsError(`--interception expects explicit or transparent, got "${interception}"`);
       out.interception = interception;
+    }
+    if (permissiveInbound) {
+      if (out.interception !== 'transparent') throw new ProxyArgsError('--permissive-inbound needs --interception transparent');
+      out.permissiveInbound = true;
     }
     if (upstreamTimeoutMs !== undefined) out.upstreamTimeoutMs = upstreamTimeoutMs;
     const proxy = single.get('--http-proxy');
@@ -240,7 +251,7 @@ export function parseProxyArgs(argv: string[]): ConnectedArgs | StandaloneArgs {
   }
   if (!single.has('--listen')) throw new ProxyArgsError('give --controller (connected mode) or --listen/--upstream/--filter (standalone mode)');
   for (const flag of ['--http-proxy', '--detect-timeout-ms', '--interception']) if (single.has(flag)) throw new ProxyArgsError(`${flag} needs --controller (connected mode)`);
-  if (allowEgress || denyEgress || appTcpPorts.length) throw new ProxyArgsError('--allow-egress, --deny-egress and --app-tcp-port need --controller (connected mode)');
+  if (allowEgress || denyEgress || permissiveInbound || appTcpPorts.length) throw new ProxyArgsError('--allow-egress, --deny-egress, --permissive-inbound and --app-tcp-port need --controller (connected mode)');
   if (upstreamValues.length !== 1) throw new ProxyArgsError(upstreamValues.length === 0 ? '--upstream is required' : 'standalone mode takes one --upstream URL');
   // Zero filters is a plain proxy: the baseline the benchmark compares a chain against.
   const out: StandaloneArgs = {

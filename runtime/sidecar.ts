@@ -67,10 +67,14 @@ export interface SidecarOptions {
   allowEgress?: boolean;
   /**
    * 'transparent': connections arrive redirected by the iptables rules of `meshc init`; the listeners
-   * read each one's original destination, and the inbound port also serves plaintext clients from
-   * outside the mesh (docs/interception.md). Default 'explicit'.
+   * read each one's original destination (docs/interception.md). Default 'explicit'.
    */
   interception?: InterceptionMode;
+  /**
+   * Transparent mode: the inbound port also serves plaintext clients from outside the mesh (Istio's
+   * PERMISSIVE). Default false: mTLS only, plaintext connections are logged and closed (STRICT).
+   */
+  permissiveInbound?: boolean;
   /** Silence before a connection counts as a server-first protocol (opaque TCP), where opaque TCP has a destination; default 100 ms. */
   detectTimeoutMs?: number;
   /** Opaque TCP timeouts and the extra app ports peers may reach. */
@@ -281,7 +285,14 @@ export class Sidecar {
       const hook = originalDstHook(this.log);
       this.outboundListener.onAccept(hook);
       this.inboundListener.onAccept(hook);
-      this.inboundRaw = permissiveInbound(this.inboundServer, (socket) => this.inboundListener.accept(socket), detectMs);
+      const plaintext = options.permissiveInbound
+        ? (socket: net.Socket) => this.inboundListener.accept(socket)
+        : (socket: net.Socket) => {
+            // STRICT: nothing reaches the app without a mesh certificate.
+            this.log({ time: new Date().toISOString(), event: 'inbound-plaintext-refused', reason: 'mtls-required', source: socket.remoteAddress });
+            socket.destroy();
+          };
+      this.inboundRaw = permissiveInbound(this.inboundServer, plaintext, detectMs);
     }
   }
 

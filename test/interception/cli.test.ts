@@ -20,9 +20,15 @@ describe('meshc proxy --interception', () => {
     expect(parseProxyArgs(connected)).not.toHaveProperty('interception');
   });
 
+  it('keeps the inbound port mTLS-only unless --permissive-inbound is given', () => {
+    expect(parseProxyArgs([...connected, '--interception', 'transparent'])).not.toHaveProperty('permissiveInbound');
+    expect(parseProxyArgs([...connected, '--interception', 'transparent', '--permissive-inbound'])).toMatchObject({ permissiveInbound: true });
+  });
+
   it.each([
     [[...connected, '--interception', 'tproxy'], '--interception expects explicit or transparent, got "tproxy"'],
     [[...connected, '--allow-egress', '--deny-egress'], 'contradict'],
+    [[...connected, '--permissive-inbound'], '--permissive-inbound needs --interception transparent'],
     [['--listen', '127.0.0.1:1', '--upstream', 'http://127.0.0.1:2', '--interception', 'transparent'], '--interception needs --controller'],
   ])('refuses %j', (argv, message) => {
     let err: unknown;

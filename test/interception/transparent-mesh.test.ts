@@ -64,6 +64,8 @@ describe('transparent interception between two pods', () => {
       tcp: { appPorts: [9000] },
       // catalog's pod may not leave the mesh (Istio's REGISTRY_ONLY); web's may (the transparent default).
       ...(service === 'catalog' ? { allowEgress: false } : {}),
+      // catalog's pod also serves clients outside the mesh (PERMISSIVE); web's is mTLS only (the default, STRICT).
+      ...(service === 'catalog' ? { permissiveInbound: true } : {}),
     };
     const file = join(dir, `${service}.json`);
     writeFileSync(file, JSON.stringify({ ...options, endpoints, certificate: cert.payload, keyPem: cert.keyPem }));
@@ -237,6 +239,14 @@ describe('transparent interception between two pods', () => {
     expect(String(got.remote)).toMatch(/^127\.0\.0\.1:/);
     expect((got.headers as Record<string, string>)['x-request-id']).toMatch(/./);
     await entry('catalog', (e) => e.direction === 'inbound' && e.path === '/from-outside' && e.status === 200);
+  });
+
+  it('refuses a plaintext client outside the mesh at a STRICT pod (web): logged, nothing reaches the app', async () => {
+    const r = spawnSync('ip', ['netns', 'exec', x, 'curl', '-sS', '--max-time', '10', 'http://10.201.1.1:8080/strict'], { encoding: 'utf8' });
+    expect(r.status).not.toBe(0);
+    expect(r.stdout).toBe('');
+    await entry('web', (e) => e.event === 'inbound-plaintext-refused' && e.reason === 'mtls-required');
+    expect(logs.web.filter((e) => e.path === '/strict')).toEqual([]);
   });
 
   it('sends raw TCP from outside the mesh to the app port it dialed, through the inbound sidecar', async () => {
