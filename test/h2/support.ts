@@ -13,8 +13,8 @@ import type { Bundle } from '../../protocol/bundle.ts';
 import type { EndpointsPayload } from '../../protocol/wire.ts';
 import type { Sidecar, SidecarOptions } from '../../runtime/sidecar.ts';
 import { collectLog, makeTestBundle, startEchoApp, type EchoApp } from '../runtime/helpers.ts';
-import { newSidecar } from '../runtime/mesh.ts';
-import { createCa, issueLeaf, spiffeIdFor, type TestCa } from '../runtime/pki.ts';
+import { newSidecar, sidecarEndpoint, wirePair } from '../runtime/mesh.ts';
+import { createCa, type TestCa } from '../runtime/pki.ts';
 
 export interface H2Mesh {
   ca: TestCa;
@@ -45,20 +45,8 @@ export async function startPair(appPort: number, options: { bundle?: Bundle; sid
   const catalog = newSidecar('catalog', webApp, { log: catalogLogs.log, app: { host: '127.0.0.1', port: appPort }, ...options.sidecar });
   await web.start();
   await catalog.start();
-  const endpoints: EndpointsPayload = {
-    services: {
-      catalog: { endpoints: [{ instance: 'catalog-v1-0', address: '127.0.0.1', port: catalog.addresses().inbound.port, version: 'v1', spiffeId: spiffeIdFor('catalog') }] },
-    },
-  };
-  const bundle = options.bundle ?? makeTestBundle([]);
-  for (const s of [web, catalog]) {
-    await s.applyBundle(bundle);
-    s.applyEndpoints(endpoints);
-  }
-  const webCert = await issueLeaf(ca, 'web');
-  const catalogCert = await issueLeaf(ca, 'catalog');
-  web.applyCertificate(webCert.payload, webCert.keyPem);
-  catalog.applyCertificate(catalogCert.payload, catalogCert.keyPem);
+  const endpoints: EndpointsPayload = { services: { catalog: { endpoints: [sidecarEndpoint('catalog', catalog)] } } };
+  await wirePair(ca, web, catalog, options.bundle ?? makeTestBundle([]), endpoints);
   return {
     ca,
     web,

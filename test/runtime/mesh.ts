@@ -38,6 +38,23 @@ export function newSidecar(service: string, app: EchoApp, extra: Partial<Sidecar
   });
 }
 
+/** The mesh endpoint of a started sidecar: its inbound listener on 127.0.0.1, version v1. */
+export function sidecarEndpoint(service: string, sidecar: Sidecar): EndpointsPayload['services'][string]['endpoints'][number] {
+  return { instance: `${service}-v1-0`, address: '127.0.0.1', port: sidecar.addresses().inbound.port, version: 'v1', spiffeId: spiffeIdFor(service) };
+}
+
+/** Gives both started sidecars the bundle and endpoints, and each its own certificate from `ca`. */
+export async function wirePair(ca: TestCa, web: Sidecar, catalog: Sidecar, bundle: Bundle, endpoints: EndpointsPayload): Promise<void> {
+  for (const s of [web, catalog]) {
+    await s.applyBundle(bundle);
+    s.applyEndpoints(endpoints);
+  }
+  const webCert = await issueLeaf(ca, 'web');
+  const catalogCert = await issueLeaf(ca, 'catalog');
+  web.applyCertificate(webCert.payload, webCert.keyPem);
+  catalog.applyCertificate(catalogCert.payload, catalogCert.keyPem);
+}
+
 export async function startMesh(bundle: Bundle, options: Partial<SidecarOptions> = {}): Promise<TestMesh> {
   const ca = await createCa();
   const webApp = await startEchoApp('web');
@@ -48,29 +65,8 @@ export async function startMesh(bundle: Bundle, options: Partial<SidecarOptions>
   const catalog = newSidecar('catalog', catalogApp, { log: catalogLogs.log, ...options });
   await web.start();
   await catalog.start();
-  const endpoints: EndpointsPayload = {
-    services: {
-      catalog: {
-        endpoints: [
-          {
-            instance: 'catalog-v1-0',
-            address: '127.0.0.1',
-            port: catalog.addresses().inbound.port,
-            version: 'v1',
-            spiffeId: spiffeIdFor('catalog'),
-          },
-        ],
-      },
-    },
-  };
-  for (const s of [web, catalog]) {
-    await s.applyBundle(bundle);
-    s.applyEndpoints(endpoints);
-  }
-  const webCert = await issueLeaf(ca, 'web');
-  const catalogCert = await issueLeaf(ca, 'catalog');
-  web.applyCertificate(webCert.payload, webCert.keyPem);
-  catalog.applyCertificate(catalogCert.payload, catalogCert.keyPem);
+  const endpoints: EndpointsPayload = { services: { catalog: { endpoints: [sidecarEndpoint('catalog', catalog)] } } };
+  await wirePair(ca, web, catalog, bundle, endpoints);
   return {
     ca,
     web,

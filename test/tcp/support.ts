@@ -10,8 +10,8 @@ import { execFile } from 'node:child_process';
 import type { EndpointsPayload } from '../../protocol/wire.ts';
 import { Sidecar, type SidecarOptions } from '../../runtime/sidecar.ts';
 import { collectLog, makeTestBundle, startEchoApp, type EchoApp } from '../runtime/helpers.ts';
-import { nodeInfo } from '../runtime/mesh.ts';
-import { createCa, issueLeaf, spiffeIdFor, type TestCa } from '../runtime/pki.ts';
+import { nodeInfo, sidecarEndpoint, wirePair } from '../runtime/mesh.ts';
+import { createCa, type TestCa } from '../runtime/pki.ts';
 
 export interface TcpServer {
   port: number;
@@ -95,20 +95,9 @@ export async function startTcpMesh(webExtra: (echoPort: number, greeterPort: num
   await web.start();
   await catalog.start();
   const endpoints: EndpointsPayload = {
-    services: {
-      catalog: { endpoints: [{ instance: 'catalog-v1-0', address: '127.0.0.1', port: catalog.addresses().inbound.port, version: 'v1', spiffeId: spiffeIdFor('catalog') }] },
-      web: { endpoints: [{ instance: 'web-v1-0', address: '127.0.0.1', port: web.addresses().inbound.port, version: 'v1', spiffeId: spiffeIdFor('web') }] },
-    },
+    services: { catalog: { endpoints: [sidecarEndpoint('catalog', catalog)] }, web: { endpoints: [sidecarEndpoint('web', web)] } },
   };
-  const bundle = makeTestBundle([]);
-  for (const s of [web, catalog]) {
-    await s.applyBundle(bundle);
-    s.applyEndpoints(endpoints);
-  }
-  const webCert = await issueLeaf(ca, 'web');
-  const catalogCert = await issueLeaf(ca, 'catalog');
-  web.applyCertificate(webCert.payload, webCert.keyPem);
-  catalog.applyCertificate(catalogCert.payload, catalogCert.keyPem);
+  await wirePair(ca, web, catalog, makeTestBundle([]), endpoints);
   return {
     ca,
     web,
