@@ -11,6 +11,7 @@ import tls, { type TLSSocket } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { bound, delay, listen, type Address } from './net.ts';
 import { jsonLineLog } from './log.ts';
+import { expectSpiffeId, uriSan } from './peer-identity.ts';
 import type { Bundle } from '../protocol/bundle.ts';
 import { Direction } from '../protocol/properties.ts';
 import type { CertificatePayload, Endpoint, EndpointsPayload, NodeInfo } from '../protocol/wire.ts';
@@ -93,12 +94,6 @@ const STOP_DEADLINE_MS = 10_000;
 
 export { jsonLineLog };
 
-/** The URI SAN (SPIFFE ID) of a certificate, from Node's `subjectaltname` string. */
-export function uriSan(subjectaltname: string | undefined): string {
-  if (!subjectaltname) return '';
-  for (const part of subjectaltname.split(', ')) if (part.startsWith('URI:')) return part.slice(4);
-  return '';
-}
 
 export class Sidecar {
   private readonly options: SidecarOptions;
@@ -701,14 +696,7 @@ export class Sidecar {
             secureContext,
             ALPNProtocols: ['http/1.1'],
             ...(session ? { session } : {}),
-            // The chain is verified against the mesh CA by Node; identity is the SPIFFE URI SAN, not the host name.
-            checkServerIdentity: (_host, cert) => {
-              const got = uriSan(cert.subjectaltname);
-              if (got === expected) return undefined;
-              const err = new Error(`upstream ${ep.instance} presented ${got || 'no SPIFFE ID'}, expected ${expected}`) as NodeJS.ErrnoException;
-              err.code = 'MESH_IDENTITY_MISMATCH';
-              return err;
-            },
+            checkServerIdentity: expectSpiffeId(expected, ep.instance),
           });
           // TLS session resumption makes reconnects to the same sidecar cheap.
           socket.once('session', (s: Buffer) => (session = s));

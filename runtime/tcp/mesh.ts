@@ -9,14 +9,8 @@
 import net from 'node:net';
 import tls, { type SecureContext, type TLSSocket } from 'node:tls';
 import type { Endpoint } from '../../protocol/wire.ts';
+import { expectSpiffeId } from '../peer-identity.ts';
 import { decodeTransportHeader, encodeTransportHeader, MESH_TCP_ALPN, TRANSPORT_HEADER_BYTES } from '../../protocol/transport.ts';
-
-/** The URI SAN (SPIFFE ID) of a certificate, from Node's `subjectaltname` string. */
-function uriSan(subjectaltname: string | undefined): string {
-  if (!subjectaltname) return '';
-  for (const part of subjectaltname.split(', ')) if (part.startsWith('URI:')) return part.slice(4);
-  return '';
-}
 
 /** Opens mTLS connections for opaque TCP to other sidecars; one per certificate (replaced on rotation). */
 export class MeshTcpDialer {
@@ -43,14 +37,7 @@ export class MeshTcpDialer {
       secureContext: this.context,
       ALPNProtocols: [MESH_TCP_ALPN],
       ...(session ? { session } : {}),
-      // Identity is the SPIFFE URI SAN (endpoints are addressed by IP, not name).
-      checkServerIdentity: (_host, cert) => {
-        const got = uriSan(cert.subjectaltname);
-        if (got === expected) return undefined;
-        const err = new Error(`upstream ${ep.instance} presented ${got || 'no SPIFFE ID'}, expected ${expected}`) as NodeJS.ErrnoException;
-        err.code = 'MESH_IDENTITY_MISMATCH';
-        return err;
-      },
+      checkServerIdentity: expectSpiffeId(expected, ep.instance),
     });
     socket.once('session', (s: Buffer) => this.sessions.set(key, s));
     // A TLS socket over a socket we created does not always close that socket when destroyed.
