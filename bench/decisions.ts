@@ -111,7 +111,8 @@ function headers(spec: RequestSpec, path = spec.path!): HeaderList {
 
 /**
  * One decision as the sidecar makes it: a fresh stream, its context created,
- * proxy_on_request_headers, then proxy_on_done/proxy_on_delete. Returns the
+ * proxy_on_request_headers, its context finished (each context callback only
+ * if the module exports it, as FilterRun does). Returns the
  * local response's status, or 0 when the request may go on.
  */
 function decideOnce(vm: FilterVm, streamFacts: StreamFacts, spec: RequestSpec, path?: string): number {
@@ -195,7 +196,7 @@ export async function run(_options: SuiteOptions): Promise<SuiteResult> {
     rows: rows.map((r) => [r.rules, r.meshc, r.cedar, r.casbin, `${(r.cedar / r.meshc).toFixed(0)}×`, `${(r.casbin / r.meshc).toFixed(0)}×`]),
     notes: [
       'Rule i allows spiffe://mesh.local/ns/team<i%10>/sa/app<i> to GET/HEAD /api/<i> and below; the request is the last rule\'s.',
-      'meshc: one decision = the sidecar\'s host (runtime/wasm/vm.ts FilterVm, loaded by FilterChain.fromBundle) given a fresh header list (7 headers) and HttpStream, then proxy_on_context_create, proxy_on_request_headers (host calls: listener_direction, source.principal, :method, :path), proxy_on_done, proxy_on_delete.',
+      'meshc: one decision = the sidecar\'s host (runtime/wasm/vm.ts FilterVm, loaded by FilterChain.fromBundle) given a fresh header list (7 headers) and HttpStream: createStream, proxy_on_request_headers (host calls: listener_direction, source.principal, :method, :path), finishStream. The module exports no proxy_on_context_create, proxy_on_done or proxy_on_delete (nothing to do for this policy), so the host calls none.',
       'The measured request\'s path cycles through /api/<k>/items/0..1023; its identity and method repeat, as they do on one client connection.',
       'mesh.rules is not set: the sidecar does not ask for it (property mesh.trace, docs/contracts.md).',
       'The compiler indexes allow/deny rules by the exact source identity they require, so the cost stays flat as rules grow.',
