@@ -19,8 +19,8 @@ import { ChainError, FilterChain } from './chain.ts';
 import { MeshError, REASONS } from './errors.ts';
 import { fixedRoute, handleRequest, newRequestId, type DownstreamExchange, type ListenerRole, type ProxyDeps, type Route, type UpstreamTarget } from './http-proxy.ts';
 import type { ServiceTraffic } from '../protocol/traffic.ts';
-import type { EndpointState } from './traffic/balancer.ts';
 import { ServiceRouter } from './traffic/router.ts';
+import { OutboundRoute, type TargetMaker } from './traffic/outbound-route.ts';
 import { UpstreamPool } from './http1/client.ts';
 import { DEFAULT_LIMITS } from './http1/parse.ts';
 import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerHooks, type ServerOptions } from './http1/server.ts';
@@ -625,46 +625,18 @@ export class Sidecar {
     // Fails fast (no-healthy-endpoint) before the request is admitted and counted.
     router.requireEndpoints(version);
     router.admit();
-    const tried = new Set<EndpointState>();
-    const states = new Map<UpstreamTarget, EndpointState>();
-    const port = this.targetPort.get(stream.facts);
-    const target = (s: EndpointState): UpstreamTarget => {
+    return new OutboundRoute(router, policy, this.upstreamTimeoutMs, version, hashKey, this.targetPort.get(stream.facts), this.outboundTargets);
+  }
+
+  /** Where an outbound try to an endpoint goes: its mTLS pool (port overridden for intercepted requests to another app port). */
+  private readonly outboundTargets: TargetMaker = {
+    targetOf: (s, port, router) => {
+      const material = this.tls;
+      if (!material) throw new MeshError('no-certificate', 'this sidecar has no certificate yet');
       const ep = port === undefined ? s.endpoint : { ...s.endpoint, port };
       return { pool: this.poolFor(ep, material, router), version: ep.version, endpoint: ep.instance, address: `${ep.address}:${ep.port}` };
-    };
-    return {
-      timeoutMs: policy.timeoutMs ?? this.upstreamTimeoutMs,
-      perTryTimeoutMs: policy.retries?.perTryTimeoutMs,
-      retry: policy.retries,
-      next: () => {
-        const s = router.pick(version, hashKey, tried);
-        tried.add(s);
-        s.active++;
-        const t = target(s);
-        states.set(t, s);
-        return t;
-      },
-      report: (t, outcome, ms) => {
-        const s = states.get(t);
-        if (s) router.report(s, outcome, ms);
-      },
-      release: (t) => {
-        const s = states.get(t);
-        if (s) s.active--;
-      },
-      retryAllowed: () => router.retryAllowed(),
-      mirror: () => {
-        const m = policy.mirror;
-        if (!m || Math.random() * 100 >= m.percent) return undefined;
-        try {
-          return target(router.pick(m.version, undefined, undefined));
-        } catch {
-          return undefined;
-        }
-      },
-      done: () => router.leave(),
-    };
-  }
+    },
+  };
 
   private routerFor(service: string): ServiceRouter {
     let router = this.routers.get(service);
