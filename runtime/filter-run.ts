@@ -32,14 +32,19 @@ interface Active {
   vm: FilterVm | undefined;
   contextId: number;
   skipped: boolean;
-  /** Body bytes a filter asked to buffer (returned Pause from a body callback before end of stream). */
-  heldRequestBody: Buffer[];
-  heldResponseBody: Buffer[];
+  /** Body bytes a filter asked to buffer (returned Pause from a body callback before end of stream); created on first use. */
+  heldRequestBody: Buffer[] | undefined;
+  heldResponseBody: Buffer[] | undefined;
 }
 
 type Phase = 'request' | 'response';
 
 const CONTINUE: StepOutcome = { kind: 'continue' };
+
+// Callbacks that return without pausing are the common case: step() then
+// answers synchronously and callers await only a real Promise (a pause), so a
+// request does not pay one Promise and its microtasks per filter per phase.
+type Stepped = StepOutcome | Promise<StepOutcome>;
 
 export class FilterRun {
   readonly stream: HttpStream;
@@ -60,7 +65,7 @@ export class FilterRun {
 
   async requestHeaders(endOfStream: boolean): Promise<StepOutcome> {
     for (const filter of this.pending) {
-      const a: Active = { filter, vm: undefined, contextId: 0, skipped: false, heldRequestBody: [], heldResponseBody: [] };
+      const a: Active = { filter, vm: undefined, contextId: 0, skipped: false, heldRequestBody: undefined, heldResponseBody: undefined };
       this.active.push(a);
       let vm = filter.instance();
       if (vm instanceof Promise) vm = await vm;
@@ -70,10 +75,11 @@ export class FilterRun {
         continue;
       }
       a.vm = vm;
-      const out = await this.step(a, () => {
+      let out = this.step(a, () => {
         a.contextId = vm.createStream(this.stream);
         return vm.onStream('proxy_on_request_headers', a.contextId, this.stream.requestHeaders.length, endOfStream ? 1 : 0);
       });
+      if (out instanceof Promise) out = await out;
       if (out.kind !== 'continue') return this.requestPhaseEnd(a, out);
     }
     return CONTINUE;
@@ -93,7 +99,8 @@ export class FilterRun {
 
   async responseHeaders(endOfStream: boolean): Promise<StepOutcome> {
     for (let i = this.active.length - 1; i >= 0; i--) {
-      const out = await this.responseHeadersOf(this.active[i]!, endOfStream);
+      let out = this.responseHeadersOf(this.active[i]!, endOfStream);
+      if (out instanceof Promise) out = await out;
       if (out.kind !== 'continue') return out;
     }
     return CONTINUE;
@@ -124,7 +131,7 @@ export class FilterRun {
     }
   }
 
-  private async responseHeadersOf(a: Active, endOfStream: boolean): Promise<StepOutcome> {
+  private responseHeadersOf(a: Active, endOfStream: boolean): Stepped {
     const vm = a.vm;
     if (a.skipped || !vm) return CONTINUE;
     return this.step(a, () => vm.onStream('proxy_on_response_headers', a.contextId, this.stream.responseHeaders.length, endOfStream ? 1 : 0));
@@ -136,7 +143,8 @@ export class FilterRun {
       const vm = a.vm;
       if (a.skipped || !vm || !vm.hasExport(callback)) continue;
       const list = phase === 'request' ? this.stream.requestTrailers : this.stream.responseTrailers;
-      const out = await this.step(a, () => vm.onStream(callback, a.contextId, list.length));
+      let out = this.step(a, () => vm.onStream(callback, a.contextId, list.length));
+      if (out instanceof Promise) out = await out;
       if (out.kind !== 'continue') return phase === 'request' ? this.requestPhaseEnd(a, out) : out;
     }
     return CONTINUE;
@@ -149,26 +157,28 @@ export class FilterRun {
       const vm = a.vm;
       if (a.skipped || !vm) continue;
       const held = phase === 'request' ? a.heldRequestBody : a.heldResponseBody;
-      const input = held.length ? Buffer.concat([...held, data]) : data;
-      held.length = 0;
+      const input = held?.length ? Buffer.concat([...held, data]) : data;
+      if (held) held.length = 0;
       if (!vm.hasExport(callback)) {
         data = input;
         continue;
       }
       this.setBody(phase, input);
       let action = 0;
-      const out = await this.step(a, () => {
+      let out = this.step(a, () => {
         action = vm.onStream(callback, a.contextId, input.length, endOfStream ? 1 : 0);
         // Pause before the end means "buffer and call me again with more"; do not wait.
         return endOfStream ? action : Action.Continue;
       });
+      if (out instanceof Promise) out = await out;
       if (out.kind !== 'continue') {
         this.setBody(phase, undefined);
         return { outcome: phase === 'request' ? await this.requestPhaseEnd(a, out) : out, data: Buffer.alloc(0) };
       }
       const current = this.getBody(phase) ?? input;
       if (action === Action.Pause && !endOfStream) {
-        held.push(current);
+        if (phase === 'request') (a.heldRequestBody ??= []).push(current);
+        else (a.heldResponseBody ??= []).push(current);
         data = Buffer.alloc(0);
       } else {
         data = current;
@@ -188,7 +198,7 @@ export class FilterRun {
   }
 
   /** Runs one callback; waits out a Pause; maps local responses, closes and traps to outcomes. */
-  private async step(a: Active, call: () => number): Promise<StepOutcome> {
+  private step(a: Active, call: () => number): Stepped {
     const s = this.stream;
     const vm = a.vm!;
     let action: number;
@@ -202,14 +212,18 @@ export class FilterRun {
     }
     if (s.localResponse) return this.decided(a, 'local-response');
     if (s.closed) return this.decided(a, 'close');
-    if (action === Action.Pause) {
-      s.pausedBy = vm;
-      const resumed = await s.waitForResume();
-      s.pausedBy = undefined;
-      if (resumed === 'local-response' && s.localResponse) return this.decided(a, 'local-response');
-      if (resumed === 'close') return this.decided(a, 'close');
-      if (vm.broken) return this.fail(a, 'trapped while the stream was paused') ?? CONTINUE;
-    }
+    return action === Action.Pause ? this.paused(a, vm) : CONTINUE;
+  }
+
+  /** Waits until the filter that paused the stream resumes, answers or closes it. */
+  private async paused(a: Active, vm: FilterVm): Promise<StepOutcome> {
+    const s = this.stream;
+    s.pausedBy = vm;
+    const resumed = await s.waitForResume();
+    s.pausedBy = undefined;
+    if (resumed === 'local-response' && s.localResponse) return this.decided(a, 'local-response');
+    if (resumed === 'close') return this.decided(a, 'close');
+    if (vm.broken) return this.fail(a, 'trapped while the stream was paused') ?? CONTINUE;
     return CONTINUE;
   }
 
@@ -241,7 +255,8 @@ export class FilterRun {
     const upTo = this.active.indexOf(sender);
     const order = this.active.slice(0, upTo + 1).reverse();
     for (const a of order) {
-      const next = await this.responseHeadersOf(a, r.body.length === 0);
+      let next = this.responseHeadersOf(a, r.body.length === 0);
+      if (next instanceof Promise) next = await next;
       // A second local response (or a failure) replaces this one as is.
       if (next.kind !== 'continue') return next;
     }
