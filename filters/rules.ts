@@ -1,20 +1,25 @@
-// Finding the first matching rule of a family without testing them all: the
-// compiler indexes rules by the exact source identity they require, so a
-// request tests only the rules keyed by its own identity plus the rules with
-// no such key, merged in rule order. Cost stays flat as rules are added for
-// other identities.
-// In: the index, the unkeyed rule list, the request's key, a rule test.
+// Finding the first matching rule of a family without testing them all. The
+// compiler keys each rule by one conjunct its condition requires (an exact
+// source identity; else a path prefix or exact path; else an exact host; else
+// a method) and leaves the rest in an "always" list. A request tests only the
+// rules under its own keys plus the always list, merged in rule order, so the
+// first match is a linear scan's and the cost stays flat as rules are added
+// for other identities, paths, hosts or methods.
+// In: the compiled index (RuleIndex), a rule test, the request.
 // Out: the index of the first matching rule, or -1.
 import { Request } from "./request";
 
 const NONE = new StaticArray<i32>(0);
+const FNV_OFFSET: u32 = 2166136261;
+const FNV_PRIME: u32 = 16777619;
+const SLASH: i32 = 47;
 
 /**
- * Rule lists by source identity. The last lookup is remembered by reference:
- * filters/request.ts hands back the same string while a peer's identity
- * repeats, so consecutive requests from one client skip the hash lookup.
+ * Rule lists by exact string key. The last lookup is remembered by reference:
+ * filters/request.ts hands back the same string while a peer's identity (or
+ * host, or method) repeats, so consecutive requests skip the hash lookup.
  */
-export class SourceIndex {
+export class KeyIndex {
   private readonly byKey: Map<string, StaticArray<i32>>;
   private lastKey: string | null = null;
   private lastRules: StaticArray<i32> = NONE;
@@ -32,38 +37,161 @@ export class SourceIndex {
   }
 }
 
-/** The index from its compiled form: key i's rules are rules[ends[i-1] .. ends[i]). */
-export function buildIndex(keys: StaticArray<string>, ends: StaticArray<i32>, rules: StaticArray<i32>): SourceIndex {
-  const index = new Map<string, StaticArray<i32>>();
+/** Key i's rules are rules[ends[i-1] .. ends[i]) of the compiled flat list. */
+function slices(ends: StaticArray<i32>, rules: StaticArray<i32>): StaticArray<StaticArray<i32>> {
+  const out = new StaticArray<StaticArray<i32>>(ends.length);
   let start = 0;
-  for (let i = 0; i < keys.length; i++) {
+  for (let i = 0; i < ends.length; i++) {
     const end = ends[i];
     const list = new StaticArray<i32>(end - start);
     for (let j = start; j < end; j++) list[j - start] = rules[j];
-    index.set(keys[i], list);
+    out[i] = list;
     start = end;
   }
-  return new SourceIndex(index);
+  return out;
 }
 
-export function firstMatch(
-  keyed: SourceIndex | null,
-  always: StaticArray<i32>,
-  key: string | null,
-  test: (rule: i32, r: Request) => bool,
-  r: Request,
-): i32 {
-  let byKey = NONE;
-  if (keyed !== null && changetype<usize>(key) != 0) byKey = keyed.rulesOf(key);
-  let i = 0;
-  let j = 0;
-  const n = byKey.length;
-  const m = always.length;
-  while (i < n || j < m) {
-    let rule: i32;
-    if (j >= m || (i < n && unchecked(byKey[i]) < unchecked(always[j]))) rule = unchecked(byKey[i++]);
-    else rule = unchecked(always[j++]);
-    if (test(rule, r)) return rule;
+/** A key index from its compiled form (keys, run ends, flat rule list). */
+export function buildIndex(keys: StaticArray<string>, ends: StaticArray<i32>, rules: StaticArray<i32>): KeyIndex {
+  const lists = slices(ends, rules);
+  const index = new Map<string, StaticArray<i32>>();
+  for (let i = 0; i < keys.length; i++) index.set(keys[i], lists[i]);
+  return new KeyIndex(index);
+}
+
+/** FNV-1a over UTF-16 code units; compiler/codegen/emit.ts computes the same at build time. */
+function fnvStep(h: u32, c: i32): u32 {
+  return (h ^ <u32>c) * FNV_PRIME;
+}
+
+/**
+ * Rules keyed by a whole-segment path prefix or an exact path. A request's
+ * path is walked once: the running hash of path[0..k) is looked up at every
+ * length k where a prefix can end (before a "/", after a "/", and the whole
+ * path); a hit is confirmed by comparing the key with the path (no copy).
+ * Keys sharing a hash are chained.
+ */
+export class PathIndex {
+  private readonly keys: StaticArray<string>;
+  private readonly lists: StaticArray<StaticArray<i32>>;
+  private readonly next: StaticArray<i32>;
+  private readonly prefixHeads: Map<u32, i32> = new Map<u32, i32>();
+  private readonly exactHeads: Map<u32, i32> = new Map<u32, i32>();
+  /** No prefix key is longer: the walk stops there unless an exact key may still match. */
+  private maxPrefix: i32 = 0;
+  private maxExact: i32 = -1;
+
+  constructor(keys: StaticArray<string>, exact: StaticArray<bool>, hashes: StaticArray<u32>, ends: StaticArray<i32>, rules: StaticArray<i32>) {
+    this.keys = keys;
+    this.lists = slices(ends, rules);
+    this.next = new StaticArray<i32>(keys.length);
+    for (let i = 0; i < keys.length; i++) {
+      const heads = exact[i] ? this.exactHeads : this.prefixHeads;
+      const h = hashes[i];
+      this.next[i] = heads.has(h) ? heads.get(h) : -1;
+      heads.set(h, i);
+      const len = keys[i].length;
+      if (exact[i]) this.maxExact = max(this.maxExact, len);
+      else this.maxPrefix = max(this.maxPrefix, len);
+    }
   }
-  return -1;
+
+  private collect(heads: Map<u32, i32>, h: u32, path: string, len: i32, into: Array<StaticArray<i32>>): void {
+    if (!heads.has(h)) return;
+    let e = heads.get(h);
+    while (e >= 0) {
+      const key = unchecked(this.keys[e]);
+      if (key.length == len && path.startsWith(key)) into.push(unchecked(this.lists[e]));
+      e = unchecked(this.next[e]);
+    }
+  }
+
+  /** Appends the rule lists of every key that matches `path` to `into`. */
+  candidates(path: string, into: Array<StaticArray<i32>>): void {
+    const n = path.length;
+    // A prefix of length L is confirmed at k == L (the "/" after it), so the walk covers maxPrefix + 1.
+    const walk = this.maxExact >= n ? n : min(n, this.maxPrefix + 1);
+    let h = FNV_OFFSET;
+    for (let k = 0; k < walk; k++) {
+      const c = path.charCodeAt(k);
+      if (c == SLASH) {
+        // "/a" matches "/a/..." (a prefix ending before "/"), "/a/" matches "/a/..." (ending after one).
+        if (k > 0) this.collect(this.prefixHeads, h, path, k, into);
+        h = fnvStep(h, c);
+        if (k + 1 < n) this.collect(this.prefixHeads, h, path, k + 1, into);
+      } else h = fnvStep(h, c);
+    }
+    if (walk == n && n > 0) {
+      this.collect(this.prefixHeads, h, path, n, into);
+      this.collect(this.exactHeads, h, path, n, into);
+    }
+  }
+}
+
+/** One family's index for one rule subset (enforced or shadow); any part may be absent. */
+export class RuleIndex {
+  readonly source: KeyIndex | null;
+  readonly paths: PathIndex | null;
+  readonly host: KeyIndex | null;
+  readonly method: KeyIndex | null;
+  readonly always: StaticArray<i32>;
+
+  constructor(source: KeyIndex | null, paths: PathIndex | null, host: KeyIndex | null, method: KeyIndex | null, always: StaticArray<i32>) {
+    this.source = source;
+    this.paths = paths;
+    this.host = host;
+    this.method = method;
+    this.always = always;
+  }
+}
+
+// Scratch for one decision (decisions do not nest): the candidate lists and a read position in each.
+const lists = new Array<StaticArray<i32>>();
+const at = new Array<i32>();
+
+export function firstMatch(index: RuleIndex, test: (rule: i32, r: Request) => bool, r: Request): i32 {
+  lists.length = 0;
+  const always = index.always;
+  if (always.length > 0) lists.push(always);
+  const source = index.source;
+  if (source !== null) {
+    const s = r.source;
+    if (s !== null) lists.push(source.rulesOf(s));
+  }
+  const paths = index.paths;
+  if (paths !== null) paths.candidates(r.path, lists);
+  const host = index.host;
+  if (host !== null) {
+    const h = r.host;
+    if (h !== null) lists.push(host.rulesOf(h));
+  }
+  const method = index.method;
+  if (method !== null) lists.push(method.rulesOf(r.method));
+  const k = lists.length;
+  if (k == 1) {
+    const only = unchecked(lists[0]);
+    for (let i = 0; i < only.length; i++) if (test(unchecked(only[i]), r)) return unchecked(only[i]);
+    return -1;
+  }
+  at.length = k;
+  for (let i = 0; i < k; i++) unchecked((at[i] = 0));
+  // k-way merge in rule order; a rule keyed under two matching keys (an `or` of paths) is tested once.
+  let last = -1;
+  while (true) {
+    let best = -1;
+    let bestRule = i32.MAX_VALUE;
+    for (let i = 0; i < k; i++) {
+      const list = unchecked(lists[i]);
+      const p = unchecked(at[i]);
+      if (p < list.length && unchecked(list[p]) < bestRule) {
+        bestRule = unchecked(list[p]);
+        best = i;
+      }
+    }
+    if (best < 0) return -1;
+    unchecked((at[best] = at[best] + 1));
+    if (bestRule == last) continue;
+    last = bestRule;
+    if (test(bestRule, r)) return bestRule;
+  }
 }

@@ -4,9 +4,10 @@
 // proxy-wasm ABI from filters/abi.ts. Output depends only on the IR, so the
 // same IR always gives the same source.
 // Authorization rules are tested through filters/rules.ts firstMatch: once a
-// family has INDEX_THRESHOLD rules or more, rules that require an exact source
-// identity are indexed by it, so a decision tests only the rules of the
-// request's own identity plus the unkeyed ones.
+// family has INDEX_THRESHOLD rules or more, each rule is indexed by one
+// conjunct it requires (exact source identity, else path prefix or exact
+// path, else exact host, else method), so a decision tests only the rules
+// under the request's own keys plus the unkeyed ones, in rule order.
 import type { AuthzRuleIR, ConditionIR, FieldIR, HeaderOpIR, RateKeyIR, RouteIR, ServiceIR, StringTestIR } from '../ir.ts';
 import type { Dfa } from '../regex/automaton.ts';
 
@@ -36,7 +37,7 @@ export const ABI_EXPORTS = [
 export const RESPONSE_HEADERS_EXPORT = 'proxy_on_response_headers';
 export const CONTEXT_END_EXPORTS = ['proxy_on_done', 'proxy_on_delete'] as const;
 
-/** Families this long or longer are indexed by source identity. */
+/** Families this long or longer are indexed (by source, path, host, method). */
 export const INDEX_THRESHOLD = 8;
 
 /** Rule tests per generated function. */
@@ -198,26 +199,55 @@ function guarded(cond: string, body: string[], indent: string): string[] {
   return [`${indent}if (${cond}) {`, ...body.map((l) => `${indent}  ${l}`), `${indent}}`];
 }
 
-/** The exact source identities a condition requires (one of them must be the peer's), or undefined. */
-function requiredSources(c: ConditionIR): string[] | undefined {
-  if (c.op === 'string' && c.field.kind === 'source') {
-    if (c.test.kind === 'eq') return [c.test.value];
-    if (c.test.kind === 'in') return [...c.test.values];
-  }
+/** One key an index files a rule under: the dimension, and the value (for paths: whole-segment prefix or exact). */
+type RuleKey = { dim: 'source' | 'host' | 'method' | 'path-prefix' | 'path-exact'; value: string };
+
+/** The keys of a condition leaf on one dimension ("source", "path", "host", "method"), or undefined. */
+function leafKeys(c: ConditionIR, dim: 'source' | 'path' | 'host' | 'method'): RuleKey[] | undefined {
+  if (c.op !== 'string' || c.field.kind !== dim) return undefined;
+  const t = c.test;
+  const exact = dim === 'path' ? 'path-exact' : dim;
+  if (t.kind === 'eq') return [{ dim: exact, value: t.value }];
+  if (t.kind === 'in') return t.values.map((value) => ({ dim: exact, value }));
+  // PathIndex never looks up "" (the checker rejects it; kept out so a rule is never filed where it cannot be found).
+  if (dim === 'path' && t.kind === 'segment-prefix' && t.value !== '') return [{ dim: 'path-prefix', value: t.value }];
+  return undefined;
+}
+
+/**
+ * Keys on one dimension such that the condition can only hold when the
+ * request has one of them (a leaf, an `or` all of whose sides are keyed, or
+ * an `and` with a keyed conjunct), or undefined.
+ */
+function requiredKeys(c: ConditionIR, dim: 'source' | 'path' | 'host' | 'method'): RuleKey[] | undefined {
+  const leaf = leafKeys(c, dim);
+  if (leaf) return leaf;
   if (c.op === 'or') {
-    const all: string[] = [];
+    const all: RuleKey[] = [];
     for (const a of c.args) {
-      const s = requiredSources(a);
-      if (!s) return undefined;
-      all.push(...s);
+      const k = requiredKeys(a, dim);
+      if (!k) return undefined;
+      all.push(...k);
     }
     return all;
   }
   if (c.op === 'and') {
     for (const a of c.args) {
-      const s = requiredSources(a);
-      if (s) return s;
+      const k = requiredKeys(a, dim);
+      if (k) return k;
     }
+  }
+  return undefined;
+}
+
+/** Dimensions in the order a rule is keyed by: identity is the most selective, method the least. */
+const DIMENSIONS = ['source', 'path', 'host', 'method'] as const;
+
+/** The keys a rule is filed under (all on one dimension), or undefined for the always list. */
+function ruleKeys(c: ConditionIR): RuleKey[] | undefined {
+  for (const dim of DIMENSIONS) {
+    const k = requiredKeys(c, dim);
+    if (k && k.length > 0) return k;
   }
   return undefined;
 }
@@ -227,15 +257,17 @@ function isSourceKeyTest(c: ConditionIR): boolean {
 }
 
 /**
- * A keyed rule's condition as tested after the index lookup: the identity
- * test the index already answered (the rule is only reached under one of its
- * identities) is dropped, saving a string comparison per decision.
+ * A source-keyed rule's condition as tested after the index lookup: the
+ * identity test the index already answered (the rule is only reached under
+ * one of its identities) is dropped, saving a string comparison per decision.
+ * Other keys are tested again (cheap, and the path index may list a rule
+ * under a key that is not its whole test).
  */
 function afterIndexLookup(c: ConditionIR): ConditionIR {
   if (isSourceKeyTest(c)) return { op: 'true' };
   if (c.op === 'and') {
-    // Only the argument requiredSources keyed the rule by, and only when it is the identity test itself.
-    const i = c.args.findIndex((a) => requiredSources(a) !== undefined);
+    // Only the argument requiredKeys keyed the rule by, and only when it is the identity test itself.
+    const i = c.args.findIndex((a) => requiredKeys(a, 'source') !== undefined);
     if (i >= 0 && isSourceKeyTest(c.args[i]!)) {
       const rest = c.args.filter((_, k) => k !== i);
       return rest.length === 1 ? rest[0]! : { ...c, args: rest };
@@ -244,21 +276,46 @@ function afterIndexLookup(c: ConditionIR): ConditionIR {
   return c;
 }
 
+/** FNV-1a over UTF-16 code units, as filters/rules.ts PathIndex walks a path. */
+export function pathHash(key: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619) >>> 0;
+  return h;
+}
+
+function byKey<T>(a: [string, T], b: [string, T]): number {
+  return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
+}
+
+/** Sorted key runs as data: keys, run ends and one flat rule list (ascending within a run). */
+function runs(keyed: Map<string, number[]>): { keys: string[]; ends: number[]; flat: number[] } {
+  const entries = [...keyed].sort(byKey);
+  const ends: number[] = [];
+  const flat: number[] = [];
+  for (const [, list] of entries) {
+    flat.push(...list);
+    ends.push(flat.length);
+  }
+  return { keys: entries.map(([k]) => k), ends, flat };
+}
+
 /**
  * One authorization family (denies or allows): a test function over rule
- * indexes and, per rule subset (enforced / shadow), an index by source and
- * the list of unkeyed rules. Returns the expression finding the first match.
+ * indexes and, per rule subset (enforced / shadow), a RuleIndex (by source,
+ * path, host, method, and the list of unkeyed rules). Returns the expression
+ * finding the first match.
  */
 function family(name: string, rules: AuthzRuleIR[], g: Globals, fns: string[]): { ids: string; first: (subset: 'enforced' | 'shadow') => string } {
   const ids = g.constant('IDS', `ids:${name}:${rules.map((r) => r.id).join(',')}`, (n) => `const ${n}: StaticArray<string> = [${rules.map((r) => str(r.id)).join(', ')}];`);
   const indexed = rules.length >= INDEX_THRESHOLD;
+  const keysOf = rules.map((r) => (indexed ? ruleKeys(r.when) : undefined));
   // Keyed rules are reached only through the index (in both subsets), never through the ALWAYS list.
-  const tested = (rule: AuthzRuleIR): ConditionIR => (indexed && requiredSources(rule.when) ? afterIndexLookup(rule.when) : rule.when);
+  const tested = (rule: AuthzRuleIR, i: number): ConditionIR => (keysOf[i]?.[0]?.dim === 'source' ? afterIndexLookup(rule.when) : rule.when);
   // Rule tests in chunks of CHUNK: the optimizer's time grows faster than a function's size.
   const chunks = Math.ceil(rules.length / CHUNK);
   for (let c = 0; c < chunks; c++) {
     fns.push(`function ${name}Matches${c}(i: i32, r: Request): bool {`, '  switch (i) {');
-    rules.slice(c * CHUNK, (c + 1) * CHUNK).forEach((rule, k) => fns.push(`    case ${c * CHUNK + k}: return ${conditionExpr(tested(rule), g)};`));
+    rules.slice(c * CHUNK, (c + 1) * CHUNK).forEach((rule, k) => fns.push(`    case ${c * CHUNK + k}: return ${conditionExpr(tested(rule, c * CHUNK + k), g)};`));
     fns.push('  }', '  return false;', '}', '');
   }
   if (chunks === 1) fns.push(`function ${name}Matches(i: i32, r: Request): bool {`, `  return ${name}Matches0(i, r);`, '}', '');
@@ -271,35 +328,64 @@ function family(name: string, rules: AuthzRuleIR[], g: Globals, fns: string[]): 
   const first = (subset: 'enforced' | 'shadow'): string => {
     let expr = subsets.get(subset);
     if (expr) return expr;
-    const members = rules.map((r, i) => ({ r, i })).filter(({ r }) => subset === 'shadow' || !r.dryRun);
-    const keyed = new Map<string, number[]>();
+    // Per dimension, key → rules in rule order; a key listed twice by one rule counts once.
+    const keyed = new Map<RuleKey['dim'], Map<string, number[]>>();
     const always: number[] = [];
-    for (const { r, i } of members) {
-      const sources = indexed ? requiredSources(r.when) : undefined;
-      if (!sources) always.push(i);
-      else for (const s of new Set(sources)) keyed.set(s, [...(keyed.get(s) ?? []), i]);
-    }
-    const prefix = `${name.toUpperCase()}_${subset.toUpperCase()}`;
-    let mapName = 'null';
-    if (keyed.size > 0) {
-      // The index as data (keys, and each key's rules as a run of one flat list), built into a Map at start.
-      mapName = `${prefix}_BY_SOURCE`;
-      const entries = [...keyed].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-      const ends: number[] = [];
-      const flat: number[] = [];
-      for (const [, list] of entries) {
-        flat.push(...list);
-        ends.push(flat.length);
+    rules.forEach((r, i) => {
+      if (subset === 'enforced' && r.dryRun) return;
+      const keys = keysOf[i];
+      if (!keys) return void always.push(i);
+      for (const k of keys) {
+        const dim = keyed.get(k.dim) ?? new Map<string, number[]>();
+        keyed.set(k.dim, dim);
+        const list = dim.get(k.value) ?? [];
+        if (list[list.length - 1] !== i) list.push(i);
+        dim.set(k.value, list);
       }
+    });
+    const prefix = `${name.toUpperCase()}_${subset.toUpperCase()}`;
+    const keyIndex = (dim: 'source' | 'host' | 'method'): string => {
+      const m = keyed.get(dim);
+      if (!m) return 'null';
+      const { keys, ends, flat } = runs(m);
+      const p = `${prefix}_${dim.toUpperCase()}`;
       g.lines.push(
-        `const ${prefix}_KEYS: StaticArray<string> = [${entries.map(([k]) => str(k)).join(', ')}];`,
-        `const ${prefix}_ENDS: StaticArray<i32> = [${ends.join(', ')}];`,
-        `const ${prefix}_RULES: StaticArray<i32> = [${flat.join(', ')}];`,
-        `const ${mapName} = buildIndex(${prefix}_KEYS, ${prefix}_ENDS, ${prefix}_RULES);`,
+        `const ${p}_KEYS: StaticArray<string> = [${keys.map(str).join(', ')}];`,
+        `const ${p}_ENDS: StaticArray<i32> = [${ends.join(', ')}];`,
+        `const ${p}_RULES: StaticArray<i32> = [${flat.join(', ')}];`,
+        `const ${p}_INDEX = buildIndex(${p}_KEYS, ${p}_ENDS, ${p}_RULES);`,
       );
-    }
-    g.lines.push(`const ${prefix}_ALWAYS: StaticArray<i32> = [${always.join(', ')}];`);
-    expr = `firstMatch(${mapName}, ${prefix}_ALWAYS, ${keyed.size > 0 ? 'r.source' : 'null'}, ${name}Matches, r)`;
+      return `${p}_INDEX`;
+    };
+    const pathIndex = (): string => {
+      const prefixes = keyed.get('path-prefix');
+      const exacts = keyed.get('path-exact');
+      if (!prefixes && !exacts) return 'null';
+      // Prefix keys as "^<path>", exact keys as "=<path>": one sorted run list for both.
+      const both = new Map<string, number[]>();
+      for (const [k, v] of prefixes ?? []) both.set(`^${k}`, v);
+      for (const [k, v] of exacts ?? []) both.set(`=${k}`, v);
+      const { keys, ends, flat } = runs(both);
+      const p = `${prefix}_PATH`;
+      g.lines.push(
+        `const ${p}_KEYS: StaticArray<string> = [${keys.map((k) => str(k.slice(1))).join(', ')}];`,
+        `const ${p}_EXACT: StaticArray<bool> = [${keys.map((k) => String(k[0] === '=')).join(', ')}];`,
+        `const ${p}_HASHES: StaticArray<u32> = [${keys.map((k) => String(pathHash(k.slice(1)))).join(', ')}];`,
+        `const ${p}_ENDS: StaticArray<i32> = [${ends.join(', ')}];`,
+        `const ${p}_RULES: StaticArray<i32> = [${flat.join(', ')}];`,
+        `const ${p}_INDEX = new PathIndex(${p}_KEYS, ${p}_EXACT, ${p}_HASHES, ${p}_ENDS, ${p}_RULES);`,
+      );
+      return `${p}_INDEX`;
+    };
+    const source = keyIndex('source');
+    const paths = pathIndex();
+    const host = keyIndex('host');
+    const method = keyIndex('method');
+    g.lines.push(
+      `const ${prefix}_ALWAYS: StaticArray<i32> = [${always.join(', ')}];`,
+      `const ${prefix} = new RuleIndex(${source}, ${paths}, ${host}, ${method}, ${prefix}_ALWAYS);`,
+    );
+    expr = `firstMatch(${prefix}, ${name}Matches, r)`;
     subsets.set(subset, expr);
     return expr;
   };
@@ -426,7 +512,7 @@ export function emitService(service: ServiceIR): string {
     'import { chance, pickWeighted } from "./filters/random";',
     'import { Dfa, isNull, tContains, tEq, tGlob, tIn, tPrefix, tRegex, tSegmentPrefix, tSuffix } from "./filters/match";',
     'import { Cidr } from "./filters/ip";',
-    'import { buildIndex, firstMatch } from "./filters/rules";',
+    'import { PathIndex, RuleIndex, buildIndex, firstMatch } from "./filters/rules";',
     'import { inAbsoluteWindow, inDailyWindow } from "./filters/window";',
     'import { addHeader, removeHeader, setHeader } from "./filters/hostcalls";',
     'import { MAP_HTTP_RESPONSE_HEADERS } from "./filters/constants";',

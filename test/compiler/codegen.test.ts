@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BuildCache, compilePolicies, frontEnd, shutdownCompiler, type SourceFile } from '../../compiler/index.ts';
-import { ABI_EXPORTS, emitService, INDEX_THRESHOLD } from '../../compiler/codegen/emit.ts';
+import { ABI_EXPORTS, emitService, INDEX_THRESHOLD, pathHash } from '../../compiler/codegen/emit.ts';
 import { verifyBundle, type Bundle } from '../../protocol/bundle.ts';
 import { DecisionHost } from '../../compiler/run/host.ts';
 import { Wasm } from './wasm.ts';
@@ -108,15 +108,47 @@ describe('compiled module decisions (the tour; the corpus covers every construct
 });
 
 describe('rule index', () => {
+  const emitted = (text: string): string => emitService(frontEnd([{ path: 'l.meshpolicy', text }]).ir!.services[0]!);
+
   it('indexes families of INDEX_THRESHOLD rules or more by the exact source identity they require', () => {
     const allows = Array.from({ length: INDEX_THRESHOLD }, (_, i) => `allow a${i} { from "spiffe://t/ns/n/sa/s${i}" }`).join(' ');
-    const small = frontEnd([{ path: 's.meshpolicy', text: 'service s { allow a { from "spiffe://t/ns/n/sa/s" } }' }]).ir!.services[0]!;
-    const large = frontEnd([{ path: 'l.meshpolicy', text: `service l { ${allows} allow open { when header "x" present } }` }]).ir!.services[0]!;
-    expect(emitService(small)).not.toContain('buildIndex(');
-    const source = emitService(large);
-    expect(source).toContain('const ALLOW_ENFORCED_BY_SOURCE = buildIndex(ALLOW_ENFORCED_KEYS, ALLOW_ENFORCED_ENDS, ALLOW_ENFORCED_RULES);');
+    expect(emitted('service s { allow a { from "spiffe://t/ns/n/sa/s" } }')).toContain('const ALLOW_ENFORCED = new RuleIndex(null, null, null, null, ALLOW_ENFORCED_ALWAYS);');
+    const source = emitted(`service l { ${allows} allow open { when header "x" present } }`);
+    expect(source).toContain('const ALLOW_ENFORCED_SOURCE_INDEX = buildIndex(ALLOW_ENFORCED_SOURCE_KEYS, ALLOW_ENFORCED_SOURCE_ENDS, ALLOW_ENFORCED_SOURCE_RULES);');
+    expect(source).toContain('const ALLOW_ENFORCED = new RuleIndex(ALLOW_ENFORCED_SOURCE_INDEX, null, null, null, ALLOW_ENFORCED_ALWAYS);');
     // Every keyed rule under its identity; the header rule is tested for everyone.
     expect(source).toContain(`const ALLOW_ENFORCED_ALWAYS: StaticArray<i32> = [${INDEX_THRESHOLD}];`);
+  });
+
+  it('keys a rule without an identity by path, else host, else method, and leaves the rest unkeyed', () => {
+    const policy = `service l {
+      allow p0 { when method == GET and path prefix "/b" }
+      allow p1 { when path == "/a" or path prefix "/a/" }
+      allow h0 { when host in ["x.example", "y.example"] and method == GET }
+      allow m0 { when method in [PUT, POST] }
+      allow s0 { from "spiffe://t/ns/n/sa/s" when path prefix "/b" }
+      allow r0 { when path prefix "/b" or header "x" present }
+      allow r1 { when not path prefix "/c" }
+      allow r2 { when path matches "/d/*" }
+    }`;
+    const source = emitted(policy);
+    // Sorted keys ("^" prefix, "=" exact), their FNV-1a hashes as filters/rules.ts computes them, runs in rule order.
+    expect(source).toContain('const ALLOW_ENFORCED_PATH_KEYS: StaticArray<string> = ["/a", "/a/", "/b"];');
+    expect(source).toContain('const ALLOW_ENFORCED_PATH_EXACT: StaticArray<bool> = [true, false, false];');
+    expect(source).toContain(`const ALLOW_ENFORCED_PATH_HASHES: StaticArray<u32> = [${pathHash('/a')}, ${pathHash('/a/')}, ${pathHash('/b')}];`);
+    expect(source).toContain('const ALLOW_ENFORCED_PATH_RULES: StaticArray<i32> = [1, 1, 0];');
+    expect(source).toContain('const ALLOW_ENFORCED_HOST_KEYS: StaticArray<string> = ["x.example", "y.example"];');
+    expect(source).toContain('const ALLOW_ENFORCED_METHOD_KEYS: StaticArray<string> = ["POST", "PUT"];');
+    expect(source).toContain('const ALLOW_ENFORCED_SOURCE_KEYS: StaticArray<string> = ["spiffe://t/ns/n/sa/s"];');
+    expect(source).toContain('const ALLOW_ENFORCED_ALWAYS: StaticArray<i32> = [5, 6, 7];');
+    // The same IR gives the same source.
+    expect(emitted(policy)).toBe(source);
+  });
+
+  it('hashes path keys with FNV-1a over UTF-16 code units (the corpus relies on this collision)', () => {
+    expect(pathHash('/c3rnw')).toBe(pathHash('/ckpba'));
+    expect(pathHash('')).toBe(2166136261);
+    expect(pathHash('/a')).not.toBe(pathHash('/b'));
   });
 });
 
