@@ -1,11 +1,12 @@
-// Authorization decision time at 10, 100 and 1,000 rules: the compiled
-// meshc filter, run by the sidecar's own proxy-wasm host (runtime/wasm/vm.ts
+// Authorization decision time at 10, 100 and 1,000 rules, for two policy
+// shapes (rules keyed by identity and path; rules keyed by path only): the
+// compiled meshc filter, run by the sidecar's own proxy-wasm host (runtime/wasm/vm.ts
 // FilterVm, out of a FilterChain; host calls included) the way FilterRun
 // drives it per request, against the same policies in Cedar
 // (@cedar-policy/cedar-wasm, preparsed: preparsePolicySet + statefulIsAuthorized)
 // and casbin (enforceSync), in this process, side by side.
-// Rule i allows identity i to GET/HEAD under /api/<i>; the request measured is
-// the last rule's (the worst case for engines that scan), its path cycling
+// Rule i allows identity i (or, path only, anyone) to GET/HEAD under
+// /api/<i>; the request measured is the last rule's (the worst case for engines that scan), its path cycling
 // through 1,024 distinct values (a client does not repeat one URL), and every
 // engine must allow it and deny a stranger before it is timed. The filter is
 // loaded from the bundle the way the sidecar loads it (FilterChain.fromBundle:
@@ -28,22 +29,39 @@ const BATCHES = 21;
 
 const identity = (i: number): string => `spiffe://mesh.local/ns/team${i % 10}/sa/app${i}`;
 
-function meshPolicy(n: number): string {
+/** One policy shape, written for each engine. */
+interface Shape {
+  name: string;
+  /** Rule i's source identity, or undefined when rules name none. */
+  who: (i: number) => string | undefined;
+}
+
+const SHAPES: Shape[] = [
+  { name: 'identity + path', who: identity },
+  { name: 'path only', who: () => undefined },
+];
+
+function meshPolicy(shape: Shape, n: number): string {
   const rules: string[] = [];
-  for (let i = 0; i < n; i++) rules.push(`  allow r${i} { from "${identity(i)}" when method in [GET, HEAD] and path prefix "/api/${i}" }`);
+  for (let i = 0; i < n; i++) {
+    const who = shape.who(i);
+    rules.push(`  allow r${i} { ${who ? `from "${who}" ` : ''}when method in [GET, HEAD] and path prefix "/api/${i}" }`);
+  }
   return `service api {\n${rules.join('\n')}\n}\n`;
 }
 
-function cedarPolicies(n: number): string {
+function cedarPolicies(shape: Shape, n: number): string {
   const out: string[] = [];
   for (let i = 0; i < n; i++) {
+    const who = shape.who(i);
     out.push(
-      `permit(principal == Workload::"${identity(i)}", action in [Action::"GET", Action::"HEAD"], resource) when { context.path == "/api/${i}" || context.path like "/api/${i}/*" };`,
+      `permit(principal${who ? ` == Workload::"${who}"` : ''}, action in [Action::"GET", Action::"HEAD"], resource) when { context.path == "/api/${i}" || context.path like "/api/${i}/*" };`,
     );
   }
   return out.join('\n');
 }
 
+/** The casbin model: with identities, r.sub must equal p.sub; without, p.sub is "*" and any r.sub matches. */
 const CASBIN_MODEL = `
 [request_definition]
 r = sub, obj, act
@@ -52,7 +70,7 @@ p = sub, obj, act
 [policy_effect]
 e = some(where (p.eft == allow))
 [matchers]
-m = r.sub == p.sub && (r.obj == p.obj || keyMatch2(r.obj, p.obj + "/*")) && regexMatch(r.act, p.act)
+m = (p.sub == "*" || r.sub == p.sub) && (r.obj == p.obj || keyMatch2(r.obj, p.obj + "/*")) && regexMatch(r.act, p.act)
 `;
 
 /** Calls before timing: long enough for V8 to optimize the JS and tier the Wasm up (it compiles in the background). */
@@ -125,18 +143,22 @@ function decideOnce(vm: FilterVm, streamFacts: StreamFacts, spec: RequestSpec, p
 }
 
 interface Row {
+  shape: string;
   rules: number;
   meshc: number;
   cedar: number;
   casbin: number;
 }
 
-async function measure(n: number): Promise<Row> {
+async function measure(shape: Shape, n: number): Promise<Row> {
   const k = n - 1;
   const allowed: RequestSpec = { direction: 'inbound', method: 'GET', path: `/api/${k}/items`, source: identity(k) };
-  const stranger: RequestSpec = { direction: 'inbound', method: 'GET', path: `/api/${k}/items`, source: 'spiffe://mesh.local/ns/x/sa/stranger' };
+  // Denied for its identity, or (path only) for a path no rule names.
+  const stranger: RequestSpec = shape.who(k)
+    ? { direction: 'inbound', method: 'GET', path: `/api/${k}/items`, source: 'spiffe://mesh.local/ns/x/sa/stranger' }
+    : { direction: 'inbound', method: 'GET', path: `/apix/${k}/items`, source: identity(k) };
 
-  const result = await compilePolicies([{ path: `bench/decisions-${n}.meshpolicy`, text: meshPolicy(n) }]);
+  const result = await compilePolicies([{ path: `bench/decisions-${n}.meshpolicy`, text: meshPolicy(shape, n) }]);
   if (!result.bundle) throw new Error(`bench policy with ${n} rules does not compile: ${JSON.stringify(result.diagnostics.slice(0, 3))}`);
   const chain = await FilterChain.fromBundle(result.bundle, createHostEnvironment(new Registry(), () => {}));
   const vm = chain.filters[0]!.vm;
@@ -144,8 +166,8 @@ async function measure(n: number): Promise<Row> {
   if (decideOnce(vm, allowedFacts, allowed) !== 0 || decideOnce(vm, facts(stranger.source!), stranger) !== 403) throw new Error('meshc: wrong decision');
 
   const cedar = await import('@cedar-policy/cedar-wasm/nodejs');
-  const setId = `bench-${n}`;
-  const parsed = cedar.preparsePolicySet(setId, { staticPolicies: cedarPolicies(n) });
+  const setId = `bench-${shape.who(0) ? 'id' : 'path'}-${n}`;
+  const parsed = cedar.preparsePolicySet(setId, { staticPolicies: cedarPolicies(shape, n) });
   if (parsed.type !== 'success') throw new Error(`cedar: ${JSON.stringify(parsed)}`);
   const cedarCall = (spec: RequestSpec) => ({
     principal: { type: 'Workload', id: spec.source! },
@@ -165,7 +187,7 @@ async function measure(n: number): Promise<Row> {
   const casbin = await import('casbin');
   const enforcer = await casbin.newEnforcer(casbin.newModelFromString(CASBIN_MODEL));
   const rules: string[][] = [];
-  for (let i = 0; i < n; i++) rules.push([identity(i), `/api/${i}`, '^(GET|HEAD)$']);
+  for (let i = 0; i < n; i++) rules.push([shape.who(i) ?? '*', `/api/${i}`, '^(GET|HEAD)$']);
   await enforcer.addPolicies(rules);
   if (!enforcer.enforceSync(allowed.source, allowed.path, 'GET') || enforcer.enforceSync(stranger.source, stranger.path, 'GET')) throw new Error('casbin: wrong decision');
 
@@ -175,6 +197,7 @@ async function measure(n: number): Promise<Row> {
   const meshc = medianMicros(() => decideOnce(vm, allowedFacts, allowed, paths[j++ & 1023]));
   chain.retire();
   return {
+    shape: shape.name,
     rules: n,
     meshc,
     cedar: medianMicros(() => cedarDecide(allowed)),
@@ -184,22 +207,24 @@ async function measure(n: number): Promise<Row> {
 
 export async function run(_options: SuiteOptions): Promise<SuiteResult> {
   const rows: Row[] = [];
-  for (const n of SIZES) {
-    process.stderr.write(`decisions: ${n} rules\n`);
-    rows.push(await measure(n));
+  for (const shape of SHAPES) {
+    for (const n of SIZES) {
+      process.stderr.write(`decisions: ${shape.name}, ${n} rules\n`);
+      rows.push(await measure(shape, n));
+    }
   }
   await shutdownCompiler();
   await shutdownMeteringWorker();
   const table: Table = {
     title: 'Authorization decision, median µs (lower is better)',
-    columns: ['rules', 'meshc (Wasm, host calls included)', 'Cedar (preparsed)', 'casbin (enforceSync)', 'Cedar / meshc', 'casbin / meshc'],
-    rows: rows.map((r) => [r.rules, r.meshc, r.cedar, r.casbin, `${(r.cedar / r.meshc).toFixed(0)}×`, `${(r.casbin / r.meshc).toFixed(0)}×`]),
+    columns: ['policy', 'rules', 'meshc (Wasm, host calls included)', 'Cedar (preparsed)', 'casbin (enforceSync)', 'Cedar / meshc', 'casbin / meshc'],
+    rows: rows.map((r) => [r.shape, r.rules, r.meshc, r.cedar, r.casbin, `${(r.cedar / r.meshc).toFixed(0)}×`, `${(r.casbin / r.meshc).toFixed(0)}×`]),
     notes: [
-      'Rule i allows spiffe://mesh.local/ns/team<i%10>/sa/app<i> to GET/HEAD /api/<i> and below; the request is the last rule\'s.',
+      'identity + path: rule i allows spiffe://mesh.local/ns/team<i%10>/sa/app<i> to GET/HEAD /api/<i> and below. path only: rule i allows anyone to GET/HEAD /api/<i> and below. The request is the last rule\'s.',
       'meshc: one decision = the sidecar\'s host (runtime/wasm/vm.ts FilterVm, loaded by FilterChain.fromBundle) given a fresh header list (7 headers) and HttpStream: createStream, proxy_on_request_headers (host calls: listener_direction, source.principal, :method, :path), finishStream. The module exports no proxy_on_context_create, proxy_on_done or proxy_on_delete (nothing to do for this policy), so the host calls none.',
       'The measured request\'s path cycles through /api/<k>/items/0..1023; its identity and method repeat, as they do on one client connection.',
       'mesh.rules is not set: the sidecar does not ask for it (property mesh.trace, docs/contracts.md).',
-      'The compiler indexes allow/deny rules by the exact source identity they require, so the cost stays flat as rules grow.',
+      'The compiler indexes allow/deny rules by the exact source identity they require, else by path prefix (a hashed walk over the path\'s segments), host or method, so the cost stays flat as rules grow (docs/compiler.md).',
       `Median of ${BATCHES} batches of at least 5 ms each, after ${WARMUP_MS} ms of warm-up, in one process.`,
     ],
   };

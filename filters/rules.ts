@@ -64,45 +64,63 @@ function fnvStep(h: u32, c: i32): u32 {
   return (h ^ <u32>c) * FNV_PRIME;
 }
 
+/** An open-addressing table (linear probing) of entry numbers + 1 by hash; 0 is an empty slot. */
+function hashTable(hashes: StaticArray<u32>, pick: StaticArray<bool>, want: bool): StaticArray<i32> {
+  let count = 0;
+  for (let i = 0; i < hashes.length; i++) if (pick[i] == want) count++;
+  // At most half full, so a probe for an absent hash ends after a slot or two.
+  let size = 2;
+  while (size < count * 2) size <<= 1;
+  const table = new StaticArray<i32>(size);
+  for (let i = 0; i < hashes.length; i++) {
+    if (pick[i] != want) continue;
+    let slot = <i32>(hashes[i] & <u32>(size - 1));
+    while (table[slot] != 0) slot = (slot + 1) & (size - 1);
+    table[slot] = i + 1;
+  }
+  return table;
+}
+
 /**
  * Rules keyed by a whole-segment path prefix or an exact path. A request's
  * path is walked once: the running hash of path[0..k) is looked up at every
  * length k where a prefix can end (before a "/", after a "/", and the whole
  * path); a hit is confirmed by comparing the key with the path (no copy).
- * Keys sharing a hash are chained.
  */
 export class PathIndex {
   private readonly keys: StaticArray<string>;
+  private readonly hashes: StaticArray<u32>;
   private readonly lists: StaticArray<StaticArray<i32>>;
-  private readonly next: StaticArray<i32>;
-  private readonly prefixHeads: Map<u32, i32> = new Map<u32, i32>();
-  private readonly exactHeads: Map<u32, i32> = new Map<u32, i32>();
+  private readonly prefixes: StaticArray<i32>;
+  private readonly exacts: StaticArray<i32>;
   /** No prefix key is longer: the walk stops there unless an exact key may still match. */
   private maxPrefix: i32 = 0;
   private maxExact: i32 = -1;
 
   constructor(keys: StaticArray<string>, exact: StaticArray<bool>, hashes: StaticArray<u32>, ends: StaticArray<i32>, rules: StaticArray<i32>) {
     this.keys = keys;
+    this.hashes = hashes;
     this.lists = slices(ends, rules);
-    this.next = new StaticArray<i32>(keys.length);
+    this.prefixes = hashTable(hashes, exact, false);
+    this.exacts = hashTable(hashes, exact, true);
     for (let i = 0; i < keys.length; i++) {
-      const heads = exact[i] ? this.exactHeads : this.prefixHeads;
-      const h = hashes[i];
-      this.next[i] = heads.has(h) ? heads.get(h) : -1;
-      heads.set(h, i);
       const len = keys[i].length;
       if (exact[i]) this.maxExact = max(this.maxExact, len);
       else this.maxPrefix = max(this.maxPrefix, len);
     }
   }
 
-  private collect(heads: Map<u32, i32>, h: u32, path: string, len: i32, into: Array<StaticArray<i32>>): void {
-    if (!heads.has(h)) return;
-    let e = heads.get(h);
-    while (e >= 0) {
-      const key = unchecked(this.keys[e]);
-      if (key.length == len && path.startsWith(key)) into.push(unchecked(this.lists[e]));
-      e = unchecked(this.next[e]);
+  private collect(table: StaticArray<i32>, h: u32, path: string, len: i32, into: Array<StaticArray<i32>>): void {
+    const mask = table.length - 1;
+    let slot = <i32>(h & <u32>mask);
+    let e = unchecked(table[slot]);
+    while (e != 0) {
+      if (unchecked(this.hashes[e - 1]) == h) {
+        const key = unchecked(this.keys[e - 1]);
+        if (key.length == len && path.startsWith(key)) into.push(unchecked(this.lists[e - 1]));
+      }
+      slot = (slot + 1) & mask;
+      e = unchecked(table[slot]);
     }
   }
 
@@ -116,14 +134,14 @@ export class PathIndex {
       const c = path.charCodeAt(k);
       if (c == SLASH) {
         // "/a" matches "/a/..." (a prefix ending before "/"), "/a/" matches "/a/..." (ending after one).
-        if (k > 0) this.collect(this.prefixHeads, h, path, k, into);
+        if (k > 0) this.collect(this.prefixes, h, path, k, into);
         h = fnvStep(h, c);
-        if (k + 1 < n) this.collect(this.prefixHeads, h, path, k + 1, into);
+        if (k + 1 < n) this.collect(this.prefixes, h, path, k + 1, into);
       } else h = fnvStep(h, c);
     }
     if (walk == n && n > 0) {
-      this.collect(this.prefixHeads, h, path, n, into);
-      this.collect(this.exactHeads, h, path, n, into);
+      this.collect(this.prefixes, h, path, n, into);
+      this.collect(this.exacts, h, path, n, into);
     }
   }
 }
@@ -135,6 +153,7 @@ export class RuleIndex {
   readonly host: KeyIndex | null;
   readonly method: KeyIndex | null;
   readonly always: StaticArray<i32>;
+  readonly unkeyed: bool;
 
   constructor(source: KeyIndex | null, paths: PathIndex | null, host: KeyIndex | null, method: KeyIndex | null, always: StaticArray<i32>) {
     this.source = source;
@@ -142,6 +161,7 @@ export class RuleIndex {
     this.host = host;
     this.method = method;
     this.always = always;
+    this.unkeyed = source === null && paths === null && host === null && method === null;
   }
 }
 
@@ -149,30 +169,52 @@ export class RuleIndex {
 const lists = new Array<StaticArray<i32>>();
 const at = new Array<i32>();
 
+/** Empty lists are left out of the merge. */
+function pushRules(list: StaticArray<i32>): void {
+  if (list.length > 0) lists.push(list);
+}
+
+/** The first rule of `list` (ascending) that passes `test`, or -1. */
+function scan(list: StaticArray<i32>, test: (rule: i32, r: Request) => bool, r: Request): i32 {
+  for (let i = 0; i < list.length; i++) if (test(unchecked(list[i]), r)) return unchecked(list[i]);
+  return -1;
+}
+
 export function firstMatch(index: RuleIndex, test: (rule: i32, r: Request) => bool, r: Request): i32 {
-  lists.length = 0;
   const always = index.always;
-  if (always.length > 0) lists.push(always);
+  // Families under INDEX_THRESHOLD rules have no keys: a plain scan.
+  if (index.unkeyed) return scan(always, test, r);
+  let bySource = NONE;
   const source = index.source;
   if (source !== null) {
     const s = r.source;
-    if (s !== null) lists.push(source.rulesOf(s));
+    if (s !== null) bySource = source.rulesOf(s);
   }
-  const paths = index.paths;
-  if (paths !== null) paths.candidates(r.path, lists);
+  let byHost = NONE;
   const host = index.host;
   if (host !== null) {
     const h = r.host;
-    if (h !== null) lists.push(host.rulesOf(h));
+    if (h !== null) byHost = host.rulesOf(h);
   }
+  let byMethod = NONE;
   const method = index.method;
-  if (method !== null) lists.push(method.rulesOf(r.method));
-  const k = lists.length;
-  if (k == 1) {
-    const only = unchecked(lists[0]);
-    for (let i = 0; i < only.length; i++) if (test(unchecked(only[i]), r)) return unchecked(only[i]);
-    return -1;
+  if (method !== null) byMethod = method.rulesOf(r.method);
+  const paths = index.paths;
+  if (paths === null) {
+    // One non-empty list (a request under one key, the common case) needs no merge and no scratch.
+    const nonEmpty = i32(always.length > 0) + i32(bySource.length > 0) + i32(byHost.length > 0) + i32(byMethod.length > 0);
+    if (nonEmpty == 0) return -1;
+    if (nonEmpty == 1) return scan(always.length > 0 ? always : bySource.length > 0 ? bySource : byHost.length > 0 ? byHost : byMethod, test, r);
   }
+  lists.length = 0;
+  pushRules(always);
+  pushRules(bySource);
+  pushRules(byHost);
+  pushRules(byMethod);
+  if (paths !== null) paths.candidates(r.path, lists);
+  const k = lists.length;
+  if (k == 0) return -1;
+  if (k == 1) return scan(unchecked(lists[0]), test, r);
   at.length = k;
   for (let i = 0; i < k; i++) unchecked((at[i] = 0));
   // k-way merge in rule order; a rule keyed under two matching keys (an `or` of paths) is tested once.
