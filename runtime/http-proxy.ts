@@ -889,6 +889,11 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
     const service = stream?.facts.destinationService ?? '';
     const role = this.role;
     const reason = this.reason;
+    const grpc = isGrpc(ex.head.headers);
+    // Envoy's %GRPC_STATUS%: the mesh's own gRPC answer, the trailers, or a trailers-only head.
+    const grpcStatus = grpc
+      ? (this.grpcStatus ?? (this.responseTrailers ? getHeader(this.responseTrailers, 'grpc-status') : stream && stream.responseHeaders.length > 1 ? getHeader(stream.responseHeaders, 'grpc-status') : undefined))
+      : undefined;
     this.deps.metrics.record({
       reporter: role.reporter,
       sourceWorkload: stream ? role.sourceWorkload(stream) : '',
@@ -897,6 +902,8 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
       status,
       responseFlags: reason ? (REASONS[reason as keyof typeof REASONS]?.flag ?? '-') : '-',
       durationMs,
+      requestProtocol: grpc ? 'grpc' : 'http',
+      grpcStatus: grpcStatus ?? '',
     });
     const head = ex.head;
     const trace = this.trace;
@@ -920,9 +927,9 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
       error: this.error,
       attempts: this.tries > 1 ? this.tries : undefined,
       retry_budget_spent: this.budgetSpent || undefined,
-      // HTTP/2 requests (absent for HTTP/1.x), and the gRPC status as Envoy's %GRPC_STATUS% (trailers, or a trailers-only head).
+      // HTTP/2 requests (absent for HTTP/1.x), and the gRPC status of gRPC requests.
       protocol: stream?.facts.protocol === 'HTTP/2' ? 'HTTP/2' : undefined,
-      grpc_status: this.grpcStatus ?? (this.responseTrailers ? getHeader(this.responseTrailers, 'grpc-status') : stream && stream.responseHeaders.length > 1 ? getHeader(stream.responseHeaders, 'grpc-status') : undefined),
+      grpc_status: grpcStatus,
       trace_id: trace?.traceId,
       span_id: trace?.spanId,
       parent_span_id: trace?.parentSpanId,

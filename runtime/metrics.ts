@@ -23,6 +23,10 @@ export interface RequestRecord {
   status: number;
   responseFlags: string;
   durationMs: number;
+  /** Istio's request_protocol: `grpc` for gRPC requests (content-type application/grpc…), else `http`. */
+  requestProtocol: 'http' | 'grpc';
+  /** Istio's grpc_response_status: the gRPC status of a gRPC request ('' when unknown or not gRPC). */
+  grpcStatus: string;
 }
 
 /** Labels of one listener connection, fixed when it opens. */
@@ -69,11 +73,20 @@ class RequestMetrics {
     const source = r.sourceWorkload || 'unknown';
     const service = r.destinationService || 'unknown';
     const version = r.destinationVersion || 'unknown';
-    const key = r.reporter + '\n' + source + '\n' + service + '\n' + version + '\n' + r.status + '\n' + r.responseFlags;
+    const key = r.reporter + '\n' + source + '\n' + service + '\n' + version + '\n' + r.status + '\n' + r.responseFlags + '\n' + r.requestProtocol + '\n' + r.grpcStatus;
     let s = this.series.get(key);
     if (!s) {
       s = {
-        labels: { reporter: r.reporter, source_workload: source, destination_service: service, destination_version: version, response_code: String(r.status), response_flags: r.responseFlags },
+        labels: {
+          reporter: r.reporter,
+          source_workload: source,
+          destination_service: service,
+          destination_version: version,
+          response_code: String(r.status),
+          response_flags: r.responseFlags,
+          request_protocol: r.requestProtocol,
+          grpc_response_status: r.grpcStatus,
+        },
         count: 0,
         sum: 0,
         buckets: new Array<number>(DURATION_BUCKETS.length).fill(0),

@@ -192,7 +192,7 @@ export class Sidecar {
     const inbound = this.inboundRole();
     const httpOptions: ServerOptions = { limits: DEFAULT_LIMITS, ...DEFAULT_SERVER_OPTIONS, ...options.http };
     const refused = (role: ListenerRole) => (conn: { socket: net.Socket }, err: MeshError, status: number) => {
-      this.metrics.record({ reporter: role.reporter, sourceWorkload: '', destinationService: '', destinationVersion: '', status, responseFlags: REASONS[err.reason].flag, durationMs: 0 });
+      this.metrics.record({ reporter: role.reporter, sourceWorkload: '', destinationService: '', destinationVersion: '', status, responseFlags: REASONS[err.reason].flag, durationMs: 0, requestProtocol: 'http', grpcStatus: '' });
       this.log({ time: new Date().toISOString(), direction: role.name, status, reason: err.reason, error: err.message, source: conn.socket.remoteAddress });
     };
     this.outboundHttp = new Http1Server(httpOptions, { request: (ex) => handleRequest(outbound, deps, ex), refused: refused(outbound) });

@@ -83,7 +83,7 @@ export class StandaloneProxy {
       {
         request: (ex) => handleRequest(role, deps, ex),
         refused: (conn, err, status) => {
-          this.metrics.record({ reporter: 'source', sourceWorkload: '', destinationService: '', destinationVersion: '', status, responseFlags: REASONS[err.reason].flag, durationMs: 0 });
+          this.metrics.record({ reporter: 'source', sourceWorkload: '', destinationService: '', destinationVersion: '', status, responseFlags: REASONS[err.reason].flag, durationMs: 0, requestProtocol: 'http', grpcStatus: '' });
           this.log({ time: new Date().toISOString(), direction: 'standalone', status, reason: err.reason, error: err.message, source: conn.socket.remoteAddress });
         },
       },

@@ -138,6 +138,11 @@ describe('gRPC through a sidecar pair', () => {
     expect(app.lastMetadata).toBe(before);
     const log = mesh.catalogLogs.entries.filter((e) => e.direction === 'inbound' && e.path === '/mesh.test.Echo/Unary').at(-1);
     expect(log).toMatchObject({ status: 200, rule: 'catalog/deny/guests-no-unary', grpc_status: '7' });
+    // Istio's request metrics carry the protocol and the gRPC status on both sides.
+    const inbound = await mesh.catalog.metrics.registry.metrics();
+    expect(inbound).toMatch(/istio_requests_total\{reporter="destination",source_workload="web",destination_service="catalog",destination_version="v1",response_code="200",response_flags="-",request_protocol="grpc",grpc_response_status="7"\} 1\n/);
+    const outbound = await mesh.web.metrics.registry.metrics();
+    expect(outbound).toMatch(/istio_requests_total\{reporter="source",[^}]*request_protocol="grpc",grpc_response_status="0"\} [1-9]/);
     // Other callers of the same method are served.
     expect((await unary('fine', { 'x-role': 'admin' })).status?.code).toBe(grpc.status.OK);
   });

@@ -7,7 +7,7 @@ import { Counter, Histogram, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { SidecarMetrics, type RequestRecord } from '../../runtime/metrics.ts';
 
-const LABELS = ['reporter', 'source_workload', 'destination_service', 'destination_version', 'response_code', 'response_flags'];
+const LABELS = ['reporter', 'source_workload', 'destination_service', 'destination_version', 'response_code', 'response_flags', 'request_protocol', 'grpc_response_status'];
 const BUCKETS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000];
 
 function reference(): { registry: Registry; record(r: RequestRecord): void } {
@@ -24,6 +24,8 @@ function reference(): { registry: Registry; record(r: RequestRecord): void } {
         destination_version: r.destinationVersion || 'unknown',
         response_code: String(r.status),
         response_flags: r.responseFlags,
+        request_protocol: r.requestProtocol,
+        grpc_response_status: r.grpcStatus,
       };
       requests.inc(labels);
       duration.observe(labels, r.durationMs);
@@ -48,6 +50,8 @@ function records(): RequestRecord[] {
             status,
             responseFlags: status === 503 ? 'UO' : '-',
             durationMs: durations[i++ % durations.length]!,
+            requestProtocol: n === 4 ? 'grpc' : 'http',
+            grpcStatus: n === 4 ? (status === 200 ? '0' : '14') : '',
           });
         }
       }

@@ -50,7 +50,7 @@ describe('sidecar pair over mTLS', () => {
     expect((await request(admin, { path: '/ready' })).status).toBe(200);
     await request(outboundPort(), { headers: { host: 'catalog' } });
     const metrics = (await request(admin, { path: '/metrics' })).body;
-    expect(metrics).toMatch(/istio_requests_total\{reporter="source",source_workload="web",destination_service="catalog",destination_version="v1",response_code="200",response_flags="-"\} \d+/);
+    expect(metrics).toMatch(/istio_requests_total\{reporter="source",source_workload="web",destination_service="catalog",destination_version="v1",response_code="200",response_flags="-",request_protocol="http",grpc_response_status=""\} \d+/);
     expect(metrics).toMatch(/istio_request_duration_milliseconds_bucket\{/);
     const inboundMetrics = (await request(mesh.catalog.addresses().admin.port, { path: '/metrics' })).body;
     expect(inboundMetrics).toMatch(/istio_requests_total\{reporter="destination",source_workload="web",destination_service="catalog"/);
