@@ -5,13 +5,11 @@
 // throughput and latency, then an open loop at a fixed 1,000 req/s for the
 // latency the proxies add (p50/p99/p99.9) and their CPU and memory.
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { writeBundle } from '../protocol/bundle.ts';
-import { compilePolicies, shutdownCompiler } from '../compiler/index.ts';
-import { makePki, startHaproxyPair, startNginxPair, startSidecarPair, type RunningPair } from './lib/pairs.ts';
+import { compileBenchBundle, makePki, startHaproxyPair, startNginxPair, startSidecarPair, type RunningPair } from './lib/pairs.ts';
 import { cpuSeconds, rssMiB } from './lib/procstat.ts';
 import { startNginx } from './lib/servers.ts';
 import { requireTools } from './lib/tools.ts';
@@ -46,15 +44,6 @@ async function openLoop(port: number, host: string, seconds: number): Promise<Op
   return JSON.parse(stdout) as OpenLoop;
 }
 
-async function compileBenchBundle(dir: string): Promise<string> {
-  const path = new URL('./policies/hop.meshpolicy', import.meta.url).pathname;
-  const result = await compilePolicies([{ path, text: await readFile(path, 'utf8') }]);
-  await shutdownCompiler();
-  if (!result.bundle) throw new Error(`bench policy does not compile: ${JSON.stringify(result.diagnostics)}`);
-  const out = join(dir, 'bundle');
-  await writeBundle(out, result.bundle);
-  return out;
-}
 
 export async function run(options: SuiteOptions): Promise<SuiteResult> {
   requireTools(['wrk', 'nginx', 'haproxy']);

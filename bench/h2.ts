@@ -12,14 +12,12 @@
 // side (our HTTP/1.1 codec under h2load --h1 vs node:http2 under h2load) and
 // the client side (our HTTP/1.1 pool vs our HTTP/2 session pool, driving
 // nginx over TLS from a closed loop in a child process).
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { writeBundle } from '../protocol/bundle.ts';
-import { compilePolicies, shutdownCompiler } from '../compiler/index.ts';
-import { makePki, startSidecarPair, type Pki, type RunningPair } from './lib/pairs.ts';
+import { compileBenchBundle, makePki, startProcess, startSidecarPair, type Child, type Pki, type RunningPair } from './lib/pairs.ts';
 import { freePort, nginxConf, waitForPort } from './lib/servers.ts';
 import { requireTools, which } from './lib/tools.ts';
 import type { Table } from './lib/report.ts';
@@ -27,31 +25,7 @@ import type { SuiteOptions, SuiteResult } from './run.ts';
 
 const exec = promisify(execFile);
 
-interface Proc {
-  pid: number;
-  stop(): Promise<void>;
-}
 
-/** Starts a process and waits for its port; fails with its stderr if it exits first. */
-async function startProc(cmd: string, args: string[], port: number): Promise<Proc> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-  const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`${cmd} exited with ${String(code)}: ${stderr}`))));
-  await Promise.race([waitForPort(port), exited]);
-  exited.catch(() => undefined);
-  return {
-    pid: child.pid ?? -1,
-    stop: async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const gone = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-      await gone;
-      clearTimeout(timer);
-    },
-  };
-}
 
 /** nginx, one worker, fixed 13-byte body: h2c on `h2c`, and HTTP/1.1 + h2 over TLS on `tls`. */
 async function startUpstream(pki: Pki): Promise<{ h2c: number; tls: number; stop(): Promise<void> }> {
@@ -64,7 +38,7 @@ async function startUpstream(pki: Pki): Promise<{ h2c: number; tls: number; stop
   server { listen 127.0.0.1:${h2c} http2; ${body} }
   server { listen 127.0.0.1:${tlsPort} ssl http2; ssl_certificate ${pki.dir}/server.crt; ssl_certificate_key ${pki.dir}/server.key; ${body} }`),
   );
-  const p = await startProc(which('nginx') ?? 'nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], h2c);
+  const p = await startProcess(which('nginx') ?? 'nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], h2c);
   await waitForPort(tlsPort);
   return {
     h2c,
@@ -84,8 +58,8 @@ async function startHaproxyPair(upstreamH2c: number, pki: Pki, between: 'h2' | '
   await writeFile(join(dir, 'b.cfg'), `${common}frontend fe\n  bind 127.0.0.1:${pb} ssl crt ${pki.dir}/server.pem ca-file ${pki.dir}/ca.pem verify required alpn ${between}\n  default_backend be\nbackend be\n  http-reuse always\n  server up 127.0.0.1:${upstreamH2c} proto h2\n`);
   await writeFile(join(dir, 'a.cfg'), `${common}frontend fe\n  bind 127.0.0.1:${pa} proto h2\n  default_backend be\nbackend be\n  http-reuse always\n  server b 127.0.0.1:${pb} ssl verify required ca-file ${pki.dir}/ca.pem crt ${pki.dir}/client.pem alpn ${between}\n`);
   const bin = which('haproxy') ?? 'haproxy';
-  const b = await startProc(bin, ['-f', join(dir, 'b.cfg'), '-db'], pb);
-  const a = await startProc(bin, ['-f', join(dir, 'a.cfg'), '-db'], pa);
+  const b = await startProcess(bin, ['-f', join(dir, 'b.cfg'), '-db'], pb);
+  const a = await startProcess(bin, ['-f', join(dir, 'a.cfg'), '-db'], pa);
   return {
     name: `haproxy pair, ${between === 'h2' ? 'HTTP/2' : 'HTTP/1.1'} between`,
     port: pa,
@@ -137,21 +111,12 @@ async function h2load(url: string, seconds: number, clients: number, streams: nu
   }
 }
 
-async function compileBenchBundle(dir: string): Promise<string> {
-  const path = new URL('./policies/hop.meshpolicy', import.meta.url).pathname;
-  const result = await compilePolicies([{ path, text: await readFile(path, 'utf8') }]);
-  await shutdownCompiler();
-  if (!result.bundle) throw new Error(`bench policy does not compile: ${JSON.stringify(result.diagnostics)}`);
-  const out = join(dir, 'bundle');
-  await writeBundle(out, result.bundle);
-  return out;
-}
 
 /** One TLS hop, server side: a Node process running our HTTP/1.1 codec or node:http2, answering a fixed body. */
-async function hopServer(mode: 'h1' | 'h2', pki: Pki): Promise<Proc & { port: number }> {
+async function hopServer(mode: 'h1' | 'h2', pki: Pki): Promise<Child & { port: number }> {
   const port = await freePort();
   const script = new URL('./h2-hop.ts', import.meta.url).pathname;
-  const p = await startProc(process.execPath, [script, 'serve', mode, String(port), pki.dir], port);
+  const p = await startProcess(process.execPath, [script, 'serve', mode, String(port), pki.dir], port);
   return { ...p, port };
 }
 

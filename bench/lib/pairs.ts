@@ -6,9 +6,11 @@
 // In:  the upstream port, a directory for certificates and configs.
 // Out: a RunningPair: the client-facing port, the pids to measure, stop().
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { compilePolicies, shutdownCompiler } from '../../compiler/index.ts';
+import { writeBundle } from '../../protocol/bundle.ts';
 import type { EndpointsPayload } from '../../protocol/wire.ts';
 import { createCa, issueLeaf, spiffeIdFor, type IssuedCert, type TestCa } from '../../test/runtime/pki.ts';
 import { freePort, nginxConf, waitForPort } from './servers.ts';
@@ -33,6 +35,17 @@ export interface Pki {
   server: IssuedCert;
 }
 
+/** Compiles bench/policies/hop.meshpolicy into a bundle directory under `dir`; returns its path. */
+export async function compileBenchBundle(dir: string): Promise<string> {
+  const path = new URL('../policies/hop.meshpolicy', import.meta.url).pathname;
+  const result = await compilePolicies([{ path, text: await readFile(path, 'utf8') }]);
+  await shutdownCompiler();
+  if (!result.bundle) throw new Error(`bench policy does not compile: ${JSON.stringify(result.diagnostics)}`);
+  const out = join(dir, 'bundle');
+  await writeBundle(out, result.bundle);
+  return out;
+}
+
 export async function makePki(): Promise<Pki> {
   const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-pki-'));
   const ca = await createCa();
@@ -47,12 +60,14 @@ export async function makePki(): Promise<Pki> {
   return { dir, ca, client, server };
 }
 
-interface Child {
+/** A benchmark process: its pid (for CPU and RSS) and a stop that waits for it to exit. */
+export interface Child {
   pid: number;
   stop(): Promise<void>;
 }
 
-function start(cmd: string, args: string[], port: number): Promise<Child> {
+/** Starts a process and waits for its port; fails with its stderr if it exits first. */
+export function startProcess(cmd: string, args: string[], port: number): Promise<Child> {
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
@@ -80,8 +95,8 @@ export async function startHaproxyPair(upstreamPort: number, pki: Pki): Promise<
   await writeFile(join(dir, 'b.cfg'), `${common}frontend fe\n  bind 127.0.0.1:${pb} ssl crt ${pki.dir}/server.pem ca-file ${pki.dir}/ca.pem verify required\n  default_backend be\nbackend be\n  http-reuse always\n  server up 127.0.0.1:${upstreamPort}\n`);
   await writeFile(join(dir, 'a.cfg'), `${common}frontend fe\n  bind 127.0.0.1:${pa}\n  default_backend be\nbackend be\n  http-reuse always\n  server b 127.0.0.1:${pb} ssl verify required ca-file ${pki.dir}/ca.pem crt ${pki.dir}/client.pem\n`);
   const bin = which('haproxy') ?? 'haproxy';
-  const b = await start(bin, ['-f', join(dir, 'b.cfg'), '-db'], pb);
-  const a = await start(bin, ['-f', join(dir, 'a.cfg'), '-db'], pa);
+  const b = await startProcess(bin, ['-f', join(dir, 'b.cfg'), '-db'], pb);
+  const a = await startProcess(bin, ['-f', join(dir, 'a.cfg'), '-db'], pa);
   return {
     name: 'haproxy pair',
     port: pa,
@@ -123,8 +138,8 @@ export async function startNginxPair(upstreamPort: number, pki: Pki): Promise<Ru
     }
   }`));
   const bin = which('nginx') ?? 'nginx';
-  const b = await start(bin, ['-c', join(dir, 'b.conf'), '-p', dir], pb);
-  const a = await start(bin, ['-c', join(dir, 'a.conf'), '-p', dir], pa);
+  const b = await startProcess(bin, ['-c', join(dir, 'b.conf'), '-p', dir], pb);
+  const a = await startProcess(bin, ['-c', join(dir, 'a.conf'), '-p', dir], pa);
   const { withChildren } = await import('./procstat.ts');
   return {
     name: 'nginx pair',
@@ -176,8 +191,8 @@ export async function startSidecarPair(upstreamPort: number, pki: Pki, bundleDir
   await writeFile(join(dir, 'out.json'), JSON.stringify(outbound));
   await writeFile(join(dir, 'in.json'), JSON.stringify(inbound));
   const main = new URL('./sidecar-main.ts', import.meta.url).pathname;
-  const b = await start(process.execPath, [main, join(dir, 'in.json')], ports.in);
-  const a = await start(process.execPath, [main, join(dir, 'out.json')], ports.out);
+  const b = await startProcess(process.execPath, [main, join(dir, 'in.json')], ports.in);
+  const a = await startProcess(process.execPath, [main, join(dir, 'out.json')], ports.out);
   return {
     name,
     port: ports.out,
