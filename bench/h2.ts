@@ -17,7 +17,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { compileBenchBundle, makePki, startProcess, startSidecarPair, type Child, type Pki, type RunningPair } from './lib/pairs.ts';
+import { compileBenchBundle, makePki, runningPair, startProcess, startSidecarPair, type Child, type Pki, type RunningPair } from './lib/pairs.ts';
 import { freePort, nginxConf, waitForPort } from './lib/servers.ts';
 import { requireTools, which } from './lib/tools.ts';
 import type { Table } from './lib/report.ts';
@@ -60,17 +60,7 @@ async function startHaproxyPair(upstreamH2c: number, pki: Pki, between: 'h2' | '
   const bin = which('haproxy') ?? 'haproxy';
   const b = await startProcess(bin, ['-f', join(dir, 'b.cfg'), '-db'], pb);
   const a = await startProcess(bin, ['-f', join(dir, 'a.cfg'), '-db'], pa);
-  return {
-    name: `haproxy pair, ${between === 'h2' ? 'HTTP/2' : 'HTTP/1.1'} between`,
-    port: pa,
-    host: 'bench',
-    pids: () => [a.pid, b.pid],
-    stop: async () => {
-      await a.stop();
-      await b.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  return runningPair(`haproxy pair, ${between === 'h2' ? 'HTTP/2' : 'HTTP/1.1'} between`, pa, a, b, dir);
 }
 
 interface H2loadResult {

@@ -5,7 +5,7 @@
 // (connect + 1 KiB echo + close: the per-connection handshake cost) and
 // round-trip latency on a long-lived connection, plus the proxies' CPU during
 // the bulk run. Client and servers run in their own process (bench/tcp-load.ts).
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,9 +13,9 @@ import { promisify } from 'node:util';
 import { createInterface } from 'node:readline';
 import type { EndpointsPayload } from '../protocol/wire.ts';
 import { spiffeIdFor } from '../test/runtime/pki.ts';
-import { makePki, type Pki } from './lib/pairs.ts';
+import { makePki, startProcess, stopProcess, type Pki } from './lib/pairs.ts';
 import { cpuSeconds, rssMiB } from './lib/procstat.ts';
-import { freePort, waitForPort } from './lib/servers.ts';
+import { freePort } from './lib/servers.ts';
 import type { SidecarBenchConfig } from './lib/sidecar-main.ts';
 import { requireTools, which } from './lib/tools.ts';
 import type { Table } from './lib/report.ts';
@@ -54,21 +54,6 @@ async function load(args: string[]): Promise<Record<string, number>> {
   return JSON.parse(stdout) as Record<string, number>;
 }
 
-function child(cmd: string, args: string[]): ChildProcess {
-  const c = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  c.stderr?.resume();
-  return c;
-}
-
-async function stopChild(c: ChildProcess): Promise<void> {
-  if (c.exitCode !== null || c.signalCode !== null) return;
-  const gone = new Promise((r) => c.once('exit', r));
-  c.kill('SIGTERM');
-  const timer = setTimeout(() => c.kill('SIGKILL'), 5_000);
-  await gone;
-  clearTimeout(timer);
-}
-
 /** haproxy A (plain in) → TLS with client certificate → haproxy B → upstream, mode tcp, one frontend per upstream. */
 async function haproxyPair(upstream: { echo: number; sink: number }, pki: Pki): Promise<Target> {
   const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-tcp-ha-'));
@@ -81,18 +66,16 @@ async function haproxyPair(upstream: { echo: number; sink: number }, pki: Pki): 
   await writeFile(join(dir, 'b.cfg'), common + b(ports.bEcho, upstream.echo, 'echo') + b(ports.bSink, upstream.sink, 'sink'));
   await writeFile(join(dir, 'a.cfg'), common + a(ports.aEcho, ports.bEcho, 'echo') + a(ports.aSink, ports.bSink, 'sink'));
   const bin = which('haproxy') ?? 'haproxy';
-  const pb = child(bin, ['-f', join(dir, 'b.cfg'), '-db']);
-  await waitForPort(ports.bSink);
-  const pa = child(bin, ['-f', join(dir, 'a.cfg'), '-db']);
-  await waitForPort(ports.aSink);
+  const pb = await startProcess(bin, ['-f', join(dir, 'b.cfg'), '-db'], ports.bSink);
+  const pa = await startProcess(bin, ['-f', join(dir, 'a.cfg'), '-db'], ports.aSink);
   return {
     name: 'haproxy pair (mode tcp)',
     echo: ports.aEcho,
     sink: ports.aSink,
-    pids: () => [pa.pid ?? -1, pb.pid ?? -1],
+    pids: () => [pa.pid, pb.pid],
     stop: async () => {
-      await stopChild(pa);
-      await stopChild(pb);
+      await pa.stop();
+      await pb.stop();
       await rm(dir, { recursive: true, force: true });
     },
   };
@@ -135,18 +118,16 @@ async function sidecarPair(upstream: { echo: number; sink: number }, pki: Pki): 
   await writeFile(join(dir, 'in.json'), JSON.stringify(inbound));
   const main = new URL('./lib/sidecar-main.ts', import.meta.url).pathname;
   // The access log (one line per connection) goes to stdout, which is ignored here as in the HTTP suites.
-  const b = child(process.execPath, [main, join(dir, 'in.json')]);
-  await waitForPort(ports.in);
-  const a = child(process.execPath, [main, join(dir, 'out.json')]);
-  await waitForPort(ports.sink);
+  const b = await startProcess(process.execPath, [main, join(dir, 'in.json')], ports.in);
+  const a = await startProcess(process.execPath, [main, join(dir, 'out.json')], ports.sink);
   return {
     name: 'meshc pair',
     echo: ports.echo,
     sink: ports.sink,
-    pids: () => [a.pid ?? -1, b.pid ?? -1],
+    pids: () => [a.pid, b.pid],
     stop: async () => {
-      await stopChild(a);
-      await stopChild(b);
+      await a.stop();
+      await b.stop();
       await rm(dir, { recursive: true, force: true });
     },
   };
@@ -194,7 +175,7 @@ export async function run(_options: SuiteOptions): Promise<SuiteResult> {
       }
     }
   } finally {
-    await stopChild(servers);
+    await stopProcess(servers);
     await rm(pki.dir, { recursive: true, force: true });
   }
   const ha = rows['haproxy pair (mode tcp)'];

@@ -5,7 +5,7 @@
 //
 // In:  the upstream port, a directory for certificates and configs.
 // Out: a RunningPair: the client-facing port, the pids to measure, stop().
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { writeBundle } from '../../protocol/bundle.ts';
 import type { EndpointsPayload } from '../../protocol/wire.ts';
 import { createCa, issueLeaf, spiffeIdFor, type IssuedCert, type TestCa } from '../../test/runtime/pki.ts';
 import { freePort, nginxConf, waitForPort } from './servers.ts';
+import { withChildren } from './procstat.ts';
 import { which } from './tools.ts';
 import type { SidecarBenchConfig } from './sidecar-main.ts';
 
@@ -33,6 +34,21 @@ export interface Pki {
   ca: TestCa;
   client: IssuedCert;
   server: IssuedCert;
+}
+
+/** Two started proxies (`a` in front of `b`) and their temp dir, as a RunningPair; stop ends both and removes the dir. */
+export function runningPair(name: string, port: number, a: Child, b: Child, dir: string, pids: () => number[] = () => [a.pid, b.pid]): RunningPair {
+  return {
+    name,
+    port,
+    host: 'bench',
+    pids,
+    stop: async () => {
+      await a.stop();
+      await b.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /** Compiles bench/policies/hop.meshpolicy into a bundle directory under `dir`; returns its path. */
@@ -76,16 +92,19 @@ export function startProcess(cmd: string, args: string[], port: number): Promise
     exited.catch(() => undefined);
     return {
       pid: child.pid ?? -1,
-      stop: async () => {
-        if (child.exitCode !== null || child.signalCode !== null) return;
-        const gone = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-        await gone;
-        clearTimeout(timer);
-      },
+      stop: () => stopProcess(child),
     };
   });
+}
+
+/** SIGTERM, then SIGKILL after 5 s; resolves once the process has exited. */
+export async function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+  await gone;
+  clearTimeout(timer);
 }
 
 export async function startHaproxyPair(upstreamPort: number, pki: Pki): Promise<RunningPair> {
@@ -97,17 +116,7 @@ export async function startHaproxyPair(upstreamPort: number, pki: Pki): Promise<
   const bin = which('haproxy') ?? 'haproxy';
   const b = await startProcess(bin, ['-f', join(dir, 'b.cfg'), '-db'], pb);
   const a = await startProcess(bin, ['-f', join(dir, 'a.cfg'), '-db'], pa);
-  return {
-    name: 'haproxy pair',
-    port: pa,
-    host: 'bench',
-    pids: () => [a.pid, b.pid],
-    stop: async () => {
-      await a.stop();
-      await b.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  return runningPair('haproxy pair', pa, a, b, dir);
 }
 
 export async function startNginxPair(upstreamPort: number, pki: Pki): Promise<RunningPair> {
@@ -140,18 +149,7 @@ export async function startNginxPair(upstreamPort: number, pki: Pki): Promise<Ru
   const bin = which('nginx') ?? 'nginx';
   const b = await startProcess(bin, ['-c', join(dir, 'b.conf'), '-p', dir], pb);
   const a = await startProcess(bin, ['-c', join(dir, 'a.conf'), '-p', dir], pa);
-  const { withChildren } = await import('./procstat.ts');
-  return {
-    name: 'nginx pair',
-    port: pa,
-    host: 'bench',
-    pids: () => [...withChildren(a.pid), ...withChildren(b.pid)],
-    stop: async () => {
-      await a.stop();
-      await b.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  return runningPair('nginx pair', pa, a, b, dir, () => [...withChildren(a.pid), ...withChildren(b.pid)]);
 }
 
 /** Outbound sidecar ("client") → mTLS → inbound sidecar ("bench") → upstream; the bundle (if any) runs on both. */
@@ -193,15 +191,5 @@ export async function startSidecarPair(upstreamPort: number, pki: Pki, bundleDir
   const main = new URL('./sidecar-main.ts', import.meta.url).pathname;
   const b = await startProcess(process.execPath, [main, join(dir, 'in.json')], ports.in);
   const a = await startProcess(process.execPath, [main, join(dir, 'out.json')], ports.out);
-  return {
-    name,
-    port: ports.out,
-    host: 'bench',
-    pids: () => [a.pid, b.pid],
-    stop: async () => {
-      await a.stop();
-      await b.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  return runningPair(name, ports.out, a, b, dir);
 }
