@@ -10,6 +10,7 @@
 //      a status and `x-mesh-reason`; or the socket handed to the HTTP codec.
 import type { Socket } from 'node:net';
 import { MeshError, renderError } from '../errors.ts';
+import { readPrefix } from '../net.ts';
 import { findHeadEnd, parseRequestHead, type HeadLimits, type RequestHead } from '../http1/parse.ts';
 import { statusText } from '../http1/server.ts';
 import type { Accepted, ProtocolHandler } from '../listener.ts';
@@ -47,41 +48,22 @@ export function httpProxyPortHandler(deps: HttpProxyPortDeps): ProtocolHandler {
 
 /** Collects the request head (within the codec's limits and header timeout), leaving the socket paused. */
 function readHead(socket: Socket, deps: HttpProxyPortDeps, done: (err: MeshError | undefined, head?: RequestHead, buf?: Buffer, end?: number) => void): void {
-  let buf: Buffer = Buffer.alloc(0);
-  let settled = false;
-  const finish = (err: MeshError | undefined, head?: RequestHead, end?: number): void => {
-    if (settled) return;
-    settled = true;
-    clearTimeout(timer);
-    socket.off('data', onData);
-    socket.off('end', onEnd);
-    socket.pause();
-    done(err, head, buf, end);
-  };
-  const onData = (chunk: Buffer): void => {
-    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-    let start = 0;
-    while (start + 1 < buf.length && buf[start] === 0x0d && buf[start + 1] === 0x0a) start += 2;
-    try {
-      const at = findHeadEnd(buf, start, 0, deps.limits, true);
-      if (at === -1) return;
-      socket.pause();
-      finish(undefined, parseRequestHead(buf, start, at, deps.limits), at + 4);
-    } catch (err) {
-      finish(err as MeshError);
-    }
-  };
-  const onEnd = (): void => finish(new MeshError('malformed-request', 'connection ended inside the request head'));
-  const timer = setTimeout(() => finish(new MeshError('request-timeout', `request head not complete within ${deps.headersTimeoutMs} ms`)), deps.headersTimeoutMs);
-  socket.on('data', onData);
-  socket.on('end', onEnd);
   socket.on('error', () => {});
-  // A client gone before its head was complete: nothing to answer, stop waiting.
-  socket.once('close', () => {
-    settled = true;
-    clearTimeout(timer);
-  });
-  socket.resume();
+  readPrefix(
+    socket,
+    deps.headersTimeoutMs,
+    (buf) => {
+      let start = 0;
+      while (start + 1 < buf.length && buf[start] === 0x0d && buf[start + 1] === 0x0a) start += 2;
+      const at = findHeadEnd(buf, start, 0, deps.limits, true);
+      return at === -1 ? undefined : { head: parseRequestHead(buf, start, at, deps.limits), end: at + 4 };
+    },
+    {
+      ended: () => new MeshError('malformed-request', 'connection ended inside the request head'),
+      timedOut: () => new MeshError('request-timeout', `request head not complete within ${deps.headersTimeoutMs} ms`),
+    },
+    (err, found, buf) => done(err as MeshError | undefined, found?.head, buf, found?.end),
+  );
 }
 
 /** RFC 9110 9.3.6: the target is `host:port` (authority-form); IPv6 in brackets. */

@@ -9,6 +9,7 @@
 import net from 'node:net';
 import tls, { type SecureContext, type TLSSocket } from 'node:tls';
 import type { Endpoint } from '../../protocol/wire.ts';
+import { readPrefix } from '../net.ts';
 import { expectSpiffeId } from '../peer-identity.ts';
 import { decodeTransportHeader, encodeTransportHeader, MESH_TCP_ALPN, TRANSPORT_HEADER_BYTES } from '../../protocol/transport.ts';
 
@@ -60,34 +61,20 @@ export class MeshTcpDialer {
  * are put back into the socket.
  */
 export function readTransportHeader(socket: net.Socket, timeoutMs: number, done: (err: string | undefined, port: number) => void): void {
-  let buf: Buffer = Buffer.alloc(0);
-  let settled = false;
-  const finish = (err: string | undefined, port: number): void => {
-    if (settled) return;
-    settled = true;
-    clearTimeout(timer);
-    socket.off('data', onData);
-    socket.off('end', onEnd);
-    socket.pause();
-    done(err, port);
-  };
-  const onData = (chunk: Buffer): void => {
-    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-    if (buf.length < TRANSPORT_HEADER_BYTES) return;
-    const port = decodeTransportHeader(buf);
-    if (port < 0) return finish('bad transport header', -1);
-    socket.pause();
-    if (buf.length > TRANSPORT_HEADER_BYTES) socket.unshift(buf.subarray(TRANSPORT_HEADER_BYTES));
-    finish(undefined, port);
-  };
-  const onEnd = (): void => finish('connection ended before the transport header', -1);
-  const timer = setTimeout(() => finish(`no transport header within ${timeoutMs} ms`, -1), timeoutMs);
-  socket.on('data', onData);
-  socket.on('end', onEnd);
-  // A peer gone before its header: nothing to relay, stop waiting.
-  socket.once('close', () => {
-    settled = true;
-    clearTimeout(timer);
-  });
-  socket.resume();
+  readPrefix(
+    socket,
+    timeoutMs,
+    (buf) => {
+      if (buf.length < TRANSPORT_HEADER_BYTES) return undefined;
+      const port = decodeTransportHeader(buf);
+      if (port < 0) throw new Error('bad transport header');
+      return port;
+    },
+    { ended: () => new Error('connection ended before the transport header'), timedOut: () => new Error(`no transport header within ${timeoutMs} ms`) },
+    (err, port, buf) => {
+      if (err) return done((err as Error).message, -1);
+      if (buf.length > TRANSPORT_HEADER_BYTES) socket.unshift(buf.subarray(TRANSPORT_HEADER_BYTES));
+      done(undefined, port!);
+    },
+  );
 }
