@@ -15,12 +15,12 @@
 import { Registry } from 'prom-client';
 import { compilePolicies, shutdownCompiler } from '../compiler/index.ts';
 import type { RequestSpec } from '../compiler/run/request.ts';
-import { Direction } from '../protocol/properties.ts';
 import { FilterChain } from '../runtime/chain.ts';
 import { createHostEnvironment } from '../runtime/wasm/environment.ts';
 import { shutdownMeteringWorker } from '../runtime/wasm/module-cache.ts';
 import type { FilterVm } from '../runtime/wasm/vm.ts';
 import { HttpStream, type HeaderList, type StreamFacts } from '../runtime/wasm/stream.ts';
+import { inboundFacts } from '../test/support/stream-facts.ts';
 import type { Table } from './lib/report.ts';
 import type { SuiteOptions, SuiteResult } from './run.ts';
 
@@ -97,23 +97,6 @@ function medianMicros(fn: () => void): number {
   return samples[Math.floor(samples.length / 2)]!;
 }
 
-/** The facts an inbound sidecar gives the filter for a request from `source`. */
-function facts(source: string): StreamFacts {
-  return {
-    direction: Direction.Inbound,
-    sourcePrincipal: source,
-    sourceAddress: '127.0.0.1',
-    sourcePort: 40000,
-    destinationAddress: '127.0.0.1',
-    destinationPort: 8080,
-    destinationService: 'api',
-    peerUriSan: source,
-    requestId: 'bench',
-    scheme: 'https',
-    protocol: 'HTTP/1.1',
-  };
-}
-
 /** The headers of a typical proxied request (the filter reads :method and :path). */
 function headers(spec: RequestSpec, path = spec.path!): HeaderList {
   return [
@@ -162,8 +145,8 @@ async function measure(shape: Shape, n: number): Promise<Row> {
   if (!result.bundle) throw new Error(`bench policy with ${n} rules does not compile: ${JSON.stringify(result.diagnostics.slice(0, 3))}`);
   const chain = await FilterChain.fromBundle(result.bundle, createHostEnvironment(new Registry(), () => {}));
   const vm = chain.filters[0]!.vm;
-  const allowedFacts = facts(allowed.source!);
-  if (decideOnce(vm, allowedFacts, allowed) !== 0 || decideOnce(vm, facts(stranger.source!), stranger) !== 403) throw new Error('meshc: wrong decision');
+  const allowedFacts = inboundFacts(allowed.source!, 'bench');
+  if (decideOnce(vm, allowedFacts, allowed) !== 0 || decideOnce(vm, inboundFacts(stranger.source!, 'bench'), stranger) !== 403) throw new Error('meshc: wrong decision');
 
   const cedar = await import('@cedar-policy/cedar-wasm/nodejs');
   const setId = `bench-${shape.who(0) ? 'id' : 'path'}-${n}`;

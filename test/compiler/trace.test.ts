@@ -7,7 +7,7 @@ import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compilePolicies, shutdownCompiler } from '../../compiler/index.ts';
 import { DecisionHost } from '../../compiler/run/host.ts';
-import { Direction } from '../../protocol/properties.ts';
+import { inboundFacts } from '../support/stream-facts.ts';
 import { FilterChain } from '../../runtime/chain.ts';
 import { createHostEnvironment } from '../../runtime/wasm/environment.ts';
 import { HttpStream, type HeaderList } from '../../runtime/wasm/stream.ts';
@@ -54,22 +54,7 @@ describe('mesh.rules opt-in', () => {
           [':method', 'GET'],
           [':path', '/'],
         ];
-        const stream = new HttpStream(
-          {
-            direction: Direction.Inbound,
-            sourcePrincipal: source,
-            sourceAddress: '127.0.0.1',
-            sourcePort: 40000,
-            destinationAddress: '127.0.0.1',
-            destinationPort: 8080,
-            destinationService: 'api',
-            peerUriSan: source,
-            requestId: 't',
-            scheme: 'https',
-            protocol: 'HTTP/1.1',
-          },
-          headers,
-        );
+        const stream = new HttpStream(inboundFacts(source, 't'), headers);
         const id = vm.createStream(stream);
         const action = vm.onStream('proxy_on_request_headers', id, headers.length, 1);
         const rules = stream.setProperties.get('mesh.rules');
