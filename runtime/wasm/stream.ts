@@ -111,6 +111,17 @@ export class HttpStream {
   }
 }
 
+/**
+ * The context of one opaque TCP connection (runtime/wasm/network.ts): the
+ * connection facts as properties, no header maps. proxy_close_stream and
+ * proxy_continue_stream with the downstream/upstream stream types act on it.
+ */
+export class ConnectionStream extends HttpStream {
+  constructor(facts: StreamFacts) {
+    super(facts, []);
+  }
+}
+
 /** A header's value (repeated headers joined with ","); `name` lower-case. Indexed loop: this runs per host call. */
 export function getHeader(list: HeaderList, name: string): string | undefined {
   let found: string | undefined;

@@ -21,7 +21,7 @@ import { StreamContexts } from './contexts.ts';
 import { KeyCache } from './keys.ts';
 import { propertyResolver, type PropertyResolver } from './properties.ts';
 import { encodeUtf8 } from './text.ts';
-import { getHeader, type HeaderList, type HttpStream } from './stream.ts';
+import { ConnectionStream, getHeader, type HeaderList, type HttpStream } from './stream.ts';
 import { realtimeNanos, wasiFunctions, type ImportFn } from './wasi.ts';
 import { Wasm, type WasmImports, type WasmMemory, type WasmModule } from './webassembly.ts';
 import { CodedError } from '../../protocol/errors.ts';
@@ -425,8 +425,14 @@ export class FilterVm {
     const ok = WasmResult.Ok;
     const bad = WasmResult.InvalidMemoryAccess;
     const m = (): GuestMemory => this.mem;
+    // Downstream/Upstream act on a connection context (runtime/wasm/network.ts) only.
+    const isTcp = (streamType: number): boolean => streamType === StreamType.Downstream || streamType === StreamType.Upstream;
     const resume = (streamType: number): number => {
-      if (streamType === StreamType.Downstream || streamType === StreamType.Upstream) return WasmResult.Unimplemented;
+      if (isTcp(streamType)) {
+        if (!(this.current instanceof ConnectionStream)) return WasmResult.Unimplemented;
+        this.current.resume('continue');
+        return ok;
+      }
       if (streamType !== StreamType.Request && streamType !== StreamType.Response) return WasmResult.BadArgument;
       if (!this.current) return WasmResult.NotFound;
       this.current.resume('continue');
@@ -603,9 +609,9 @@ export class FilterVm {
       proxy_continue_request: () => resume(StreamType.Request),
       proxy_continue_response: () => resume(StreamType.Response),
       proxy_close_stream: (streamType: number) => {
-        if (streamType === StreamType.Downstream || streamType === StreamType.Upstream) return WasmResult.Unimplemented;
-        if (streamType !== StreamType.Request && streamType !== StreamType.Response) return WasmResult.BadArgument;
         const s = this.current;
+        if (isTcp(streamType) && !(s instanceof ConnectionStream)) return WasmResult.Unimplemented;
+        if (!isTcp(streamType) && streamType !== StreamType.Request && streamType !== StreamType.Response) return WasmResult.BadArgument;
         if (!s) return WasmResult.NotFound;
         s.closed = true;
         s.resume('close');
