@@ -26,6 +26,12 @@ export const ROUTE_ID = 'mesh.route.id';
  * opts in through TRACE: building the list costs about a third of a decision.
  */
 export const RULES = 'mesh.rules';
+/**
+ * Set by a compiled filter before it closes an opaque TCP connection
+ * (proxy_close_stream, downstream): the id of the rule that denied it. The
+ * host logs it and counts the denial (runtime/wasm/network.ts).
+ */
+export const CONNECTION_RULE = 'mesh.connection.rule';
 /** Answered by the host, read by compiled filters at configure time: non-empty and not "0" asks them to publish RULES. */
 export const TRACE = 'mesh.trace';
 /** Read by filters: `mesh.jwt.claims.<claim>` is a verified JWT claim of the request (string), supplied by the host. */

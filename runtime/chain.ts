@@ -13,6 +13,7 @@ import type { HostEnvironment } from './wasm/environment.ts';
 import type { FilterLimits } from './wasm/limits.ts';
 import { prepareModule, type PreparedModule } from './wasm/module-cache.ts';
 import { FilterLoadError, FilterVm, checkAbi, type FilterIdentity } from './wasm/vm.ts';
+import { hasAuthorizationRules } from './wasm/network.ts';
 
 export class ChainError extends CodedError {}
 
@@ -29,6 +30,8 @@ export interface FilterSpec {
   dryRun?: boolean;
   /** Overrides of the sidecar's default limits. */
   limits?: Partial<FilterLimits>;
+  /** The filter has authorization rules, so it must decide opaque TCP connections (runtime/wasm/network.ts). */
+  connectionPolicy?: boolean;
 }
 
 const FAILURE_POLICIES: readonly FailurePolicy[] = ['closed', 'open', 'reload'];
@@ -47,6 +50,7 @@ export class ChainFilter {
   readonly service: string;
   readonly failurePolicy: FailurePolicy;
   readonly dryRun: boolean;
+  readonly connectionPolicy: boolean;
   private current: FilterVm;
   private readonly prepared: PreparedModule;
   private readonly env: HostEnvironment;
@@ -60,6 +64,7 @@ export class ChainFilter {
     this.service = spec.service;
     this.failurePolicy = spec.failurePolicy;
     this.dryRun = spec.dryRun === true;
+    this.connectionPolicy = spec.connectionPolicy === true;
     this.prepared = prepared;
     this.current = vm;
     this.env = env;
@@ -245,6 +250,7 @@ function specFromManifest(f: BundleFilter, wasm: Uint8Array): FilterSpec {
     failurePolicy: policy,
     wasm,
     dryRun: f.dryRun === true,
+    connectionPolicy: hasAuthorizationRules(f.rules),
   };
   if (f.limits) {
     const limits: Partial<FilterLimits> = {};

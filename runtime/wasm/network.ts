@@ -1,0 +1,198 @@
+// The proxy-wasm network (L4) callbacks for one opaque TCP connection: the
+// filters of a chain that apply to the destination service decide whether the
+// connection may open (proxy_on_new_connection), and hear of its end
+// (proxy_on_downstream_connection_close, proxy_on_upstream_connection_close,
+// then proxy_on_done / proxy_on_log / proxy_on_delete). Data callbacks are
+// not called: the relay moves bytes without the filters.
+//
+// A filter decides by closing the downstream (proxy_close_stream with the
+// downstream stream type; the compiled policies set property
+// mesh.connection.rule to the deciding rule first) or lets the connection on
+// (Continue, or Pause then proxy_continue_stream). A trap, exhausted fuel or
+// memory, a filter left unavailable by an earlier trap, or a filter whose
+// manifest lists authorization rules but that does not export
+// proxy_on_new_connection (built by a compiler that predates connection
+// authorization) gets the filter's failure policy, as on the HTTP path:
+// closed and reload refuse the connection, open (and any dry-run filter)
+// bypasses it. A dry-run filter's close is recorded, not enforced.
+//
+// In:  the chain (undefined: no bundle yet), the destination service, the
+//      connection facts, failure hooks.
+// Out: a verdict: allowed (with a session to end when the connection
+//      closes), denied by a filter and rule, or refused because a filter failed.
+import type { FailurePolicy, SourceSpan } from '../../protocol/bundle.ts';
+import { CONNECTION_RULE } from '../../protocol/properties.ts';
+import type { ChainFilter, FilterChain } from '../chain.ts';
+import { Action } from './abi.ts';
+import { ConnectionStream, type StreamFacts } from './stream.ts';
+import { FilterTrapError, type FilterVm } from './vm.ts';
+
+export const NEW_CONNECTION = 'proxy_on_new_connection';
+/** The spec's PeerType: who closed the connection. */
+export const PeerType = { Unknown: 0, Local: 1, Remote: 2 } as const;
+/** Longest a filter may keep a new connection paused before it counts as a failure. */
+export const DEFAULT_CONNECTION_PAUSE_MS = 10_000;
+
+export interface ConnectionHooks {
+  /** A filter failed for this connection; `policy` says what was applied. */
+  onFilterFailure(filter: string, policy: FailurePolicy, error: string): void;
+}
+
+export type ConnectionVerdict =
+  | { kind: 'allow'; session: ConnectionSession }
+  /** A filter closed the connection; `rule` is its mesh.connection.rule ('' when it set none). */
+  | { kind: 'deny'; filter: string; rule: string }
+  /** A filter failed under a closing failure policy. */
+  | { kind: 'filter-failed'; filter: string; error: string };
+
+/**
+ * Whether a manifest's rule map holds authorization rules (ids
+ * `<service or mesh>/allow|deny/<name>`, compiler/lower.ts): such a filter
+ * must decide connections, so a module without proxy_on_new_connection fails.
+ */
+export function hasAuthorizationRules(rules: Record<string, SourceSpan> | undefined): boolean {
+  if (!rules) return false;
+  for (const id of Object.keys(rules)) {
+    const kind = id.split('/')[1];
+    if (kind === 'allow' || kind === 'deny') return true;
+  }
+  return false;
+}
+
+interface Open {
+  filter: ChainFilter;
+  vm: FilterVm;
+  contextId: number;
+}
+
+/** An allowed connection's filter contexts; end() once, when the connection has closed. */
+export class ConnectionSession {
+  private readonly chain: FilterChain | undefined;
+  private readonly open: Open[];
+  private readonly hooks: ConnectionHooks;
+  private ended = false;
+
+  constructor(chain: FilterChain | undefined, open: Open[], hooks: ConnectionHooks) {
+    this.chain = chain;
+    this.open = open;
+    this.hooks = hooks;
+  }
+
+  /** Tells each filter the connection closed (`closedBy` the downstream or upstream side first), ends its context, releases the chain. Never throws. */
+  end(closedBy: number = PeerType.Remote): void {
+    if (this.ended) return;
+    this.ended = true;
+    for (const o of this.open) {
+      if (o.vm.broken) continue;
+      try {
+        o.vm.onStream('proxy_on_downstream_connection_close', o.contextId, closedBy);
+        o.vm.onStream('proxy_on_upstream_connection_close', o.contextId, closedBy);
+        o.vm.finishStream(o.contextId);
+      } catch (err) {
+        if (!(err instanceof FilterTrapError)) throw err;
+        o.filter.onTrap(o.vm);
+        this.hooks.onFilterFailure(o.filter.name, o.filter.failurePolicy, err.message);
+      }
+    }
+    this.chain?.release();
+  }
+}
+
+/**
+ * Runs proxy_on_new_connection of every filter for `service` that exports it,
+ * in chain order; stops at the first that closes the connection or fails closed.
+ */
+export async function openConnection(
+  chain: FilterChain | undefined,
+  service: string,
+  facts: StreamFacts,
+  hooks: ConnectionHooks,
+  pauseMs = DEFAULT_CONNECTION_PAUSE_MS,
+): Promise<ConnectionVerdict> {
+  if (!chain) return { kind: 'allow', session: new ConnectionSession(undefined, [], hooks) };
+  chain.acquire();
+  const stream = new ConnectionStream(facts);
+  const open: Open[] = [];
+  const session = new ConnectionSession(chain, open, hooks);
+  const refuse = (verdict: ConnectionVerdict): ConnectionVerdict => {
+    // The contexts opened so far end at once: the connection never starts.
+    session.end(PeerType.Local);
+    return verdict;
+  };
+  for (const filter of chain.filtersFor(service)) {
+    const decides = filter.vm.hasExport(NEW_CONNECTION);
+    if (!decides && !filter.connectionPolicy) continue;
+    let vm = filter.instance();
+    if (vm instanceof Promise) vm = await vm;
+    if (!vm) {
+      const failed = fail(filter, 'filter unavailable after an earlier trap', hooks);
+      if (failed) return refuse(failed);
+      continue;
+    }
+    if (!decides) {
+      const failed = fail(filter, `filter ${filter.name} has authorization rules but does not export ${NEW_CONNECTION} (rebuild its bundle)`, hooks);
+      if (failed) return refuse(failed);
+      continue;
+    }
+    let action: number;
+    let contextId = 0;
+    try {
+      stream.clearResumeRequest();
+      contextId = vm.createStream(stream);
+      open.push({ filter, vm, contextId });
+      action = vm.onStream(NEW_CONNECTION, contextId);
+    } catch (err) {
+      if (!(err instanceof FilterTrapError)) throw err;
+      if (contextId !== 0) open.pop();
+      filter.onTrap(vm);
+      const failed = fail(filter, err.message, hooks);
+      if (failed) return refuse(failed);
+      continue;
+    }
+    if (!stream.closed && action === Action.Pause) {
+      const resumed = await waitForResume(stream, vm, pauseMs);
+      if (resumed === 'timeout' || vm.broken) {
+        const failed = fail(filter, resumed === 'timeout' ? `kept the connection paused for ${pauseMs} ms` : 'trapped while the connection was paused', hooks);
+        if (failed) return refuse(failed);
+        continue;
+      }
+    }
+    if (stream.closed) {
+      const rule = ruleOf(stream);
+      if (!filter.dryRun) return refuse({ kind: 'deny', filter: filter.name, rule });
+      filter.recordDryRun(rule, 0, 'close');
+      stream.closed = false;
+    }
+  }
+  return { kind: 'allow', session };
+}
+
+/** The failure policy for one filter on one connection: a verdict that refuses it, or undefined to go on without the filter. */
+function fail(filter: ChainFilter, error: string, hooks: ConnectionHooks): ConnectionVerdict | undefined {
+  hooks.onFilterFailure(filter.name, filter.failurePolicy, error);
+  if (filter.failurePolicy === 'open' || filter.dryRun) {
+    filter.recordBypass();
+    return undefined;
+  }
+  return { kind: 'filter-failed', filter: filter.name, error };
+}
+
+async function waitForResume(stream: ConnectionStream, vm: FilterVm, ms: number): Promise<'continue' | 'close' | 'timeout'> {
+  stream.pausedBy = vm;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), ms);
+  });
+  try {
+    const outcome = await Promise.race([stream.waitForResume(), timeout]);
+    return outcome === 'local-response' ? 'continue' : outcome;
+  } finally {
+    clearTimeout(timer);
+    stream.pausedBy = undefined;
+  }
+}
+
+function ruleOf(stream: ConnectionStream): string {
+  const bytes = stream.hasSetProperties ? stream.setProperties.get(CONNECTION_RULE) : undefined;
+  return bytes ? Buffer.from(bytes).toString('utf8') : '';
+}
