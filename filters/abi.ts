@@ -5,7 +5,7 @@
 import "./abort";
 import { cancel, resumeDue } from "./delays";
 import { allocateForHost, nowNanoseconds } from "./hostcalls";
-import { decide, forgetContext, onResponseHeaders } from "./policy";
+import { decide, decideConnection, forgetContext, onResponseHeaders } from "./policy";
 import { configureTrace } from "./request";
 
 export function proxy_abi_version_0_2_1(): void {}
@@ -30,6 +30,15 @@ export function proxy_on_tick(rootContextId: u32): void {
 
 export function proxy_on_request_headers(contextId: u32, numHeaders: u32, endOfStream: u32): i32 {
   return decide(contextId);
+}
+
+/**
+ * Exported only by modules of services with authorization rules
+ * (compiler/codegen/emit.ts): an inbound opaque TCP connection. Pause after
+ * proxy_close_stream(downstream) when denied, as a network filter that stops.
+ */
+export function proxy_on_new_connection(contextId: u32): i32 {
+  return decideConnection(contextId);
 }
 
 /** Exported only by modules whose routes change response headers (see compiler/codegen/emit.ts). */

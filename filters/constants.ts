@@ -19,6 +19,7 @@ export const METRIC_COUNTER: i32 = 0;
 
 // StreamType
 export const STREAM_HTTP_REQUEST: i32 = 0;
+export const STREAM_DOWNSTREAM: i32 = 2;
 
 // FilterHeadersStatus / FilterDataStatus / FilterTrailersStatus
 export const ACTION_CONTINUE: i32 = 0;
@@ -39,6 +40,8 @@ export const PROPERTY_JWT_CLAIMS_PREFIX = "mesh.jwt.claims.";
 export const PROPERTY_ROUTE_VERSION = "mesh.route.version";
 export const PROPERTY_ROUTE_ID = "mesh.route.id";
 export const PROPERTY_RULES = "mesh.rules";
+// Set by a filter before it closes an opaque TCP connection: the deciding rule id.
+export const PROPERTY_CONNECTION_RULE = "mesh.connection.rule";
 // Read once at proxy_on_configure: a host that consumes mesh.rules answers it (non-empty, not "0").
 export const PROPERTY_TRACE = "mesh.trace";
 

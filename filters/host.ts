@@ -42,6 +42,10 @@ export declare function proxy_set_tick_period_milliseconds(periodMs: i32): i32;
 export declare function proxy_set_effective_context(contextId: i32): i32;
 
 // @ts-ignore: decorator
+@external("env", "proxy_close_stream")
+export declare function proxy_close_stream(streamType: i32): i32;
+
+// @ts-ignore: decorator
 @external("env", "proxy_continue_stream")
 export declare function proxy_continue_stream(streamType: i32): i32;
 

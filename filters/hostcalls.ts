@@ -3,6 +3,7 @@
 // through proxy_on_memory_allocate) are copied into strings and freed here.
 import {
   proxy_add_header_map_value,
+  proxy_close_stream,
   proxy_define_metric,
   proxy_get_current_time_nanoseconds,
   proxy_get_header_map_value,
@@ -14,7 +15,7 @@ import {
   proxy_send_local_response,
   proxy_set_property,
 } from "./host";
-import { MAP_HTTP_REQUEST_HEADERS, METRIC_COUNTER, RESULT_OK } from "./constants";
+import { MAP_HTTP_REQUEST_HEADERS, METRIC_COUNTER, RESULT_OK, STREAM_DOWNSTREAM } from "./constants";
 
 // Two out-parameters (pointer, size) for calls that return host-allocated bytes.
 const OUT_PTR: usize = memory.data(4);
@@ -124,6 +125,11 @@ export function getRequestHeader(key: ArrayBuffer, last: string | null = null): 
   const result = proxy_get_header_map_value(MAP_HTTP_REQUEST_HEADERS, changetype<usize>(key), <usize>key.byteLength, OUT_PTR, OUT_SIZE);
   if (result != RESULT_OK) return null;
   return takeReturnedString(last);
+}
+
+/** Asks the host to close the downstream connection of the current (network) context. */
+export function closeDownstream(): void {
+  proxy_close_stream(STREAM_DOWNSTREAM);
 }
 
 /** Sets (replaces), adds or removes a header in `mapType` (request or response headers). */

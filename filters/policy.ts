@@ -14,6 +14,14 @@ export abstract class Policy {
    * Also evaluates dry-run rules and audits, which only log and count.
    */
   abstract authorize(r: Request): string | null;
+  /**
+   * The same rules at connection time (opaque TCP): the id of the rule that
+   * denies the connection, or null. Generated only for services with
+   * authorization rules; the host calls it only where it is exported.
+   */
+  authorizeConnection(r: Request): string | null {
+    return null;
+  }
   /** Takes rate-limit tokens; returns false when a 429 was sent. */
   abstract limitRate(r: Request): bool;
   /** Applies matching faults (delays accumulate on r); returns false when an abort was sent. */
@@ -87,6 +95,31 @@ function run(policy: Policy, r: Request, direction: i64): i32 {
       schedule(r.contextId, nowNanoseconds() + <i64>(r.delayMs * 1e6));
       return ACTION_PAUSE;
     }
+  }
+  return ACTION_CONTINUE;
+}
+
+/**
+ * Runs the installed policy's connection authorization (opaque TCP; inbound
+ * and standalone only: authorization is server side). A denied connection
+ * is closed with the deciding rule in property mesh.connection.rule.
+ */
+export function decideConnection(contextId: u32): i32 {
+  const policy = installed;
+  if (policy === null) return ACTION_CONTINUE;
+  if (getPropertyInt64(KEY_DIRECTION, DIRECTION_UNSPECIFIED) == DIRECTION_OUTBOUND) return ACTION_CONTINUE;
+  let r = reusable;
+  if (r === null) {
+    r = new Request(contextId);
+    reusable = r;
+  } else {
+    r.reset(contextId);
+  }
+  const deniedBy = policy.authorizeConnection(r);
+  r.publishTrace();
+  if (changetype<usize>(deniedBy) != 0) {
+    r.closeConnection(changetype<string>(deniedBy));
+    return ACTION_PAUSE;
   }
   return ACTION_CONTINUE;
 }

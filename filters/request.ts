@@ -1,10 +1,13 @@
 // The view of one HTTP request that generated policy code evaluates
-// conditions against, plus the effects a policy can have on it.
-// In: the current HTTP context (host calls are made lazily, once per value).
+// conditions against, plus the effects a policy can have on it. An opaque
+// TCP connection is seen through the same view: its decision reads only the
+// connection fields (source, source address, destination port).
+// In: the current HTTP or network context (host calls are made lazily, once per value).
 // Out: field values (null when absent), local responses, header changes, the
-// route properties, a pending delay, and the trace of rules that applied.
+// route properties, a pending delay, a connection close, and the trace of rules that applied.
 import {
   addHeader,
+  closeDownstream,
   countMetric,
   getPropertyInt64,
   getPropertyString,
@@ -26,6 +29,7 @@ import {
   MAP_HTTP_REQUEST_HEADERS,
   PROPERTY_DESTINATION_PORT,
   PROPERTY_JWT_CLAIMS_PREFIX,
+  PROPERTY_CONNECTION_RULE,
   PROPERTY_REQUEST_SCHEME,
   PROPERTY_ROUTE_ID,
   PROPERTY_ROUTE_VERSION,
@@ -46,6 +50,7 @@ const KEY_REQUEST_SCHEME = utf8(PROPERTY_REQUEST_SCHEME);
 const KEY_ROUTE_VERSION = utf8(PROPERTY_ROUTE_VERSION);
 const KEY_ROUTE_ID = utf8(PROPERTY_ROUTE_ID);
 const KEY_RULES = utf8(PROPERTY_RULES);
+const KEY_CONNECTION_RULE = utf8(PROPERTY_CONNECTION_RULE);
 
 /**
  * Whether mesh.rules is published. Off unless the host asks for it through the
@@ -328,6 +333,12 @@ export class Request {
     this.respond(403, ruleId, "denied by " + ruleId + "\n", "text/plain");
   }
 
+  /** Closes the opaque TCP connection of this (network) context on behalf of `ruleId`. */
+  closeConnection(ruleId: string): void {
+    setPropertyString(KEY_CONNECTION_RULE, ruleId);
+    closeDownstream();
+  }
+
   abort(status: i32, ruleId: string): void {
     this.respond(status, ruleId, "aborted by " + ruleId + "\n", "text/plain");
   }
@@ -467,6 +478,14 @@ export class Request {
 export function dryRunHit(ruleId: string, what: string): void {
   log(LOG_INFO, "meshc dry-run: " + ruleId + " " + what);
   countMetric("meshc_dry_run." + ruleId);
+}
+
+/** An audit rule matched an opaque TCP connection (no method or path to show): logged and counted. */
+export function connectionAuditHit(r: Request, ruleId: string): void {
+  const s = r.source;
+  log(LOG_INFO, "meshc audit: " + ruleId + " matched a TCP connection from " + (s !== null ? s : "an unauthenticated peer"));
+  countMetric("meshc_audit." + ruleId);
+  r.applied(ruleId);
 }
 
 /** An audit rule matched: logged and counted. */
