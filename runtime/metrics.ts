@@ -35,6 +35,8 @@ export type TcpLabels = {
   reporter: 'source' | 'destination';
   source_workload: string;
   destination_service: string;
+  /** Envoy's response flags, only on a connection the sidecar refused (UAEX: denied by authorization). */
+  response_flags?: string;
 };
 
 /** Upper bounds (ms) of istio_request_duration_milliseconds; +Inf is implied. */
@@ -177,7 +179,7 @@ export class SidecarMetrics {
       labelNames: ['result'],
       registers,
     });
-    const tcpLabels = ['reporter', 'source_workload', 'destination_service'];
+    const tcpLabels = ['reporter', 'source_workload', 'destination_service', 'response_flags'];
     this.tcpOpenedTotal = new Counter({ name: 'istio_tcp_connections_opened_total', help: 'Connections opened on this sidecar\'s listeners', labelNames: tcpLabels, registers });
     this.tcpClosedTotal = new Counter({ name: 'istio_tcp_connections_closed_total', help: 'Connections closed on this sidecar\'s listeners', labelNames: tcpLabels, registers });
     this.tcpSent = new Counter({ name: 'istio_tcp_sent_bytes_total', help: 'Bytes written to listener connections (counted when they close)', labelNames: tcpLabels, registers });
