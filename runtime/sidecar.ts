@@ -228,6 +228,7 @@ export class Sidecar {
           if (!this.tls) throw new MeshError('no-certificate', 'this sidecar has no certificate yet');
           return (this.dialer ??= new MeshTcpDialer(this.tls));
         },
+        chain: () => this.chain,
       },
       options.tcp,
     );
