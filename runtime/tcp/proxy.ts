@@ -6,18 +6,26 @@
 // In:  accepted, classified sockets and what they are for; the sidecar's
 //      endpoint picking and certificate (TcpSidecar).
 // Out: relays (runtime/tcp/relay.ts), each with its metrics and log line;
-//      a refusal closes the connection and logs the reason.
+//      a refusal closes the connection and logs the reason. Inbound, the
+//      filter chain's network callbacks decide first (runtime/wasm/network.ts):
+//      a connection the destination's authorization denies is reset before
+//      the app is dialed, logged with reason rbac-denied and the rule, and
+//      counted with response_flags UAEX.
+import { Direction } from '../../protocol/properties.ts';
+import type { FilterChain } from '../chain.ts';
+import { openConnection, PeerType, type ConnectionVerdict } from '../wasm/network.ts';
+import type { StreamFacts } from '../wasm/stream.ts';
 import net, { type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Endpoint } from '../../protocol/wire.ts';
-import { MeshError } from '../errors.ts';
+import { MeshError, REASONS } from '../errors.ts';
 import type { Accepted } from '../listener.ts';
-import type { SidecarMetrics } from '../metrics.ts';
+import type { SidecarMetrics, TcpLabels } from '../metrics.ts';
 import type { Address } from '../net.ts';
 import type { EndpointState } from '../traffic/balancer.ts';
 import type { ServiceRouter } from '../traffic/router.ts';
 import { MeshTcpDialer, readTransportHeader } from './mesh.ts';
-import { DEFAULT_TCP_CONNECT_TIMEOUT_MS, DEFAULT_TCP_IDLE_TIMEOUT_MS, relay, type RelayOptions } from './relay.ts';
+import { DEFAULT_TCP_CONNECT_TIMEOUT_MS, DEFAULT_TCP_IDLE_TIMEOUT_MS, relay, resetSocket, type RelayOptions } from './relay.ts';
 
 export interface TcpOptions {
   connectTimeoutMs?: number;
@@ -41,6 +49,8 @@ export interface TcpSidecar {
   router(service: string): ServiceRouter;
   /** The dialer of the current certificate; throws MeshError('no-certificate'). */
   dialer(): MeshTcpDialer;
+  /** The current filter chain (undefined before the first bundle): it authorizes inbound connections. */
+  chain(): FilterChain | undefined;
 }
 
 /** Hooks of a caller that answers before the bytes flow (the HTTP proxy port's CONNECT). */
@@ -141,10 +151,16 @@ export class TcpProxy {
         this.refuse(down, conn, 'port-not-served', `the app does not serve port ${target} to the mesh`, { source_principal: peer, target_port: target });
         return;
       }
-      this.start(down, conn, {
-        connect: () => ({ socket: net.connect({ host: app.host, port: target, allowHalfOpen: true, noDelay: true }), readyEvent: 'connect' }),
-        labels: { reporter: 'destination', source_workload: source, destination_service: this.sidecar.service },
-        fields: { direction: 'inbound', listener: conn.listener, source_principal: peer, destination_service: this.sidecar.service, upstream: `${app.host}:${target}` },
+      const labels: TcpLabels = { reporter: 'destination', source_workload: source, destination_service: this.sidecar.service };
+      const fields = { direction: 'inbound', listener: conn.listener, source_principal: peer || undefined, destination_service: this.sidecar.service, upstream: `${app.host}:${target}` };
+      this.authorize(down, conn, target, (verdict) => {
+        if (verdict.kind !== 'allow') return this.denied(down, conn, verdict, labels, fields);
+        down.once('close', () => verdict.session.end(PeerType.Unknown));
+        this.start(down, conn, {
+          connect: () => ({ socket: net.connect({ host: app.host, port: target, allowHalfOpen: true, noDelay: true }), readyEvent: 'connect' }),
+          labels,
+          fields,
+        });
       });
     };
     // With the mesh's ALPN the peer sends the transport header first; without it (a client that
@@ -159,6 +175,61 @@ export class TcpProxy {
       if (err) this.refuse(down, conn, 'bad-transport-header', err, { source_principal: peer });
       else toApp(port);
     });
+  }
+
+  /**
+   * Asks the chain whether the destination's policy admits this inbound
+   * connection (its facts: the peer's identity, address, the app port it
+   * is for). A connection that closed meanwhile is ended without a relay.
+   */
+  private authorize(down: Socket, conn: Accepted, port: number, then: (verdict: ConnectionVerdict) => void): void {
+    const peer = conn.info.peer ?? '';
+    const facts: StreamFacts = {
+      direction: Direction.Inbound,
+      sourcePrincipal: peer,
+      sourceAddress: down.remoteAddress ?? '',
+      sourcePort: down.remotePort ?? 0,
+      destinationAddress: conn.info.originalDst?.address ?? down.localAddress ?? '',
+      destinationPort: port,
+      destinationService: this.sidecar.service,
+      peerUriSan: peer,
+      requestId: '',
+      scheme: '',
+      protocol: '',
+      mtls: conn.by === 'alpn',
+    };
+    const hooks = {
+      onFilterFailure: (filter: string, policy: string, error: string) => {
+        this.sidecar.metrics.filterFailure(filter, policy);
+        this.sidecar.log({ event: 'filter-failure', protocol: 'tcp', filter, policy, error });
+      },
+    };
+    openConnection(this.sidecar.chain(), this.sidecar.service, facts, hooks).then(
+      (verdict) => {
+        if (down.destroyed && verdict.kind === 'allow') verdict.session.end(PeerType.Remote);
+        else if (!down.destroyed) then(verdict);
+      },
+      (err: unknown) => this.refuse(down, conn, 'internal-error', (err as Error).message, { source_principal: peer }),
+    );
+  }
+
+  /**
+   * A connection the filters refused: reset (the client learns it was cut,
+   * not ended), one log line with the reason and the deciding rule (Envoy's
+   * connection termination details), counted with Envoy's UAEX response flag.
+   */
+  private denied(down: Socket, conn: Accepted, verdict: Exclude<ConnectionVerdict, { kind: 'allow' }>, labels: TcpLabels, fields: Record<string, unknown>): void {
+    const flagged: TcpLabels = { ...labels, response_flags: verdict.kind === 'deny' ? 'UAEX' : REASONS['filter-failed'].flag };
+    this.sidecar.metrics.tcpOpened(flagged);
+    this.sidecar.metrics.tcpClosed(flagged, 0, 0);
+    const extra =
+      verdict.kind === 'deny'
+        ? { rule: verdict.rule || undefined, filter: verdict.filter, termination_details: `rbac_access_denied_matched_policy[${verdict.rule || 'none'}]` }
+        : { filter: verdict.filter };
+    const reason = verdict.kind === 'deny' ? 'rbac-denied' : 'filter-failed';
+    const message = verdict.kind === 'deny' ? `denied by ${verdict.rule || verdict.filter}` : verdict.error;
+    this.sidecar.log({ time: new Date().toISOString(), protocol: 'tcp', ...fields, ...extra, reason, error: message, source: down.remoteAddress });
+    resetSocket(down);
   }
 
   /** Closes every relayed connection (the sidecar is stopping). */

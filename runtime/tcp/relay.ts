@@ -114,7 +114,7 @@ export function relay(down: Socket, options: RelayOptions, live?: Set<Socket>): 
     downClosed = true;
     // A client that reset its connection resets the upstream's too, so the far end sees the abort.
     if (!up.destroyed) {
-      if (reason === 'downstream-reset') reset(up);
+      if (reason === 'downstream-reset') resetSocket(up);
       else up.destroy();
     }
     finished();
@@ -126,7 +126,7 @@ export function relay(down: Socket, options: RelayOptions, live?: Set<Socket>): 
       options.onFailed(reason || 'upstream-connect-failed', message || 'the upstream closed before it was ready');
     } else if (!down.destroyed) {
       // An upstream that ends cleanly has been ended through pipe(); one that was reset resets the downstream.
-      if (reason && reason !== 'downstream-reset') reset(down);
+      if (reason && reason !== 'downstream-reset') resetSocket(down);
       else if (!down.writableEnded) down.end();
     }
     finished();
@@ -138,7 +138,7 @@ export function relay(down: Socket, options: RelayOptions, live?: Set<Socket>): 
  * ended. A TLS socket's TCP connection is the socket it wraps (`_parent`, the
  * one internal field used here: Node offers no reset on TLS sockets).
  */
-function reset(socket: Socket): void {
+export function resetSocket(socket: Socket): void {
   const parent = (socket as { _parent?: unknown })._parent;
   const tcp = parent instanceof net.Socket ? parent : socket;
   try {

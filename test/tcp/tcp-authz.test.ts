@@ -1,0 +1,245 @@
+// Authorization on opaque TCP, through a sidecar pair over real mTLS on
+// 127.0.0.1: policies compiled by the real compiler decide, in the catalog
+// sidecar's filter (proxy_on_new_connection), whether a TCP connection may
+// reach the catalog's TCP echo server. The web sidecar's identity reaches it
+// through its upstream port; other identities ("probe", "intruder") dial the
+// catalog's inbound listener directly with their own mesh certificates.
+import net from 'node:net';
+import tls from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compilePolicies, shutdownCompiler } from '../../compiler/index.ts';
+import { makeBundle, type Bundle } from '../../protocol/bundle.ts';
+import { MESH_TCP_ALPN, encodeTransportHeader } from '../../protocol/transport.ts';
+import { hostFixture } from '../host/fixtures.ts';
+import { makeTestBundle } from '../runtime/helpers.ts';
+import { issueLeaf, spiffeIdFor } from '../runtime/pki.ts';
+import { eventually, metricsOf, roundTrip, sample, startTcpMesh, type Exchange, type TcpMesh } from './support.ts';
+
+const WEB = spiffeIdFor('web');
+const PROBE = spiffeIdFor('probe');
+
+const POLICIES = {
+  // Only web may call catalog: everyone else is denied by catalog/default-deny.
+  onlyWeb: `service catalog {
+  allow web { from "${WEB}" }
+}`,
+  // A deny whose HTTP-only condition (path) cannot be known on TCP: it denies probe's connections outright.
+  denyWithHttpCondition: `service catalog {
+  deny probe-admin { from "${PROBE}" when path prefix "/admin" }
+}`,
+  // An allow whose HTTP-only condition (method) cannot be known on TCP: it admits no connection.
+  allowWithHttpCondition: `service catalog {
+  allow web-reads { from "${WEB}" when method == GET }
+}`,
+  // A port condition is known at connection time: the allow holds only for the main app port.
+  allowMainPortOnly: `service catalog {
+  allow web { from "${WEB}" when port == MAIN_PORT }
+}`,
+  // No authorization rules: connections are not decided at all.
+  noAuthz: `service catalog {
+  rate_limit everyone { key source rate 1000/s }
+}`,
+  denyAll: `service catalog {
+  deny everyone { }
+}`,
+  auditOnly: `service catalog {
+  audit connections { from "${WEB}" }
+}`,
+};
+
+let mesh: TcpMesh;
+const bundles = new Map<string, Bundle>();
+
+async function compile(text: string): Promise<Bundle> {
+  const result = await compilePolicies([{ path: 'catalog.meshpolicy', text }]);
+  expect(result.diagnostics.filter((d) => d.severity === 'error')).toEqual([]);
+  return result.bundle!;
+}
+
+beforeAll(async () => {
+  mesh = await startTcpMesh((echoPort) => ({
+    upstreams: [{ service: 'catalog', port: echoPort, listen: { host: '127.0.0.1', port: 0 }, protocol: 'tcp' }],
+  }));
+  for (const [name, text] of Object.entries(POLICIES)) bundles.set(name, await compile(text.replace('MAIN_PORT', String(mesh.catalogApp.port))));
+  await shutdownCompiler();
+}, 120_000);
+afterAll(async () => {
+  await mesh?.stop();
+});
+
+const webPort = (): number => mesh.port(`upstream:catalog:${mesh.echoServer.port}/tcp`);
+
+async function use(name: string): Promise<void> {
+  await mesh.catalog.applyBundle(bundles.get(name)!);
+}
+
+/** Dials the catalog sidecar's inbound listener as `identity` (a mesh certificate of its own), for the echo port. */
+async function dialAs(identity: string, payload: string, port = mesh.echoServer.port): Promise<Exchange> {
+  const leaf = await issueLeaf(mesh.ca, identity);
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let ended = false;
+    let error: string | undefined;
+    const c = tls.connect({
+      port: mesh.catalog.addresses().inbound.port,
+      host: '127.0.0.1',
+      ca: mesh.ca.certPem,
+      cert: leaf.certPem,
+      key: leaf.keyPem,
+      ALPNProtocols: [MESH_TCP_ALPN],
+      checkServerIdentity: () => undefined,
+    });
+    const timer = setTimeout(() => c.destroy(new Error('test client timeout')), 10_000);
+    c.on('secureConnect', () => c.end(Buffer.concat([encodeTransportHeader(port), Buffer.from(payload)])));
+    c.on('data', (d: Buffer) => chunks.push(d));
+    c.on('end', () => (ended = true));
+    c.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
+    c.on('close', () => {
+      clearTimeout(timer);
+      resolve({ received: Buffer.concat(chunks), ended, ...(error ? { error } : {}) });
+    });
+  });
+}
+
+function denials(rule: string): Array<Record<string, unknown>> {
+  return mesh.catalogLogs.entries.filter((e) => e.reason === 'rbac-denied' && e.rule === rule);
+}
+
+describe('authorization of opaque TCP connections', () => {
+  it('admits the allowed identity and refuses another one with a reset, logs the deciding rule, counts UAEX', async () => {
+    await use('onlyWeb');
+    const allowed = await roundTrip(webPort(), Buffer.from('hello from web'));
+    expect(allowed.error).toBeUndefined();
+    expect(allowed.received.toString()).toBe('hello from web');
+
+    const acceptedBefore = mesh.echoServer.accepted;
+    const before = sample(await metricsOf(mesh.catalog.addresses().admin.port), 'istio_tcp_connections_closed_total', {
+      reporter: 'destination',
+      source_workload: 'probe',
+      destination_service: 'catalog',
+      response_flags: 'UAEX',
+    });
+    const refused = await dialAs('probe', 'hello from probe');
+    expect(refused.received.length).toBe(0);
+    expect(refused.error).toBe('ECONNRESET');
+    // The app was never dialed.
+    expect(mesh.echoServer.accepted).toBe(acceptedBefore);
+    expect(await eventually(() => denials('catalog/default-deny').some((e) => e.source_principal === PROBE))).toBe(true);
+    const line = denials('catalog/default-deny').find((e) => e.source_principal === PROBE)!;
+    expect(line).toMatchObject({ protocol: 'tcp', direction: 'inbound', filter: 'catalog', termination_details: 'rbac_access_denied_matched_policy[catalog/default-deny]' });
+    const after = sample(await metricsOf(mesh.catalog.addresses().admin.port), 'istio_tcp_connections_closed_total', {
+      reporter: 'destination',
+      source_workload: 'probe',
+      destination_service: 'catalog',
+      response_flags: 'UAEX',
+    });
+    expect(after - before).toBe(1);
+
+    // The same certificate is admitted once a policy allows it: the refusal was the policy's.
+    await use('noAuthz');
+    const nowAllowed = await dialAs('probe', 'hello again');
+    expect(nowAllowed.received.toString()).toBe('hello again');
+  });
+
+  it('a deny whose HTTP-only condition cannot be known denies the TCP connection (fail closed); other identities pass', async () => {
+    await use('denyWithHttpCondition');
+    const refused = await dialAs('probe', 'x');
+    expect(refused.received.length).toBe(0);
+    expect(await eventually(() => denials('catalog/deny/probe-admin').length > 0)).toBe(true);
+    const other = await dialAs('intruder', 'not denied');
+    expect(other.received.toString()).toBe('not denied');
+  });
+
+  it('an allow whose HTTP-only condition cannot be known admits no TCP connection, not even from its own identity', async () => {
+    await use('allowWithHttpCondition');
+    const got = await roundTrip(webPort(), Buffer.from('x'));
+    expect(got.received.length).toBe(0);
+    expect(await eventually(() => denials('catalog/default-deny').some((e) => e.source_principal === WEB))).toBe(true);
+  });
+
+  it('reads the destination port at connection time: an allow for the main app port does not admit the echo port', async () => {
+    await use('allowMainPortOnly');
+    const echoPort = await roundTrip(webPort(), Buffer.from('x'));
+    expect(echoPort.received.length).toBe(0);
+    // The main app port (an HTTP echo app) is admitted: the sidecar relays the raw bytes, the app answers.
+    const main = await dialAs('web', 'GET / HTTP/1.1\r\nHost: catalog\r\nConnection: close\r\n\r\n', 0);
+    expect(main.received.toString()).toMatch(/^HTTP\/1\.1 200/);
+  });
+
+  it('with no authorization rules every mesh identity is admitted', async () => {
+    await use('noAuthz');
+    const web = await roundTrip(webPort(), Buffer.from('web'));
+    expect(web.received.toString()).toBe('web');
+    const probe = await dialAs('probe', 'probe');
+    expect(probe.received.toString()).toBe('probe');
+  });
+
+  it('an audit rule logs and counts the connection but decides nothing', async () => {
+    await use('auditOnly');
+    const got = await roundTrip(webPort(), Buffer.from('audited'));
+    expect(got.received.toString()).toBe('audited');
+    expect(await eventually(() => mesh.catalogLogs.entries.some((e) => e.event === 'filter-log' && String(e.message).startsWith('meshc audit: catalog/audit/connections matched a TCP connection from ' + WEB)))).toBe(true);
+    const metrics = await metricsOf(mesh.catalog.addresses().admin.port);
+    expect(metrics).toMatch(/wasmcustom_meshc_audit\.catalog\/audit\/connections|wasmcustom_meshc_audit_catalog_audit_connections/);
+  });
+});
+
+describe('failures and reloads', () => {
+  it('a filter that traps in proxy_on_new_connection refuses the connection under fail-closed, and is bypassed under fail-open', async () => {
+    const wasm = await hostFixture('connection-trap');
+    await mesh.catalog.applyBundle(makeTestBundle([{ name: 'trap', wasm, service: 'catalog', failurePolicy: 'closed' }]));
+    const refused = await roundTrip(webPort(), Buffer.from('x'));
+    expect(refused.received.length).toBe(0);
+    expect(await eventually(() => mesh.catalogLogs.entries.some((e) => e.event === 'filter-trap' && e.filter === 'trap' && e.callback === 'proxy_on_new_connection'))).toBe(true);
+    expect(await eventually(() => mesh.catalogLogs.entries.some((e) => e.reason === 'filter-failed' && e.filter === 'trap' && e.protocol === 'tcp'))).toBe(true);
+    // Broken until the next bundle: the next connection is refused too.
+    const again = await roundTrip(webPort(), Buffer.from('x'));
+    expect(again.received.length).toBe(0);
+
+    await mesh.catalog.applyBundle(makeTestBundle([{ name: 'trap', wasm, service: 'catalog', failurePolicy: 'open' }]));
+    const bypassed = await roundTrip(webPort(), Buffer.from('through'));
+    expect(bypassed.received.toString()).toBe('through');
+  });
+
+  it('a filter with authorization rules that does not export proxy_on_new_connection fails closed', async () => {
+    // A module without the export (no authorization rules) under a manifest that lists an allow rule: an older compiler's bundle.
+    const plain = bundles.get('noAuthz')!;
+    const manifest = structuredClone(plain.manifest);
+    manifest.filters[0]!.rules = { ...manifest.filters[0]!.rules, 'catalog/allow/web': { file: 'catalog.meshpolicy', line: 2, col: 3, endLine: 2, endCol: 30 } };
+    await mesh.catalog.applyBundle(makeBundle(manifest, plain.modules));
+    const got = await roundTrip(webPort(), Buffer.from('x'));
+    expect(got.received.length).toBe(0);
+    expect(await eventually(() => mesh.catalogLogs.entries.some((e) => e.event === 'filter-failure' && e.protocol === 'tcp' && String(e.error).includes('does not export proxy_on_new_connection')))).toBe(true);
+  });
+
+  it('a reload from allow to deny refuses the next connection, while a connection opened before keeps running', async () => {
+    await use('onlyWeb');
+    const socket = await new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect({ port: webPort(), host: '127.0.0.1' });
+      s.once('connect', () => resolve(s));
+      s.once('error', reject);
+    });
+    const echoOf = (text: string): Promise<string> =>
+      new Promise((resolve) => {
+        let got = '';
+        const onData = (d: Buffer): void => {
+          got += d.toString();
+          if (got.length >= text.length) {
+            socket.off('data', onData);
+            resolve(got);
+          }
+        };
+        socket.on('data', onData);
+        socket.write(text);
+      });
+    expect(await echoOf('before')).toBe('before');
+
+    await use('denyAll');
+    const next = await roundTrip(webPort(), Buffer.from('x'));
+    expect(next.received.length).toBe(0);
+    expect(await eventually(() => denials('catalog/deny/everyone').length > 0)).toBe(true);
+    // The connection admitted under the old chain still carries bytes both ways.
+    expect(await echoOf('after the reload')).toBe('after the reload');
+    socket.destroy();
+  });
+});
