@@ -13,6 +13,7 @@
 // client has); anything else that fails is reported, never replayed here.
 import type { Socket } from 'node:net';
 import { MeshError } from '../errors.ts';
+import { holdUntilTurnEnd } from './write-batch.ts';
 import type { HeaderList } from '../wasm/stream.ts';
 import { ChunkedDecoder, CloseDecoder, LengthDecoder, lastChunk, writeChunk, type BodyDecoder, type BodySink } from './body.ts';
 import { findHeadEnd, parseResponseHead, type HeadLimits, type ResponseHead } from './parse.ts';
@@ -449,7 +450,10 @@ export class UpstreamExchange implements BodySink {
   }
 
   sendHead(): void {
-    this.conn!.socket.write(this.head, 'latin1');
+    const socket = this.conn!.socket;
+    // Head and body bytes leave in one writev, with the other requests of this event-loop turn.
+    holdUntilTurnEnd(socket);
+    socket.write(this.head, 'latin1');
     // Body bytes written while the request waited for a connection.
     const q = this.queued;
     this.queued = undefined;

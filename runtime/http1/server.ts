@@ -16,6 +16,7 @@ import { MeshError, renderError } from '../errors.ts';
 import type { HeaderList } from '../wasm/stream.ts';
 import { ChunkedDecoder, LengthDecoder, lastChunk, writeChunk, type BodyDecoder, type BodySink } from './body.ts';
 import { findHeadEnd, parseRequestHead, type HeadLimits, type RequestHead } from './parse.ts';
+import { holdUntilTurnEnd } from './write-batch.ts';
 
 export interface ServerOptions {
   limits: HeadLimits;
@@ -476,10 +477,9 @@ export class ServerExchange implements BodySink {
     const h = this.head;
     this.noBody = h.method === 'HEAD' || status === 204 || status === 304 || (status >= 100 && status < 200);
     if (this.conn.draining) this.keepAlive = false;
-    // Head and the first body bytes (usually read together from the upstream) leave in one writev.
-    const socket = this.conn.socket;
-    socket.cork();
-    process.nextTick(uncork, socket);
+    // Head and the first body bytes (usually read together from the upstream) leave in one
+    // writev, with the other responses of this event-loop turn (write-batch.ts).
+    holdUntilTurnEnd(this.conn.socket);
     let s = `HTTP/1.1 ${status} ${reason ?? statusText(status)}\r\n`;
     for (let i = 0; i < headers.length; i++) {
       const e = headers[i]!;
@@ -501,7 +501,7 @@ export class ServerExchange implements BodySink {
       // The caller supplies Connection: upgrade and Upgrade; the socket leaves the codec next.
     } else if (!this.keepAlive) s += 'connection: close\r\n';
     else if (h.minor === 0) s += 'connection: keep-alive\r\n';
-    socket.write(s + '\r\n', 'latin1');
+    this.conn.socket.write(s + '\r\n', 'latin1');
   }
 
   /** Body bytes; returns false when the socket's buffer is full (wait for drain()). */
@@ -564,10 +564,6 @@ export class ServerExchange implements BodySink {
     this.finished = true;
     this.listener?.aborted(error, status);
   }
-}
-
-function uncork(socket: Socket): void {
-  socket.uncork();
 }
 
 const STATUS_TEXT: Record<number, string> = {
