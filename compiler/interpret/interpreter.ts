@@ -7,7 +7,8 @@
 // would give. Out: the same Outcome the Wasm host reports.
 import { addressHost, cidrContains, parseIp } from '../ip.ts';
 import { inWindow } from '../check/window.ts';
-import type { ConditionIR, FieldIR, HeaderOpIR, RouteIR, ServiceIR } from '../ir.ts';
+import { connectionAuthz, hasConnectionPolicy } from '../connection.ts';
+import type { AuthzIR, ConditionIR, FieldIR, HeaderOpIR, RouteIR, RuleIR, ServiceIR } from '../ir.ts';
 import { decidingRule, DIRECTIONS, type HeaderChange, type Outcome, type RequestSpec } from '../run/request.ts';
 import { stringTest } from './match.ts';
 
@@ -189,6 +190,7 @@ export class Interpreter {
   }
 
   decide(spec: RequestSpec): Outcome {
+    if (spec.connection) return this.decideConnection(spec);
     const r = new View(spec);
     const trace: string[] = [];
     const state: { local?: Outcome['local']; route?: RouteIR; version?: string; requestHeaders: HeaderChange[]; delayMs: number } = { requestHeaders: [], delayMs: 0 };
@@ -263,9 +265,31 @@ export class Interpreter {
     }
   }
 
+  /** An opaque TCP connection: the connection-time reading of the service's authorization (server side only). */
+  private decideConnection(spec: RequestSpec): Outcome {
+    const trace: string[] = [];
+    let closedBy: string | undefined;
+    if (DIRECTIONS[spec.direction] !== DIRECTIONS.outbound && hasConnectionPolicy(this.service)) {
+      const { authz, audits } = connectionAuthz(this.service);
+      closedBy = this.authorize(new View(spec), trace, authz, audits);
+    }
+    const partial: Omit<Outcome, 'rule'> = {
+      action: closedBy !== undefined ? 'closed' : 'continue',
+      rules: trace,
+      requestHeaders: [],
+      responseHeaders: [],
+      metrics: Object.fromEntries([...this.metrics].sort()),
+    };
+    if (closedBy !== undefined) partial.closedBy = closedBy;
+    const outcome: Outcome = { ...partial };
+    const rule = decidingRule(partial);
+    if (rule !== undefined) outcome.rule = rule;
+    return outcome;
+  }
+
   /** Enforced decision (a denying rule id, or undefined), with dry-run comparison and audits. */
-  private authorize(r: View, trace: string[]): string | undefined {
-    const { denies, allows, defaultDenyId, shadowDefaultDenyId } = this.service.authz;
+  private authorize(r: View, trace: string[], authz: AuthzIR = this.service.authz, audits: RuleIR[] = this.service.audits): string | undefined {
+    const { denies, allows, defaultDenyId, shadowDefaultDenyId } = authz;
     let decision: string | undefined;
     let allowedBy: string | undefined;
     const deny = denies.find((d) => !d.dryRun && r.holds(d.when));
@@ -284,7 +308,7 @@ export class Interpreter {
       if ((shadow === undefined) !== (decision === undefined)) this.count(`meshc_dry_run.${shadow ?? shadowAllow ?? ''}`);
     }
     if (decision === undefined && allowedBy !== undefined) trace.push(allowedBy);
-    for (const audit of this.service.audits) {
+    for (const audit of audits) {
       if (r.holds(audit.when)) {
         this.count(`meshc_audit.${audit.id}`);
         trace.push(audit.id);

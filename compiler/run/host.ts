@@ -19,6 +19,7 @@ const Wasm = (globalThis as unknown as { WebAssembly: { instantiate(bytes: Uint8
 const ROOT = 1;
 const OK = 0;
 const NOT_FOUND = 1;
+const BAD_ARGUMENT = 2;
 const MAP_REQUEST = 0;
 const MAP_RESPONSE = 2;
 /** Longest injected delay the host waits out, stepping its clock 1 ms per tick. */
@@ -57,6 +58,8 @@ interface Stream {
   responseChanges: HeaderChange[];
   /** The spec's property values, encoded (filled on first use). */
   encoded?: Map<string, Uint8Array>;
+  /** A connection the filter closed (proxy_close_stream, downstream). */
+  closed?: boolean;
 }
 
 export class DecisionHost {
@@ -244,6 +247,12 @@ export class DecisionHost {
           }
           return OK;
         },
+        proxy_close_stream: (streamType: number) => {
+          // Downstream (2): a network filter closes its connection.
+          if (streamType !== 2 || !this.stream?.spec.connection) return BAD_ARGUMENT;
+          this.stream.closed = true;
+          return OK;
+        },
         proxy_set_tick_period_milliseconds: (ms: number) => {
           this.tickPeriodMs = ms;
           return OK;
@@ -307,6 +316,7 @@ export class DecisionHost {
    * the response-header callback, then the end of the stream.
    */
   decide(spec: RequestSpec): Outcome {
+    if (spec.connection) return this.connection(spec);
     const contextId = this.nextContext++;
     const requestHeaders = new Map<string, string>([
       [':method', spec.method ?? 'GET'],
@@ -359,6 +369,37 @@ export class DecisionHost {
     if (stream.local) partial.local = stream.local;
     if (version !== undefined && id !== undefined) partial.route = { version, id };
     if (delayMs !== undefined) partial.delayMs = delayMs;
+    const outcome: Outcome = { ...partial };
+    const rule = decidingRule(partial);
+    if (rule !== undefined) outcome.rule = rule;
+    return outcome;
+  }
+
+  /**
+   * Runs one opaque TCP connection through the module: proxy_on_new_connection
+   * (a module without it decides nothing: the connection goes on), then the
+   * end of the context. No header maps: the decision may read only properties.
+   */
+  private connection(spec: RequestSpec): Outcome {
+    const contextId = this.nextContext++;
+    const stream: Stream = { spec, requestHeaders: new Map(), responseHeaders: new Map(), properties: new Map(), requestChanges: [], responseChanges: [] };
+    this.stream = stream;
+    this.effective = contextId;
+    this.callIfExported('proxy_on_context_create', contextId, ROOT);
+    this.callIfExported('proxy_on_new_connection', contextId);
+    this.callIfExported('proxy_on_done', contextId);
+    this.callIfExported('proxy_on_delete', contextId);
+    this.stream = undefined;
+    const rulesText = stream.properties.get('mesh.rules');
+    const partial: Omit<Outcome, 'rule'> = {
+      action: stream.closed ? 'closed' : 'continue',
+      rules: rulesText ? rulesText.split(',') : [],
+      requestHeaders: [],
+      responseHeaders: [],
+      metrics: Object.fromEntries([...this.metrics].sort()),
+    };
+    const closedBy = stream.closed ? stream.properties.get('mesh.connection.rule') : undefined;
+    if (closedBy !== undefined) partial.closedBy = closedBy;
     const outcome: Outcome = { ...partial };
     const rule = decidingRule(partial);
     if (rule !== undefined) outcome.rule = rule;

@@ -10,6 +10,12 @@ export const DIRECTIONS: Record<DirectionName, number> = { unspecified: 0, inbou
 
 export interface RequestSpec {
   direction: DirectionName;
+  /**
+   * An opaque TCP connection rather than an HTTP request: the filter's
+   * proxy_on_new_connection decides, reading only direction, source,
+   * source address and port (compiler/connection.ts).
+   */
+  connection?: boolean;
   method?: string;
   /** `:path`, query string included. */
   path?: string;
@@ -37,8 +43,10 @@ export interface HeaderChange {
 
 /** Everything observable about one decision. */
 export interface Outcome {
-  /** continue: sent on; local: answered by the filter; delayed: paused for an injected delay, then sent on. */
-  action: 'continue' | 'local' | 'delayed';
+  /** continue: sent on; local: answered by the filter; delayed: paused for an injected delay, then sent on; closed: a connection the filter closed. */
+  action: 'continue' | 'local' | 'delayed' | 'closed';
+  /** The rule that closed a connection (property mesh.connection.rule). */
+  closedBy?: string;
   local?: { status: number; headers: Record<string, string>; body: string; grpcStatus?: number };
   /** The deciding rule: the local response's x-mesh-rule, else the route's id, else the allowing rule. */
   rule?: string;
@@ -67,7 +75,7 @@ function stringMap(v: unknown, what: string, lower: boolean): Record<string, str
   return out;
 }
 
-const KNOWN_FIELDS = new Set(['direction', 'method', 'path', 'host', 'headers', 'source', 'source_address', 'sourceAddress', 'port', 'scheme', 'claims']);
+const KNOWN_FIELDS = new Set(['connection', 'direction', 'method', 'path', 'host', 'headers', 'source', 'source_address', 'sourceAddress', 'port', 'scheme', 'claims']);
 
 /** A request from parsed YAML/JSON (`source_address` and `sourceAddress` both accepted). */
 export function parseRequestSpec(value: unknown, defaultDirection: DirectionName = 'unspecified'): RequestSpec {
@@ -76,6 +84,14 @@ export function parseRequestSpec(value: unknown, defaultDirection: DirectionName
   const direction = (value['direction'] ?? defaultDirection) as DirectionName;
   if (!(direction in DIRECTIONS)) throw new RequestSpecError('REQUEST_INVALID', `direction must be inbound, outbound or unspecified, not ${String(direction)}`);
   const spec: RequestSpec = { direction };
+  if (value['connection'] !== undefined) {
+    if (typeof value['connection'] !== 'boolean') throw new RequestSpecError('REQUEST_INVALID', `connection must be true or false, not ${String(value['connection'])}`);
+    if (value['connection']) {
+      const http = ['method', 'path', 'host', 'headers', 'scheme', 'claims'].filter((k) => value[k] !== undefined);
+      if (http.length > 0) throw new RequestSpecError('REQUEST_INVALID', `a connection has no ${http.join(', ')} (only direction, source, source_address, port)`);
+      spec.connection = true;
+    }
+  }
   if (value['method'] !== undefined) spec.method = String(value['method']).toUpperCase();
   if (value['path'] !== undefined) spec.path = String(value['path']);
   if (value['host'] !== undefined) spec.host = String(value['host']);
@@ -97,6 +113,7 @@ export function parseRequestSpec(value: unknown, defaultDirection: DirectionName
 
 /** The deciding rule of an outcome (see Outcome.rule). */
 export function decidingRule(o: Omit<Outcome, 'rule'>): string | undefined {
+  if (o.closedBy) return o.closedBy;
   const local = o.local?.headers['x-mesh-rule'];
   if (local) return local;
   if (o.route) return o.route.id;
