@@ -1,6 +1,7 @@
 // The proxy-wasm v0.2.1 exports every compiled policy module re-exports.
-// In: host callbacks. Out: filter actions; request and response headers go
-// to the installed Policy (filters/policy.ts), ticks resume delayed requests.
+// In: host callbacks. Out: filter actions; request and response headers and
+// new TCP connections go to the installed Policy (filters/policy.ts), ticks
+// resume delayed requests.
 // Compiles the abort handler into the module (asc --use abort=filters/abort/meshAbort).
 import "./abort";
 import { cancel, resumeDue } from "./delays";

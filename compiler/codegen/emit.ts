@@ -8,6 +8,8 @@
 // conjunct it requires (exact source identity, else path prefix or exact
 // path, else exact host, else method), so a decision tests only the rules
 // under the request's own keys plus the unkeyed ones, in rule order.
+// Services with authorization rules also get the same rules read at
+// connection time (compiler/connection.ts) behind proxy_on_new_connection.
 import { connectionAuthz, hasConnectionPolicy } from '../connection.ts';
 import type { AuthzIR, AuthzRuleIR, ConditionIR, FieldIR, HeaderOpIR, RateKeyIR, RouteIR, RuleIR, ServiceIR, StringTestIR } from '../ir.ts';
 import type { Dfa } from '../regex/automaton.ts';
