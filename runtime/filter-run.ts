@@ -63,26 +63,34 @@ export class FilterRun {
     return this.pending.length === 0;
   }
 
-  async requestHeaders(endOfStream: boolean): Promise<StepOutcome> {
-    for (const filter of this.pending) {
-      const a: Active = { filter, vm: undefined, contextId: 0, skipped: false, heldRequestBody: undefined, heldResponseBody: undefined };
+  /** Request headers through every filter, in chain order; synchronous unless a filter pauses or is still loading. */
+  requestHeaders(endOfStream: boolean): Stepped {
+    return this.requestHeadersFrom(0, endOfStream);
+  }
+
+  private requestHeadersFrom(first: number, endOfStream: boolean): Stepped {
+    const pending = this.pending;
+    for (let i = first; i < pending.length; i++) {
+      const a: Active = { filter: pending[i]!, vm: undefined, contextId: 0, skipped: false, heldRequestBody: undefined, heldResponseBody: undefined };
       this.active.push(a);
-      let vm = filter.instance();
-      if (vm instanceof Promise) vm = await vm;
-      if (!vm) {
-        const out = this.fail(a, 'filter unavailable after an earlier trap');
-        if (out) return out;
-        continue;
-      }
-      a.vm = vm;
-      let out = this.step(a, () => {
-        a.contextId = vm.createStream(this.stream);
-        return vm.onStream('proxy_on_request_headers', a.contextId, this.stream.requestHeaders.length, endOfStream ? 1 : 0);
-      });
-      if (out instanceof Promise) out = await out;
-      if (out.kind !== 'continue') return this.requestPhaseEnd(a, out);
+      const vm = a.filter.instance();
+      let out = vm instanceof Promise ? vm.then((loaded) => this.requestHeadersOf(a, loaded, endOfStream)) : this.requestHeadersOf(a, vm, endOfStream);
+      if (out instanceof Promise) return out.then((o) => (o.kind === 'continue' ? this.requestHeadersFrom(i + 1, endOfStream) : o));
+      if (out.kind !== 'continue') return out;
     }
     return CONTINUE;
+  }
+
+  /** One filter's request-headers callback; a local response it makes goes back through the response callbacks (requestPhaseEnd). */
+  private requestHeadersOf(a: Active, vm: FilterVm | undefined, endOfStream: boolean): Stepped {
+    if (!vm) return this.fail(a, 'filter unavailable after an earlier trap') ?? CONTINUE;
+    a.vm = vm;
+    const out = this.step(a, () => {
+      a.contextId = vm.createStream(this.stream);
+      return vm.onStream('proxy_on_request_headers', a.contextId, this.stream.requestHeaders.length, endOfStream ? 1 : 0);
+    });
+    if (out instanceof Promise) return out.then((o) => (o.kind === 'continue' ? o : this.requestPhaseEnd(a, o)));
+    return out.kind === 'continue' ? out : this.requestPhaseEnd(a, out);
   }
 
   /** Passes a request body chunk through the filters; returns the bytes to forward now. */

@@ -377,11 +377,15 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
         this.chain = chain;
         chain.acquire();
         this.run = new FilterRun(chain, facts.destinationService, stream, this);
-        this.run.requestHeaders(!this.bodyExpected).then(
-          (out) => this.afterRequestHeaders(out),
-          (err: unknown) => this.fail(err),
-        );
-        return;
+        const out = this.run.requestHeaders(!this.bodyExpected);
+        if (out instanceof Promise) {
+          out.then(
+            (o) => this.afterRequestHeaders(o),
+            (err: unknown) => this.fail(err),
+          );
+          return;
+        }
+        if (this.ended(out)) return;
       }
       this.forward();
     } catch (err) {
