@@ -152,7 +152,7 @@ export class TcpProxy {
         return;
       }
       const labels: TcpLabels = { reporter: 'destination', source_workload: source, destination_service: this.sidecar.service };
-      const fields = { direction: 'inbound', listener: conn.listener, source_principal: peer || undefined, destination_service: this.sidecar.service, upstream: `${app.host}:${target}` };
+      const fields = { direction: 'inbound', listener: conn.listener, source_principal: peer, destination_service: this.sidecar.service, upstream: `${app.host}:${target}` };
       this.authorize(down, conn, target, (verdict) => {
         if (verdict.kind !== 'allow') return this.denied(down, conn, verdict, labels, fields);
         down.once('close', () => verdict.session.end(PeerType.Unknown));

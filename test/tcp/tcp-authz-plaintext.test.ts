@@ -71,7 +71,7 @@ describe('plaintext opaque TCP on a permissive inbound port', () => {
     expect(got.received.toString()).toMatch(/^HTTP\/1\.1 400/);
     // Relayed as opaque TCP (not answered by the sidecar's HTTP codec): one TCP log line, no peer identity.
     const upstream = `127.0.0.1:${mesh.catalogApp.port}`;
-    expect(await eventually(() => mesh.catalogLogs.entries.some((e) => e.protocol === 'tcp' && e.direction === 'inbound' && e.upstream === upstream && e.source_principal === undefined))).toBe(true);
+    expect(await eventually(() => mesh.catalogLogs.entries.some((e) => e.protocol === 'tcp' && e.direction === 'inbound' && e.upstream === upstream && e.source_principal === ''))).toBe(true);
   });
 
   it('is refused by default once the service allows only mesh identities', async () => {
@@ -80,7 +80,7 @@ describe('plaintext opaque TCP on a permissive inbound port', () => {
     expect(got.received.length).toBe(0);
     expect(got.error).toBe('ECONNRESET');
     expect(
-      await eventually(() => mesh.catalogLogs.entries.some((e) => e.reason === 'rbac-denied' && e.rule === 'catalog/default-deny' && e.listener === 'inbound' && e.source_principal === undefined)),
+      await eventually(() => mesh.catalogLogs.entries.some((e) => e.reason === 'rbac-denied' && e.rule === 'catalog/default-deny' && e.listener === 'inbound' && e.source_principal === '')),
     ).toBe(true);
   });
 
