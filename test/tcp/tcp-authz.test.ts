@@ -201,6 +201,24 @@ describe('failures and reloads', () => {
     expect(bypassed.received.toString()).toBe('through');
   });
 
+  it('a filter that pauses a new connection decides it later from its tick: continue admits it, close refuses it with its rule; close callbacks run', async () => {
+    const wasm = await hostFixture('connection-pause');
+    const closes = async (): Promise<number> => Number(/^wasmcustom_connection_closes(?:\{[^}]*\})? (\d+)/m.exec(await metricsOf(mesh.catalog.addresses().admin.port))?.[1] ?? 0);
+    await mesh.catalog.applyBundle(makeTestBundle([{ name: 'pauser', wasm, service: 'catalog', configuration: 'continue' }]));
+    const before = await closes();
+    const admitted = await roundTrip(webPort(), Buffer.from('after a pause'));
+    expect(admitted.received.toString()).toBe('after a pause');
+    // proxy_on_downstream_connection_close ran once the connection closed.
+    const end = Date.now() + 5_000;
+    while ((await closes()) < before + 1 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    expect(await closes()).toBe(before + 1);
+
+    await mesh.catalog.applyBundle(makeTestBundle([{ name: 'pauser', wasm, service: 'catalog', configuration: 'close' }]));
+    const refused = await roundTrip(webPort(), Buffer.from('x'));
+    expect(refused.received.length).toBe(0);
+    expect(await eventually(() => denials('fixture/close').some((e) => e.filter === 'pauser'))).toBe(true);
+  });
+
   it('a filter with authorization rules that does not export proxy_on_new_connection fails closed', async () => {
     // A module without the export (no authorization rules) under a manifest that lists an allow rule: an older compiler's bundle.
     const plain = bundles.get('noAuthz')!;
