@@ -42,6 +42,10 @@ const POLICIES = {
   denyAll: `service catalog {
   deny everyone { }
 }`,
+  // The whole filter in dry run: its closes are logged and counted, not enforced.
+  dryRunService: `service catalog dry_run {
+  allow web { from "${WEB}" }
+}`,
   auditOnly: `service catalog {
   audit connections { from "${WEB}" }
 }`,
@@ -172,6 +176,15 @@ describe('authorization of opaque TCP connections', () => {
     expect(web.received.toString()).toBe('web');
     const probe = await dialAs('probe', 'probe');
     expect(probe.received.toString()).toBe('probe');
+  });
+
+  it('a dry-run service logs and counts the connection it would refuse, and lets it through', async () => {
+    await use('dryRunService');
+    const got = await dialAs('probe', 'dry run');
+    expect(got.received.toString()).toBe('dry run');
+    expect(await eventually(() => mesh.catalogLogs.entries.some((e) => e.event === 'dry-run' && e.filter === 'catalog' && e.decision === 'close' && e.rule === 'catalog/default-deny'))).toBe(true);
+    const metrics = await metricsOf(mesh.catalog.addresses().admin.port);
+    expect(sample(metrics, 'meshc_dry_run_decisions_total', { filter: 'catalog', rule: 'catalog/default-deny' })).toBeGreaterThanOrEqual(1);
   });
 
   it('an audit rule logs and counts the connection but decides nothing', async () => {
