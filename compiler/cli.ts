@@ -159,6 +159,7 @@ export function registerCompilerCommands(program: Command): void {
     .option('--claim <name=value>', 'a verified JWT claim (repeatable)', collect)
     .option('--scheme <scheme>', 'request scheme (http or https)')
     .option('--direction <dir>', 'inbound, outbound or unspecified (all rule families)', 'unspecified')
+    .option('--connection', 'an opaque TCP connection instead of a request (URL: tcp://<service>:<port>)')
     .option('--topology <yaml>', 'topology file for the policies')
     .option('--json', 'print the explanation as JSON on stdout')
     .action(async (url: string | undefined, options: CommonOptions & { policies?: string[]; bundle?: string; service?: string; request?: string } & Record<string, unknown>) => {

@@ -31,12 +31,15 @@ export interface RequestFlags {
   claim?: string[];
   direction?: string;
   scheme?: string;
+  /** An opaque TCP connection, not a request: the URL gives only the service and port. */
+  connection?: boolean;
 }
 
 /** `-X POST -H 'k: v' --source ... http://catalog:8080/items?x=1` → a request; the URL's host names the service. */
 export function requestFromFlags(url: string | undefined, flags: RequestFlags): { spec: RequestSpec; serviceHint?: string } {
   const direction = (flags.direction ?? 'unspecified') as DirectionName;
   if (!(direction in DIRECTIONS)) throw new ExplainError('EXPLAIN_ARGS', `--direction must be inbound, outbound or unspecified, not ${direction}`);
+  if (flags.connection) return connectionFromFlags(url, flags, direction);
   const spec: RequestSpec = { direction, method: (flags.method ?? 'GET').toUpperCase() };
   let serviceHint: string | undefined;
   if (url) {
@@ -82,7 +85,37 @@ export function requestFromFlags(url: string | undefined, flags: RequestFlags): 
   return serviceHint === undefined ? { spec } : { spec, serviceHint };
 }
 
-function summarize(o: Outcome): string {
+/** `--connection --source ... tcp://catalog:9000`: an opaque TCP connection; HTTP flags are refused. */
+function connectionFromFlags(url: string | undefined, flags: RequestFlags, direction: DirectionName): { spec: RequestSpec; serviceHint?: string } {
+  const http = [flags.header?.length && '-H', flags.claim?.length && '--claim', flags.scheme !== undefined && '--scheme', flags.method !== undefined && flags.method.toUpperCase() !== 'GET' && '-X'].filter(Boolean);
+  if (http.length > 0) throw new ExplainError('EXPLAIN_ARGS', `a connection has no ${http.join(', ')} (only --source, --source-address, --port and the URL's host and port)`);
+  const spec: RequestSpec = { direction, connection: true };
+  let serviceHint: string | undefined;
+  if (url) {
+    let parsed: URL;
+    try {
+      parsed = new URL(/^[a-z]+:\/\//i.test(url) ? url : `tcp://${url}`);
+    } catch {
+      throw new ExplainError('EXPLAIN_ARGS', `not a host[:port]: ${url}`);
+    }
+    serviceHint = parsed.hostname;
+    if (parsed.port) spec.port = Number(parsed.port);
+  }
+  if (flags.source !== undefined) spec.source = flags.source;
+  if (flags.sourceAddress !== undefined) spec.sourceAddress = flags.sourceAddress;
+  if (flags.port !== undefined) {
+    const port = Number(flags.port);
+    if (!Number.isInteger(port)) throw new ExplainError('EXPLAIN_ARGS', `--port must be a number, not ${flags.port}`);
+    spec.port = port;
+  }
+  return serviceHint === undefined ? { spec } : { spec, serviceHint };
+}
+
+function summarize(o: Outcome, request: RequestSpec): string {
+  if (request.connection) {
+    if (o.action === 'closed') return `connection refused by ${o.rule ?? 'the filter (no rule named)'}`;
+    return o.rule ? `connection admitted by ${o.rule}` : 'connection admitted (no rule decided: nothing denies it)';
+  }
   if (o.action === 'local') {
     const l = o.local!;
     if (l.headers['location']) return `redirected (${l.status}) to ${l.headers['location']} by ${o.rule}`;
@@ -106,7 +139,7 @@ export async function explain(bundle: Bundle, service: string | undefined, reque
   }
   const host = await DecisionHost.load(bundle.modules.get(filter.file)!);
   const outcome = host.decide(request);
-  const explanation: Explanation = { service: filter.service, request, outcome, summary: summarize(outcome) };
+  const explanation: Explanation = { service: filter.service, request, outcome, summary: summarize(outcome, request) };
   const span = outcome.rule ? filter.rules[outcome.rule] : undefined;
   if (span) {
     explanation.source = { span };

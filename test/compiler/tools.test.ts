@@ -70,6 +70,15 @@ describe('meshc explain', () => {
     expect(r.stdout).toBe('ratings: denied (403) by ratings/deny/no-admin\n  examples/ratings.meshpolicy:8:3  deny no-admin { when path prefix "/admin" }\n');
   });
 
+  it('explains an opaque TCP connection: a deny on a path alone refuses every connection', () => {
+    const r = meshc('explain', '--policies', 'examples', '--connection', '--direction', 'inbound', '--source', 'spiffe://mesh.local/ns/default/sa/catalog', 'tcp://ratings:9000');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe('ratings: connection refused by ratings/deny/no-admin\n  examples/ratings.meshpolicy:8:3  deny no-admin { when path prefix "/admin" }\n');
+    const http = meshc('explain', '--policies', 'examples', '--connection', '-H', 'x-a: 1', 'tcp://ratings:9000');
+    expect(http.status).not.toBe(0);
+    expect(http.stderr).toMatch(/EXPLAIN_ARGS: a connection has no -H/);
+  });
+
   it('explains from a built bundle and a JSON request, as JSON', () => {
     const dir = mkdtempSync(join(tmpdir(), 'meshc-explain-'));
     expect(meshc('build', 'examples', '-o', join(dir, 'bundle')).status).toBe(0);
