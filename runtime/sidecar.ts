@@ -34,7 +34,7 @@ import { DEFAULT_H2_OPTIONS, Http2Server, refusalCounter, type H2Connection, typ
 import { DEFAULT_SERVER_FIRST_TIMEOUT_MS, ProtocolListener, type Accepted } from './listener.ts';
 import { MeshTcpDialer } from './tcp/mesh.ts';
 import { TcpProxy, type TcpOptions } from './tcp/proxy.ts';
-import { httpProxyPortHandler } from './explicit/http-proxy-port.ts';
+import { httpProxyPort } from './explicit/http-proxy-port.ts';
 import type { UpstreamPort } from './explicit/upstreams.ts';
 import { meshDestination, originalDstHook, permissiveInbound, PlainPools, type Destination, type InterceptionMode } from './interception/transparent.ts';
 import { requireAddon } from './interception/original-dst.ts';
@@ -302,8 +302,8 @@ export class Sidecar {
     h2For: (role: ListenerRole) => Http2Server,
   ): void {
     const o = this.options;
-    const serve = (name: string, listen: Address, role: ListenerRole, configure: (l: ProtocolListener, http: Http1Server) => void): void => {
-      const http = new Http1Server(httpOptions, { request: (ex) => handleRequest(role, deps, ex), refused: refused(role) });
+    const serve = (name: string, listen: Address, role: ListenerRole, configure: (l: ProtocolListener, http: Http1Server) => void, tunnel?: (socket: net.Socket) => void): void => {
+      const http = new Http1Server(httpOptions, { request: (ex) => handleRequest(role, deps, ex), refused: refused(role), tunnel });
       this.explicitHttp.push(http);
       const listener = new ProtocolListener({ name, log: this.log, maxWaitMs: httpOptions.headersTimeoutMs, serverFirstTimeoutMs: detectMs });
       listener.handle('http1', (socket, conn) => {
@@ -330,24 +330,30 @@ export class Sidecar {
       });
     }
     if (o.httpProxy) {
-      serve('http-proxy', o.httpProxy, this.outboundRole(undefined, true), (listener, http) => {
-        listener.handle(
-          'http1',
-          httpProxyPortHandler({
-            tcp: this.tcpProxy,
-            http: (socket, conn) => {
-              this.countConnection(socket, outboundTcp);
-              http.accept(socket, conn.info);
-              socket.resume();
-            },
-            service: (host) => this.serviceNamed(host),
-            allowEgress: this.allowEgress,
-            limits: httpOptions.limits,
-            headersTimeoutMs: httpOptions.headersTimeoutMs,
-            log: this.log,
-          }),
-        );
+      let codec: Http1Server | undefined;
+      const port = httpProxyPort({
+        tcp: this.tcpProxy,
+        http: (socket, conn) => {
+          this.countConnection(socket, outboundTcp);
+          codec!.accept(socket, conn.info);
+          socket.resume();
+        },
+        service: (host) => this.serviceNamed(host),
+        allowEgress: this.allowEgress,
+        limits: httpOptions.limits,
+        headersTimeoutMs: httpOptions.headersTimeoutMs,
+        log: this.log,
       });
+      serve(
+        'http-proxy',
+        o.httpProxy,
+        this.outboundRole(undefined, true),
+        (listener, http) => {
+          codec = http;
+          listener.handle('http1', port.handler);
+        },
+        port.tunnel,
+      );
     }
   }
 

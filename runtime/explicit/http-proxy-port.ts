@@ -7,7 +7,8 @@
 // In:  sockets the protocol listener classified as HTTP/1 (paused, first
 //      bytes unshifted).
 // Out: `200 Connection Established` then raw bytes both ways; a refusal with
-//      a status and `x-mesh-reason`; or the socket handed to the HTTP codec.
+//      a status and `x-mesh-reason`; or the socket handed to the HTTP codec,
+//      which hands it back (`tunnel`) when a later request is a CONNECT.
 import type { Socket } from 'node:net';
 import { MeshError, renderError } from '../errors.ts';
 import { readPrefix } from '../net.ts';
@@ -29,14 +30,23 @@ export interface HttpProxyPortDeps {
   log: (entry: Record<string, unknown>) => void;
 }
 
-/** The listener handler of the proxy port's HTTP/1 connections. */
-export function httpProxyPortHandler(deps: HttpProxyPortDeps): ProtocolHandler {
-  return (socket, conn) => {
+export interface HttpProxyPort {
+  /** The listener handler of the proxy port's HTTP/1 connections. */
+  handler: ProtocolHandler;
+  /** The codec's tunnel hook: a CONNECT after other requests on a connection this port handed to it. */
+  tunnel(socket: Socket): void;
+}
+
+export function httpProxyPort(deps: HttpProxyPortDeps): HttpProxyPort {
+  // The listener's facts about each connection given to the codec, for a CONNECT it hands back.
+  const handedToCodec = new WeakMap<Socket, Accepted>();
+  const handler: ProtocolHandler = (socket, conn) => {
     readHead(socket, deps, (err, head, buf, end) => {
       if (err) return refuse(socket, conn, deps, err);
       if (head!.method !== 'CONNECT') {
         // Not a tunnel: the codec parses the request again from the start.
         socket.unshift(buf!);
+        handedToCodec.set(socket, conn);
         deps.http(socket, conn);
         return;
       }
@@ -44,6 +54,12 @@ export function httpProxyPortHandler(deps: HttpProxyPortDeps): ProtocolHandler {
       connect(socket, conn, deps, head!);
     });
   };
+  const tunnel = (socket: Socket): void => {
+    const conn = handedToCodec.get(socket);
+    if (conn) handler(socket, conn);
+    else socket.destroy();
+  };
+  return { handler, tunnel };
 }
 
 /** Collects the request head (within the codec's limits and header timeout), leaving the socket paused. */

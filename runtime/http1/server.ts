@@ -34,6 +34,13 @@ export interface ServerHooks {
   request(exchange: ServerExchange): void;
   /** The codec refused a request (or a connection) and answered it itself; for the log and metrics. */
   refused(conn: ServerConnection, error: MeshError, status: number): void;
+  /**
+   * Listeners that tunnel (the HTTP proxy port): a CONNECT that follows other
+   * requests on the connection takes the socket out of the codec, paused, with
+   * the request's bytes put back. Without this hook CONNECT is a request like
+   * any other (the proxy refuses it).
+   */
+  tunnel?(socket: Socket): void;
 }
 
 /** Bytes of pipelined requests kept while a response is pending, before the socket pauses. */
@@ -201,6 +208,10 @@ export class ServerConnection {
         this.refuse(err as MeshError);
         return;
       }
+      if (head.method === 'CONNECT' && this.hooks.tunnel) {
+        this.handOver(buf.subarray(start));
+        return;
+      }
       let pos = end + 4;
       this.pending = undefined;
       this.scanFrom = 0;
@@ -353,6 +364,20 @@ export class ServerConnection {
     this.pending = undefined;
     this.resume();
     return { socket: this.socket, head };
+  }
+
+  /** Gives the socket to the tunnel hook with `bytes` (a CONNECT and whatever followed it) unread. */
+  private handOver(bytes: Buffer): void {
+    this.state = UPGRADED;
+    this.deadline = 0;
+    this.pending = undefined;
+    this.socket.removeAllListeners('data');
+    this.socket.removeAllListeners('end');
+    this.server.forget(this);
+    this.socket.pause();
+    this.paused = false;
+    this.socket.unshift(bytes);
+    this.hooks.tunnel!(this.socket);
   }
 
   private onEnd(): void {

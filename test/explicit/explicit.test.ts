@@ -110,6 +110,32 @@ describe('the HTTP proxy port', () => {
     expect(got).toBe('HTTP/1.1 200 Connection Established\r\n\r\nhello through the tunnel');
   });
 
+  it('tunnels a CONNECT that follows an absolute-form request on the same connection (pipelined)', async () => {
+    const connect = `CONNECT catalog:${mesh.echoServer.port} HTTP/1.1\r\nHost: catalog:${mesh.echoServer.port}\r\n\r\n`;
+    const got = await rawExchange(mesh.port('http-proxy'), `GET http://catalog/before-tunnel HTTP/1.1\r\nHost: catalog\r\n\r\n${connect}after a request`, (g) => g.endsWith('after a request'));
+    expect(got).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(got.toLowerCase()).toContain('x-app: catalog');
+    expect(got).toContain('"/before-tunnel"');
+    expect(got).toContain('HTTP/1.1 200 Connection Established\r\n\r\nafter a request');
+    expect(got).not.toContain('405');
+  });
+
+  it('tunnels a CONNECT sent after the response to an earlier request has arrived', async () => {
+    const c = net.connect(mesh.port('http-proxy'), '127.0.0.1');
+    let got = '';
+    c.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    c.write('GET http://catalog/first HTTP/1.1\r\nHost: catalog\r\n\r\n');
+    try {
+      expect(await eventually(() => got.includes('"/first"'))).toBe(true);
+      const before = got.length;
+      c.write(`CONNECT catalog:${mesh.echoServer.port} HTTP/1.1\r\nHost: catalog:${mesh.echoServer.port}\r\n\r\necho me`);
+      expect(await eventually(() => got.endsWith('echo me'))).toBe(true);
+      expect(got.slice(before)).toBe('HTTP/1.1 200 Connection Established\r\n\r\necho me');
+    } finally {
+      c.destroy();
+    }
+  });
+
   it('refuses CONNECT to a host outside the mesh with 403 egress-denied', async () => {
     const got = await rawExchange(mesh.port('http-proxy'), `CONNECT 127.0.0.1:${outside.port} HTTP/1.1\r\nHost: 127.0.0.1:${outside.port}\r\n\r\n`);
     expect(got).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n/);
