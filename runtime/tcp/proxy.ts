@@ -204,12 +204,20 @@ export class TcpProxy {
         this.sidecar.log({ event: 'filter-failure', protocol: 'tcp', filter, policy, error });
       },
     };
+    // A client that resets while a filter decides (a paused filter may take seconds) must not
+    // leave an unhandled 'error': the socket is destroyed, and the verdict is dropped below.
+    const ignore = (): void => {};
+    down.on('error', ignore);
     openConnection(this.sidecar.chain(), this.sidecar.service, facts, hooks).then(
       (verdict) => {
+        down.off('error', ignore);
         if (down.destroyed && verdict.kind === 'allow') verdict.session.end(PeerType.Remote);
         else if (!down.destroyed) then(verdict);
       },
-      (err: unknown) => this.refuse(down, conn, 'internal-error', (err as Error).message, { source_principal: peer }),
+      (err: unknown) => {
+        down.off('error', ignore);
+        this.refuse(down, conn, 'internal-error', (err as Error).message, { source_principal: peer });
+      },
     );
   }
 
