@@ -23,6 +23,7 @@ const SUITES: Record<string, () => Promise<{ run(options: SuiteOptions): Promise
   h2: () => import('./h2.ts'),
   host: () => import('./host.ts'),
   decisions: () => import('./decisions.ts'),
+  connections: () => import('./connections.ts'),
   compile: () => import('./compile.ts'),
 };
 
