@@ -232,6 +232,18 @@ describe('failures and reloads', () => {
     expect(await eventually(() => denials('fixture/close').some((e) => e.filter === 'pauser'))).toBe(true);
   });
 
+  it('a filter that loops in proxy_on_new_connection is stopped by its fuel and refuses the connection (fail closed)', async () => {
+    const wasm = await hostFixture('connection-loop');
+    const base = makeTestBundle([{ name: 'looper', wasm, service: 'catalog', failurePolicy: 'closed' }]);
+    const manifest = structuredClone(base.manifest);
+    manifest.filters[0]!.limits = { fuelPerCallback: 1_000_000 };
+    await mesh.catalog.applyBundle(makeBundle(manifest, base.modules));
+    const refused = await roundTrip(webPort(), Buffer.from('x'));
+    expect(refused.received.length).toBe(0);
+    expect(await eventually(() => mesh.catalogLogs.entries.some((e) => e.event === 'filter-trap' && e.filter === 'looper' && e.cause === 'fuel'))).toBe(true);
+    expect(await eventually(() => mesh.catalogLogs.entries.some((e) => e.reason === 'filter-failed' && e.filter === 'looper'))).toBe(true);
+  });
+
   it('a filter with authorization rules that does not export proxy_on_new_connection fails closed', async () => {
     // A module without the export (no authorization rules) under a manifest that lists an allow rule: an older compiler's bundle.
     const plain = bundles.get('noAuthz')!;
