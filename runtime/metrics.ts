@@ -70,8 +70,38 @@ interface RegistryMetric {
 
 class RequestMetrics {
   private readonly series = new Map<string, RequestSeries>();
+  /** The record of the previous call and its series: consecutive requests mostly share labels, and then no key is built. */
+  private last: RequestRecord | undefined;
+  private lastSeries: RequestSeries | undefined;
 
   record(r: RequestRecord): void {
+    const p = this.last;
+    let s =
+      p !== undefined && p.status === r.status && p.destinationService === r.destinationService && p.destinationVersion === r.destinationVersion &&
+      p.sourceWorkload === r.sourceWorkload && p.reporter === r.reporter && p.responseFlags === r.responseFlags &&
+      p.requestProtocol === r.requestProtocol && p.grpcStatus === r.grpcStatus
+        ? this.lastSeries!
+        : this.lookup(r);
+    this.last = r;
+    this.lastSeries = s;
+    const d = r.durationMs;
+    s.count++;
+    s.sum += d;
+    for (let i = 0; i < DURATION_BUCKETS.length; i++) {
+      if (d <= DURATION_BUCKETS[i]!) {
+        s.buckets[i]!++;
+        break;
+      }
+    }
+  }
+
+  private clear(): void {
+    this.series.clear();
+    this.last = undefined;
+    this.lastSeries = undefined;
+  }
+
+  private lookup(r: RequestRecord): RequestSeries {
     const source = r.sourceWorkload || 'unknown';
     const service = r.destinationService || 'unknown';
     const version = r.destinationVersion || 'unknown';
@@ -95,15 +125,7 @@ class RequestMetrics {
       };
       this.series.set(key, s);
     }
-    const d = r.durationMs;
-    s.count++;
-    s.sum += d;
-    for (let i = 0; i < DURATION_BUCKETS.length; i++) {
-      if (d <= DURATION_BUCKETS[i]!) {
-        s.buckets[i]!++;
-        break;
-      }
-    }
+    return s;
   }
 
   counter(name: string, help: string): RegistryMetric {
@@ -114,7 +136,7 @@ class RequestMetrics {
       type: 'counter',
       aggregator: 'sum',
       get: async () => ({ name, help, type: 'counter', aggregator: 'sum', values: [...series.values()].map((s) => ({ labels: s.labels, value: s.count })) }),
-      reset: () => series.clear(),
+      reset: () => this.clear(),
     };
   }
 
@@ -139,7 +161,7 @@ class RequestMetrics {
         }
         return { name, help, type: 'histogram', aggregator: 'sum', values };
       },
-      reset: () => series.clear(),
+      reset: () => this.clear(),
     };
   }
 }

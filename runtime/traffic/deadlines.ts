@@ -1,7 +1,8 @@
 // Request deadlines on one coarse timer wheel instead of a Node timer per
 // request: adding and removing a deadline is a Map lookup and a Set
-// insert/delete, and one interval (running only while deadlines exist) fires
-// whatever fell due, at most one tick late and never early.
+// insert/delete, and one interval (running while deadlines exist, stopped by
+// the first tick that finds none) fires whatever fell due, at most one tick
+// late and never early.
 //
 // In:  add(item, ms) / remove(item, slot) from the request path.
 // Out: item.expired() once its deadline passed, unless removed before.
@@ -50,7 +51,8 @@ export class DeadlineWheel {
     if (set?.delete(item)) {
       this.size--;
       if (set.size === 0) this.slots.delete(slot);
-      if (this.size === 0) this.stop();
+      // The interval stops at the next tick that finds nothing, not here: one
+      // request at a time would otherwise start and clear a timer per request.
     }
   }
 
