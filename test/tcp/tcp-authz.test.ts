@@ -198,7 +198,7 @@ describe('authorization of opaque TCP connections', () => {
 });
 
 describe('failures and reloads', () => {
-  it('a filter that traps in proxy_on_new_connection refuses the connection under fail-closed, and is bypassed under fail-open', async () => {
+  it('a filter that traps in proxy_on_new_connection refuses the connection under fail-closed, is bypassed under fail-open, is rebuilt under reload', async () => {
     const wasm = await hostFixture('connection-trap');
     await mesh.catalog.applyBundle(makeTestBundle([{ name: 'trap', wasm, service: 'catalog', failurePolicy: 'closed' }]));
     const refused = await roundTrip(webPort(), Buffer.from('x'));
@@ -212,6 +212,12 @@ describe('failures and reloads', () => {
     await mesh.catalog.applyBundle(makeTestBundle([{ name: 'trap', wasm, service: 'catalog', failurePolicy: 'open' }]));
     const bypassed = await roundTrip(webPort(), Buffer.from('through'));
     expect(bypassed.received.toString()).toBe('through');
+
+    // reload: the connection that trapped is refused, and a fresh instance is built for the next one.
+    await mesh.catalog.applyBundle(makeTestBundle([{ name: 'trap', wasm, service: 'catalog', failurePolicy: 'reload' }]));
+    const replacedBefore = mesh.catalogLogs.entries.filter((e) => e.event === 'filter-vm-replaced' && e.filter === 'trap').length;
+    expect((await roundTrip(webPort(), Buffer.from('x'))).received.length).toBe(0);
+    expect(await eventually(() => mesh.catalogLogs.entries.filter((e) => e.event === 'filter-vm-replaced' && e.filter === 'trap').length > replacedBefore)).toBe(true);
   });
 
   it('a filter that pauses a new connection decides it later from its tick: continue admits it, close refuses it with its rule; close callbacks run', async () => {
