@@ -7,6 +7,7 @@ import { compilePolicies, frontEnd, shutdownCompiler } from '../../compiler/inde
 import { connectionAuthz, connectionCondition, type Reading } from '../../compiler/connection.ts';
 import { NEW_CONNECTION_EXPORT } from '../../compiler/codegen/emit.ts';
 import type { ConditionIR } from '../../compiler/ir.ts';
+import { parseRequestSpec } from '../../compiler/run/request.ts';
 import { Wasm } from './wasm.ts';
 
 afterAll(async () => {
@@ -73,5 +74,18 @@ describe('proxy_on_new_connection in compiled modules', () => {
     expect(derived.authz.allows[0]!.when).toEqual(FALSE);
     expect(derived.authz.defaultDenyId).toBe('a/default-deny');
     expect(JSON.stringify(service)).toBe(before);
+  });
+});
+
+describe('connection cases in meshc test files', () => {
+  it('take only connection fields', () => {
+    expect(parseRequestSpec({ connection: true, source: 'spiffe://mesh.local/ns/default/sa/web', port: 9000 }, 'inbound')).toEqual({
+      direction: 'inbound',
+      connection: true,
+      source: 'spiffe://mesh.local/ns/default/sa/web',
+      port: 9000,
+    });
+    expect(() => parseRequestSpec({ connection: true, method: 'GET', path: '/x' })).toThrow(/a connection has no method, path/);
+    expect(() => parseRequestSpec({ connection: 'yes' })).toThrow(/connection must be true or false/);
   });
 });
