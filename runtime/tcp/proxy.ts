@@ -11,19 +11,19 @@
 //      a connection the destination's authorization denies is reset before
 //      the app is dialed, logged with reason rbac-denied and the rule, and
 //      counted with response_flags UAEX.
-import { Direction } from '../../protocol/properties.ts';
-import type { FilterChain } from '../chain.ts';
-import { openConnection, PeerType, type ConnectionVerdict } from '../wasm/network.ts';
-import type { StreamFacts } from '../wasm/stream.ts';
 import net, { type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { Direction } from '../../protocol/properties.ts';
 import type { Endpoint } from '../../protocol/wire.ts';
+import type { FilterChain } from '../chain.ts';
 import { MeshError, REASONS } from '../errors.ts';
 import type { Accepted } from '../listener.ts';
 import type { SidecarMetrics, TcpLabels } from '../metrics.ts';
 import type { Address } from '../net.ts';
 import type { EndpointState } from '../traffic/balancer.ts';
 import type { ServiceRouter } from '../traffic/router.ts';
+import { openConnection, PeerType, type ConnectionVerdict } from '../wasm/network.ts';
+import type { StreamFacts } from '../wasm/stream.ts';
 import { MeshTcpDialer, readTransportHeader } from './mesh.ts';
 import { DEFAULT_TCP_CONNECT_TIMEOUT_MS, DEFAULT_TCP_IDLE_TIMEOUT_MS, relay, resetSocket, type RelayOptions } from './relay.ts';
 
@@ -154,7 +154,7 @@ export class TcpProxy {
       const labels: TcpLabels = { reporter: 'destination', source_workload: source, destination_service: this.sidecar.service };
       const fields = { direction: 'inbound', listener: conn.listener, source_principal: peer, destination_service: this.sidecar.service, upstream: `${app.host}:${target}` };
       this.authorize(down, conn, target, (verdict) => {
-        if (verdict.kind !== 'allow') return this.denied(down, conn, verdict, labels, fields);
+        if (verdict.kind !== 'allow') return this.denied(down, verdict, labels, fields);
         down.once('close', () => verdict.session.end(PeerType.Unknown));
         this.start(down, conn, {
           connect: () => ({ socket: net.connect({ host: app.host, port: target, allowHalfOpen: true, noDelay: true }), readyEvent: 'connect' }),
@@ -226,7 +226,7 @@ export class TcpProxy {
    * not ended), one log line with the reason and the deciding rule (Envoy's
    * connection termination details), counted with Envoy's UAEX response flag.
    */
-  private denied(down: Socket, conn: Accepted, verdict: Exclude<ConnectionVerdict, { kind: 'allow' }>, labels: TcpLabels, fields: Record<string, unknown>): void {
+  private denied(down: Socket, verdict: Exclude<ConnectionVerdict, { kind: 'allow' }>, labels: TcpLabels, fields: Record<string, unknown>): void {
     const flagged: TcpLabels = { ...labels, response_flags: verdict.kind === 'deny' ? 'UAEX' : REASONS['filter-failed'].flag };
     this.sidecar.metrics.tcpOpened(flagged);
     this.sidecar.metrics.tcpClosed(flagged, 0, 0);
