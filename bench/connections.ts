@@ -80,7 +80,7 @@ export async function run(_options: SuiteOptions): Promise<SuiteResult> {
     rows,
     notes: [
       'Rule i: allow spiffe://mesh.local/ns/team<i%10>/sa/app<i>. One decision = openConnection (a ConnectionStream, proxy_on_new_connection: host calls listener_direction and source.principal; refused: mesh.connection.rule set, proxy_close_stream) awaited, then the session ended (the context finished, the chain released).',
-      'For scale: bench/results/tcp.md measures ~460 short connections per second through a sidecar pair on this machine (each a new mTLS connection between the sidecars), about 2 ms each.',
+      'For scale: bench/results/tcp.md measures 460-860 short connections per second through a sidecar pair on this machine (each a new mTLS connection between the sidecars), 1-2 ms each.',
       `Median of ${BATCHES} batches of ${PER_BATCH} decisions, after ${WARMUP} warm-up decisions, in one process.`,
     ],
   };
