@@ -28,6 +28,8 @@ import { ConnectionStream, type StreamFacts } from './stream.ts';
 import { FilterTrapError, type FilterVm } from './vm.ts';
 
 export const NEW_CONNECTION = 'proxy_on_new_connection';
+/** Callbacks that need a connection's context kept until it closes. */
+const END_CALLBACKS = ['proxy_on_downstream_connection_close', 'proxy_on_upstream_connection_close', 'proxy_on_done', 'proxy_on_log', 'proxy_on_delete'];
 /** The spec's PeerType: who closed the connection. */
 export const PeerType = { Unknown: 0, Local: 1, Remote: 2 } as const;
 /** Longest a filter may keep a new connection paused before it counts as a failure. */
@@ -164,6 +166,9 @@ export async function openConnection(
       stream.closed = false;
     }
   }
+  // No filter wants to hear of the end (compiled policies do not): end the contexts now, so a
+  // long-lived connection does not keep a retired chain's VMs alive after a reload.
+  if (!open.some((o) => END_CALLBACKS.some((name) => o.vm.hasExport(name)))) session.end(PeerType.Unknown);
   return { kind: 'allow', session };
 }
 

@@ -289,6 +289,9 @@ describe('failures and reloads', () => {
     expect(await eventually(() => denials('catalog/deny/everyone').length > 0)).toBe(true);
     // The connection admitted under the old chain still carries bytes both ways.
     expect(await echoOf('after the reload')).toBe('after the reload');
+    // Yet it does not keep the old chain's VM alive: the compiled filter wants no close callback.
+    const instances = Number(/^meshc_filter_instances (\d+)/m.exec(await metricsOf(mesh.catalog.addresses().admin.port))?.[1]);
+    expect(instances).toBe(bundles.get('denyAll')!.manifest.filters.length);
     socket.destroy();
   });
 });
