@@ -16,6 +16,7 @@ import { ORIG_PROTO_HEADER, RULE_HEADER, RULES } from '../protocol/properties.ts
 import type { ChainFilter, FilterChain } from './chain.ts';
 import { MeshError, REASONS, renderError, toMeshError } from './errors.ts';
 import { logTime } from './log.ts';
+import type { AccessLogEntry } from './access-log.ts';
 import { FilterRun, type StepOutcome } from './filter-run.ts';
 import { GRPC_STATUS, grpcLocalResponse, isGrpc } from './http2/grpc.ts';
 import type { SidecarMetrics } from './metrics.ts';
@@ -177,6 +178,8 @@ export interface ListenerRole {
 export interface ProxyDeps {
   metrics: SidecarMetrics;
   log: (entry: Record<string, unknown>) => void;
+  /** One line per request (runtime/access-log.ts). */
+  accessLog: (entry: AccessLogEntry) => void;
   upstreamTimeoutMs: number;
   /** Called when a request starts and ends (graceful stop waits for zero). */
   track(delta: 1 | -1): void;
@@ -912,7 +915,7 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
     const head = ex.head;
     const trace = this.trace;
     const rules = stream?.setProperties.get(RULES);
-    this.deps.log({
+    this.deps.accessLog({
       time: logTime(),
       direction: role.name,
       method: head.method,

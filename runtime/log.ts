@@ -4,7 +4,8 @@
 // write per interval instead of one per request, and a quiet one (a request
 // per event-loop turn) no longer pays a write per request either.
 //
-// In:  log entries (access-log lines and events). Out: JSON lines on fd 1;
+// In:  log entries (events; access-log lines come as text, runtime/access-log.ts).
+// Out: JSON lines on fd 1;
 //      whatever is pending is written synchronously when the process exits.
 //      logTime(): the current time as an ISO string, computed once per millisecond.
 import { writeSync } from 'node:fs';
@@ -38,7 +39,12 @@ process.once('exit', () => {
 });
 
 export function jsonLineLog(entry: Record<string, unknown>): void {
-  pending += JSON.stringify(entry) + '\n';
+  writeLogLine(JSON.stringify(entry));
+}
+
+/** Appends one line of JSON text (without its newline) to the log. */
+export function writeLogLine(line: string): void {
+  pending += line + '\n';
   if (pending.length > MAX_PENDING) flush();
   else if (!timer) {
     timer = setTimeout(flush, FLUSH_MS);

@@ -11,6 +11,7 @@ import tls, { type TLSSocket } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { bound, delay, listen, type Address } from './net.ts';
 import { jsonLineLog } from './log.ts';
+import { accessLogSink } from './access-log.ts';
 import { expectSpiffeId, uriSan } from './peer-identity.ts';
 import type { Bundle } from '../protocol/bundle.ts';
 import { Direction } from '../protocol/properties.ts';
@@ -171,6 +172,7 @@ export class Sidecar {
     const deps: ProxyDeps = {
       metrics: this.metrics,
       log: this.log,
+      accessLog: accessLogSink(options.log),
       upstreamTimeoutMs: this.upstreamTimeoutMs,
       track: (delta) => this.track(delta),
     };

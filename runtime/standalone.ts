@@ -17,6 +17,7 @@ import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerOptions } from './http1
 import { REASONS } from './errors.ts';
 import { SidecarMetrics } from './metrics.ts';
 import { jsonLineLog } from './sidecar.ts';
+import { accessLogSink } from './access-log.ts';
 import { createHostEnvironment } from './wasm/environment.ts';
 import { hostPortTarget, nodeHttpDispatcher } from './wasm/http-call.ts';
 import { sha256Hex } from '../protocol/bundle.ts';
@@ -77,7 +78,7 @@ export class StandaloneProxy {
       sourceWorkload: () => '',
       ownVersion: () => '',
     };
-    const deps = { metrics: this.metrics, log: this.log, upstreamTimeoutMs: options.upstreamTimeoutMs ?? 15_000, track: () => {} };
+    const deps = { metrics: this.metrics, log: this.log, accessLog: accessLogSink(options.log), upstreamTimeoutMs: options.upstreamTimeoutMs ?? 15_000, track: () => {} };
     this.http = new Http1Server(
       { limits: DEFAULT_LIMITS, ...DEFAULT_SERVER_OPTIONS, ...options.http },
       {

@@ -1,0 +1,77 @@
+// The access log line of one request (HTTP/1.x and HTTP/2 alike), and its
+// JSON text. The proxy writes one per request, so the line is serialised by
+// hand: the fields are known, most are absent or plain ASCII, and
+// JSON.stringify of the whole object (22 fields, most undefined) was the
+// largest single JavaScript cost per request (docs/runtime.md, Performance).
+//
+// In:  an AccessLogEntry. Out: the same JSON text JSON.stringify would give
+//      (same field order, absent fields left out; test/runtime/access-log.test.ts).
+import { writeLogLine } from './log.ts';
+
+export interface AccessLogEntry {
+  time: string;
+  direction: string;
+  method: string;
+  path: string;
+  authority: string;
+  destination_service: string;
+  version: string | undefined;
+  endpoint: string | undefined;
+  status: number;
+  duration_ms: number;
+  bytes_sent: number;
+  /** The rule id of a filter's local response. */
+  rule: string | undefined;
+  /** mesh.rules, as a filter set it. */
+  rules: string | undefined;
+  filter: string | undefined;
+  reason: string | undefined;
+  error: string | undefined;
+  attempts: number | undefined;
+  retry_budget_spent: true | undefined;
+  /** HTTP/2 requests only. */
+  protocol: string | undefined;
+  grpc_status: string | undefined;
+  trace_id: string | undefined;
+  span_id: string | undefined;
+  parent_span_id: string | undefined;
+}
+
+/** Characters a JSON string may not carry as they are (and anything beyond ASCII, left to JSON.stringify). */
+const NEEDS_ESCAPING = /["\\\u0000-\u001f\u007f-\uffff]/;
+
+function text(s: string): string {
+  return NEEDS_ESCAPING.test(s) ? JSON.stringify(s) : '"' + s + '"';
+}
+
+function num(n: number): string {
+  return Number.isFinite(n) ? String(n) : 'null';
+}
+
+function optional(name: string, s: string | undefined): string {
+  return s === undefined ? '' : ',"' + name + '":' + text(s);
+}
+
+/** The entry as one line of JSON (no newline). */
+export function accessLogLine(e: AccessLogEntry): string {
+  let line =
+    '{"time":' + text(e.time) + ',"direction":' + text(e.direction) + ',"method":' + text(e.method) + ',"path":' + text(e.path) +
+    ',"authority":' + text(e.authority) + ',"destination_service":' + text(e.destination_service) +
+    optional('version', e.version) + optional('endpoint', e.endpoint) +
+    ',"status":' + num(e.status) + ',"duration_ms":' + num(e.duration_ms) + ',"bytes_sent":' + num(e.bytes_sent) +
+    optional('rule', e.rule) + optional('rules', e.rules) + optional('filter', e.filter) + optional('reason', e.reason) + optional('error', e.error);
+  if (e.attempts !== undefined) line += ',"attempts":' + num(e.attempts);
+  if (e.retry_budget_spent !== undefined) line += ',"retry_budget_spent":true';
+  line +=
+    optional('protocol', e.protocol) + optional('grpc_status', e.grpc_status) + optional('trace_id', e.trace_id) +
+    optional('span_id', e.span_id) + optional('parent_span_id', e.parent_span_id);
+  return line + '}';
+}
+
+/**
+ * Where a proxy's access log goes: a log sink given to the sidecar (tests)
+ * receives each entry as an object; the default writes the line to stdout.
+ */
+export function accessLogSink(log: ((entry: Record<string, unknown>) => void) | undefined): (entry: AccessLogEntry) => void {
+  return log ? (entry) => log({ ...entry }) : (entry) => writeLogLine(accessLogLine(entry));
+}
