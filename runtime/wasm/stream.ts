@@ -114,7 +114,9 @@ export class HttpStream {
 /**
  * The context of one opaque TCP connection (runtime/wasm/network.ts): the
  * connection facts as properties, no header maps. proxy_close_stream and
- * proxy_continue_stream with the downstream/upstream stream types act on it.
+ * proxy_continue_stream with the downstream/upstream stream types act on it;
+ * the bytes of a data callback are its requestBody (DOWNSTREAM_DATA, from the
+ * client) and responseBody (UPSTREAM_DATA, from the app).
  */
 export class ConnectionStream extends HttpStream {
   constructor(facts: StreamFacts) {

@@ -399,6 +399,10 @@ export class FilterVm {
         return this.current?.responseBody ?? this.callResponse?.body;
       case BufferType.HttpCallResponseBody:
         return this.callResponse?.body;
+      case BufferType.DownstreamData:
+        return this.current instanceof ConnectionStream ? this.current.requestBody : undefined;
+      case BufferType.UpstreamData:
+        return this.current instanceof ConnectionStream ? this.current.responseBody : undefined;
       default:
         return undefined;
     }
@@ -476,6 +480,10 @@ export class FilterVm {
       proxy_set_buffer_bytes: (type: number, start: number, size: number, dataPtr: number, dataLen: number) => {
         if (type < 0 || type > BufferType.CallData) return WasmResult.BadArgument;
         const s = this.current;
+        // A connection context keeps its downstream/upstream bytes where a request keeps its bodies.
+        if (s instanceof ConnectionStream && (type === BufferType.DownstreamData || type === BufferType.UpstreamData)) {
+          type = type === BufferType.DownstreamData ? BufferType.RequestBody : BufferType.ResponseBody;
+        }
         if (type !== BufferType.RequestBody && type !== BufferType.ResponseBody) return WasmResult.BadArgument;
         const buf = type === BufferType.RequestBody ? s?.requestBody : s?.responseBody;
         if (!s || !buf) return WasmResult.NotFound;
