@@ -22,7 +22,7 @@ import type { SidecarMetrics, TcpLabels } from '../metrics.ts';
 import type { Address } from '../net.ts';
 import type { EndpointState } from '../traffic/balancer.ts';
 import type { ServiceRouter } from '../traffic/router.ts';
-import { openConnection, PeerType, type ConnectionVerdict } from '../wasm/network.ts';
+import { openConnection, PeerType, type ConnectionVerdict, type DataSide } from '../wasm/network.ts';
 import type { StreamFacts } from '../wasm/stream.ts';
 import { MeshTcpDialer, readTransportHeader } from './mesh.ts';
 import { DEFAULT_TCP_CONNECT_TIMEOUT_MS, DEFAULT_TCP_IDLE_TIMEOUT_MS, relay, resetSocket, type RelayOptions } from './relay.ts';
@@ -155,11 +155,13 @@ export class TcpProxy {
       const fields = { direction: 'inbound', listener: conn.listener, source_principal: peer, destination_service: this.sidecar.service, upstream: `${app.host}:${target}` };
       this.authorize(down, conn, target, (verdict) => {
         if (verdict.kind !== 'allow') return this.denied(down, verdict, labels, fields);
-        down.once('close', () => verdict.session.end(PeerType.Unknown));
+        const session = verdict.session;
+        down.once('close', () => session.end(PeerType.Unknown));
         this.start(down, conn, {
           connect: () => ({ socket: net.connect({ host: app.host, port: target, allowHalfOpen: true, noDelay: true }), readyEvent: 'connect' }),
           labels,
           fields,
+          ...(session.inspectsData ? { inspect: (side: DataSide, chunk: Buffer, end: boolean) => session.data(side, chunk, end) } : {}),
         });
       });
     };

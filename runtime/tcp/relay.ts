@@ -1,6 +1,8 @@
 // One opaque TCP connection relayed between a downstream socket and an
 // upstream one: bytes both ways with backpressure, half-close passed on, a
-// connect timeout, an idle timeout, metrics and one access-log line.
+// connect timeout, an idle timeout, metrics and one access-log line. Where a
+// filter reads the bytes (proxy-wasm data callbacks), each chunk passes
+// through it on the way; else the sockets are piped.
 //
 // In:  the accepted downstream socket (paused, allowHalfOpen), a function
 //      that opens the upstream socket (allowHalfOpen), labels for the log.
@@ -8,6 +10,7 @@
 //      duration, how it ended) and the TCP metrics of the connection.
 import net, { type Socket } from 'node:net';
 import type { SidecarMetrics, TcpLabels } from '../metrics.ts';
+import type { DataOutcome, DataSide } from '../wasm/network.ts';
 
 export interface RelayOptions {
   /** Longest wait for the upstream to connect (TLS handshake included). */
@@ -29,7 +32,11 @@ export interface RelayOptions {
   onReady?: () => void;
   /** Called when the upstream failed before it was ready, instead of resetting the downstream (e.g. to answer 502 to a CONNECT). */
   onFailed?: (reason: string, message: string) => void;
+  /** The filters' data callbacks (runtime/wasm/network.ts ConnectionSession.data): every chunk passes through them. */
+  inspect?: (side: DataSide, chunk: Buffer, endOfStream: boolean) => DataOutcome;
 }
+
+const EMPTY = Buffer.alloc(0);
 
 export const DEFAULT_TCP_CONNECT_TIMEOUT_MS = 10_000;
 /** Envoy's TCP proxy idle timeout default (1 h). */
@@ -70,6 +77,10 @@ export function relay(down: Socket, options: RelayOptions, live?: Set<Socket>): 
     if (options.preamble && options.preamble.length > 0) up.write(options.preamble);
     options.onReady?.();
     if (down.destroyed) return;
+    if (options.inspect) {
+      inspected(options.inspect);
+      return;
+    }
     // pipe() is the backpressure: each side pauses while the other's write buffer is full,
     // and passes the end of its stream on as a half-close (both sockets are allowHalfOpen).
     up.pipe(down);
@@ -80,6 +91,40 @@ export function relay(down: Socket, options: RelayOptions, live?: Set<Socket>): 
     down.pipe(up);
     down.resume();
   });
+  /**
+   * The relay through the filters' data callbacks: what pipe() does (pause
+   * the reader while the writer's buffer is full, pass the end on as a
+   * half-close), with each chunk handed to the filters first. A filter that
+   * closes the connection resets both sides.
+   */
+  const inspected = (inspect: NonNullable<RelayOptions['inspect']>): void => {
+    const forward = (src: Socket, dst: Socket, side: DataSide, chunk: Buffer, end: boolean): void => {
+      if (dst.destroyed) return;
+      const out = inspect(side, chunk, end);
+      if (out.close) {
+        fail(out.close.reason, `${out.close.message} (filter ${out.close.filter})`);
+        resetSocket(up);
+        resetSocket(down);
+        return;
+      }
+      if (end) dst.end(out.data);
+      else if (out.data.length > 0 && !dst.write(out.data)) {
+        src.pause();
+        dst.once('drain', () => src.resume());
+      }
+    };
+    const flow = (src: Socket, dst: Socket, side: DataSide): void => {
+      src.on('data', (chunk: Buffer) => forward(src, dst, side, chunk, false));
+      src.once('end', () => forward(src, dst, side, EMPTY, true));
+    };
+    flow(up, down, 'upstream');
+    if (options.replay) {
+      forward(down, up, 'downstream', options.replay, true);
+      return;
+    }
+    flow(down, up, 'downstream');
+    down.resume();
+  };
   up.on('error', (err: NodeJS.ErrnoException) => fail(ready ? 'upstream-reset' : 'upstream-connect-failed', err.code ?? err.message));
   down.on('error', (err: NodeJS.ErrnoException) => fail('downstream-reset', err.code ?? err.message));
   // The idle timer watches the downstream socket: every byte either way is read from or written to it.

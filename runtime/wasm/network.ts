@@ -2,8 +2,10 @@
 // filters of a chain that apply to the destination service decide whether the
 // connection may open (proxy_on_new_connection), and hear of its end
 // (proxy_on_downstream_connection_close, proxy_on_upstream_connection_close,
-// then proxy_on_done / proxy_on_log / proxy_on_delete). Data callbacks are
-// not called: the relay moves bytes without the filters.
+// then proxy_on_done / proxy_on_log / proxy_on_delete). Where a filter
+// exports proxy_on_downstream_data / proxy_on_upstream_data, the relay passes
+// the connection's bytes through it (ConnectionSession.data); otherwise the
+// bytes never meet the filters.
 //
 // A filter decides by closing the downstream (proxy_close_stream with the
 // downstream stream type; the compiled policies set property
@@ -28,8 +30,10 @@ import { ConnectionStream, type StreamFacts } from './stream.ts';
 import { FilterTrapError, type FilterVm } from './vm.ts';
 
 export const NEW_CONNECTION = 'proxy_on_new_connection';
-/** Callbacks that need a connection's context kept until it closes. */
-const END_CALLBACKS = ['proxy_on_downstream_connection_close', 'proxy_on_upstream_connection_close', 'proxy_on_done', 'proxy_on_log', 'proxy_on_delete'];
+const DOWNSTREAM_DATA = 'proxy_on_downstream_data';
+const UPSTREAM_DATA = 'proxy_on_upstream_data';
+/** Callbacks that need a connection's context kept after it is admitted. */
+const LATER_CALLBACKS = [DOWNSTREAM_DATA, UPSTREAM_DATA, 'proxy_on_downstream_connection_close', 'proxy_on_upstream_connection_close', 'proxy_on_done', 'proxy_on_log', 'proxy_on_delete'];
 /** The spec's PeerType: who closed the connection. */
 export const PeerType = { Unknown: 0, Local: 1, Remote: 2 } as const;
 /** Longest a filter may keep a new connection paused before it counts as a failure. */
@@ -65,19 +69,86 @@ interface Open {
   filter: ChainFilter;
   vm: FilterVm;
   contextId: number;
+  /** Failed after the connection was admitted, under a policy that goes on without it. */
+  skipped?: boolean;
+  /** Bytes a data callback paused on (called again with more), per direction. */
+  held?: { downstream: Buffer[]; upstream: Buffer[] };
 }
+
+/** Which way bytes flow: from the client (downstream) or from the app (upstream). */
+export type DataSide = 'downstream' | 'upstream';
+
+/** What a data callback leaves: the bytes to forward now, or a close (`reason` a stable code). */
+export type DataOutcome = { data: Buffer; close?: undefined } | { close: { reason: 'filter-closed-stream' | 'filter-failed'; filter: string; message: string } };
+
+const EMPTY = Buffer.alloc(0);
 
 /** An allowed connection's filter contexts; end() once, when the connection has closed. */
 export class ConnectionSession {
   private readonly chain: FilterChain | undefined;
   private readonly open: Open[];
   private readonly hooks: ConnectionHooks;
+  private readonly stream: ConnectionStream | undefined;
   private ended = false;
 
-  constructor(chain: FilterChain | undefined, open: Open[], hooks: ConnectionHooks) {
+  constructor(chain: FilterChain | undefined, open: Open[], hooks: ConnectionHooks, stream?: ConnectionStream) {
     this.chain = chain;
     this.open = open;
     this.hooks = hooks;
+    this.stream = stream;
+  }
+
+  /** Whether a filter reads the bytes: the relay must then pass them through data(). */
+  get inspectsData(): boolean {
+    return !this.ended && this.open.some((o) => o.vm.hasExport(DOWNSTREAM_DATA) || o.vm.hasExport(UPSTREAM_DATA));
+  }
+
+  /**
+   * Passes a chunk through the data callbacks of the filters that export
+   * them: downstream bytes in chain order, upstream bytes in reverse (as
+   * Envoy's read and write filters). A filter may replace the bytes
+   * (proxy_set_buffer_bytes), return Pause to have them held and be called
+   * again with more (before the end), or close the connection. A trap gets
+   * the filter's failure policy; a dry-run filter's close is recorded only.
+   */
+  data(side: DataSide, chunk: Buffer, endOfStream: boolean): DataOutcome {
+    const s = this.stream!;
+    const callback = side === 'downstream' ? DOWNSTREAM_DATA : UPSTREAM_DATA;
+    const order = side === 'downstream' ? this.open : [...this.open].reverse();
+    let data = chunk;
+    for (const o of order) {
+      if (o.skipped || o.vm.broken || !o.vm.hasExport(callback)) continue;
+      const held = o.held?.[side];
+      const input = held && held.length > 0 ? Buffer.concat([...held.splice(0), data]) : data;
+      if (side === 'downstream') s.requestBody = input;
+      else s.responseBody = input;
+      let action: number;
+      try {
+        action = o.vm.onStream(callback, o.contextId, input.length, endOfStream ? 1 : 0);
+      } catch (err) {
+        if (!(err instanceof FilterTrapError)) throw err;
+        o.filter.onTrap(o.vm);
+        o.skipped = true;
+        if (fail(o.filter, err.message, this.hooks)) return { close: { reason: 'filter-failed', filter: o.filter.name, message: err.message } };
+        data = input;
+        continue;
+      }
+      const out = (side === 'downstream' ? s.requestBody : s.responseBody) ?? input;
+      s.requestBody = s.responseBody = undefined;
+      if (s.closed) {
+        const rule = ruleOf(s);
+        if (!o.filter.dryRun) return { close: { reason: 'filter-closed-stream', filter: o.filter.name, message: rule ? `closed by ${rule}` : `closed by filter ${o.filter.name}` } };
+        o.filter.recordDryRun(rule, 0, 'close');
+        s.closed = false;
+      }
+      if (action === Action.Pause && !endOfStream) {
+        ((o.held ??= { downstream: [], upstream: [] })[side]).push(out);
+        data = EMPTY;
+      } else {
+        data = out;
+      }
+    }
+    return { data };
   }
 
   /** Tells each filter the connection closed (`closedBy` the downstream or upstream side first), ends its context, releases the chain. Never throws. */
@@ -115,7 +186,7 @@ export async function openConnection(
   chain.acquire();
   const stream = new ConnectionStream(facts);
   const open: Open[] = [];
-  const session = new ConnectionSession(chain, open, hooks);
+  const session = new ConnectionSession(chain, open, hooks, stream);
   const refuse = (verdict: ConnectionVerdict): ConnectionVerdict => {
     // The contexts opened so far end at once: the connection never starts.
     session.end(PeerType.Local);
@@ -166,9 +237,9 @@ export async function openConnection(
       stream.closed = false;
     }
   }
-  // No filter wants to hear of the end (compiled policies do not): end the contexts now, so a
-  // long-lived connection does not keep a retired chain's VMs alive after a reload.
-  if (!open.some((o) => END_CALLBACKS.some((name) => o.vm.hasExport(name)))) session.end(PeerType.Unknown);
+  // No filter wants the bytes or to hear of the end (compiled policies do not): end the contexts
+  // now, so a long-lived connection does not keep a retired chain's VMs alive after a reload.
+  if (!open.some((o) => LATER_CALLBACKS.some((name) => o.vm.hasExport(name)))) session.end(PeerType.Unknown);
   return { kind: 'allow', session };
 }
 

@@ -295,3 +295,45 @@ describe('failures and reloads', () => {
     socket.destroy();
   });
 });
+
+describe('data callbacks', () => {
+  it('passes the bytes through a filter that reads them: held until a line ends, rewritten, counted on the way back, and closed on its word', async () => {
+    const wasm = await hostFixture('connection-data');
+    await mesh.catalog.applyBundle(makeTestBundle([{ name: 'liner', wasm, service: 'catalog' }]));
+    const upstreamBytes = async (): Promise<number> => Number(/^wasmcustom_upstream_bytes(?:\{[^}]*\})? (\d+)/m.exec(await metricsOf(mesh.catalog.addresses().admin.port))?.[1] ?? 0);
+    const before = await upstreamBytes();
+    const socket = net.connect({ port: webPort(), host: '127.0.0.1' });
+    let got = '';
+    let error = '';
+    socket.on('data', (d: Buffer) => (got += d.toString()));
+    socket.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
+    const closed = new Promise((r) => socket.once('close', r));
+    await new Promise((r) => socket.once('connect', r));
+    // Half a line: the filter holds it (Pause) until the rest arrives, then forwards the whole line once.
+    socket.write('hel');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(got).toBe('');
+    socket.write('lo\n');
+    expect(await eventually(() => got === '[HELLO\n')).toBe(true);
+    // The echo's bytes crossed proxy_on_upstream_data.
+    expect(await upstreamBytes()).toBe(before + '[HELLO\n'.length);
+
+    socket.write('please STOP\n');
+    await closed;
+    expect(error).toBe('ECONNRESET');
+    expect(got).toBe('[HELLO\n');
+    expect(
+      await eventually(() => mesh.catalogLogs.entries.some((e) => e.protocol === 'tcp' && e.reason === 'filter-closed-stream' && String(e.error).includes('closed by fixture/stop (filter liner)'))),
+    ).toBe(true);
+
+    // The half-close crosses the filter both ways; bytes held to the end are forwarded at the end of the stream.
+    const line = await roundTrip(webPort(), Buffer.from('abc\n'));
+    expect(line.received.toString()).toBe('[ABC\n');
+    expect(line.ended).toBe(true);
+    const big = Buffer.alloc(1024 * 1024, 'x');
+    const held = await roundTrip(webPort(), big);
+    expect(held.ended).toBe(true);
+    expect(held.received.length).toBe(big.length + 1);
+    expect(held.received.subarray(0, 2).toString()).toBe('[X');
+  });
+});
