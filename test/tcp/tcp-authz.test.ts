@@ -336,4 +336,25 @@ describe('data callbacks', () => {
     expect(held.received.length).toBe(big.length + 1);
     expect(held.received.subarray(0, 2).toString()).toBe('[X');
   });
+
+  it('a trap in a data callback resets the connection under fail-closed and passes the bytes unread under fail-open', async () => {
+    const wasm = await hostFixture('connection-data');
+    await mesh.catalog.applyBundle(makeTestBundle([{ name: 'liner', wasm, service: 'catalog', failurePolicy: 'closed' }]));
+    const closedRun = await roundTrip(webPort(), Buffer.from('TRAP\n'));
+    expect(closedRun.received.length).toBe(0);
+    expect(await eventually(() => mesh.catalogLogs.entries.some((e) => e.event === 'filter-trap' && e.filter === 'liner' && e.callback === 'proxy_on_downstream_data'))).toBe(true);
+    expect(await eventually(() => mesh.catalogLogs.entries.some((e) => e.protocol === 'tcp' && e.reason === 'filter-failed' && String(e.error).includes('(filter liner)')))).toBe(true);
+
+    await mesh.catalog.applyBundle(makeTestBundle([{ name: 'liner', wasm, service: 'catalog', failurePolicy: 'open' }]));
+    const socket = net.connect({ port: webPort(), host: '127.0.0.1' });
+    let got = '';
+    socket.on('data', (d: Buffer) => (got += d.toString()));
+    await new Promise((r) => socket.once('connect', r));
+    socket.write('TRAP\n');
+    // The filter is bypassed from then on: the line and the next one come back as sent.
+    expect(await eventually(() => got === 'TRAP\n')).toBe(true);
+    socket.write('next\n');
+    expect(await eventually(() => got === 'TRAP\nnext\n')).toBe(true);
+    socket.destroy();
+  });
 });
