@@ -33,6 +33,7 @@ function onSignals(stop: () => Promise<void>): void {
 }
 
 async function runStandalone(args: import('./proxy-args.ts').StandaloneArgs): Promise<void> {
+  (await import('./wasm/webassembly.ts')).tierUpEarly();
   const { readFile } = await import('node:fs/promises');
   const { basename } = await import('node:path');
   const { StandaloneProxy } = await import('./standalone.ts');
@@ -73,6 +74,7 @@ async function runStandalone(args: import('./proxy-args.ts').StandaloneArgs): Pr
 }
 
 async function runConnected(args: import('./proxy-args.ts').ConnectedArgs): Promise<void> {
+  (await import('./wasm/webassembly.ts')).tierUpEarly();
   const { readFile } = await import('node:fs/promises');
   const { Sidecar, jsonLineLog } = await import('./sidecar.ts');
   const { startControlClient } = await import('./control-client.ts');
