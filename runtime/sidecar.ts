@@ -555,6 +555,9 @@ export class Sidecar {
       facts: (ex) => {
         const peer = ex.conn.info.peer ?? '';
         const facts = this.facts(ex, Direction.Inbound, peer, node.service, peer, 'https');
+        // destination.port is the app port the request is for (as on opaque TCP and in Istio): the
+        // port an intercepted client dialed, else the app's own, never the sidecar's listener.
+        if (!ex.conn.info.originalDst) facts.destinationPort = app.port;
         // A request the client sidecar received as HTTP/2 is HTTP/2 to the filters and to the app.
         if (getHeader(ex.head.headers, ORIG_PROTO_HEADER) === 'h2') facts.protocol = 'HTTP/2';
         return facts;

@@ -13,7 +13,7 @@ import { MESH_TCP_ALPN, encodeTransportHeader } from '../../protocol/transport.t
 import { hostFixture } from '../host/fixtures.ts';
 import { makeTestBundle } from '../runtime/helpers.ts';
 import { issueLeaf, spiffeIdFor } from '../runtime/pki.ts';
-import { eventually, metricsOf, roundTrip, sample, startTcpMesh, type Exchange, type TcpMesh } from './support.ts';
+import { curl, eventually, metricsOf, roundTrip, sample, startTcpMesh, type Exchange, type TcpMesh } from './support.ts';
 
 const WEB = spiffeIdFor('web');
 const PROBE = spiffeIdFor('probe');
@@ -168,6 +168,13 @@ describe('authorization of opaque TCP connections', () => {
     // The main app port (an HTTP echo app) is admitted: the sidecar relays the raw bytes, the app answers.
     const main = await dialAs('web', 'GET / HTTP/1.1\r\nHost: catalog\r\nConnection: close\r\n\r\n', 0);
     expect(main.received.toString()).toMatch(/^HTTP\/1\.1 200/);
+  });
+
+  it('a port rule means the same on HTTP: destination.port of an inbound request is the app port, not the sidecar listener', async () => {
+    await use('allowMainPortOnly');
+    const r = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', 'host: catalog', `http://127.0.0.1:${mesh.web.addresses().outbound.port}/port-rule`]);
+    expect(r.stdout).toBe('200');
+    expect(await eventually(() => mesh.catalogLogs.entries.some((e) => e.direction === 'inbound' && e.path === '/port-rule' && e.status === 200))).toBe(true);
   });
 
   it('with no authorization rules every mesh identity is admitted', async () => {
