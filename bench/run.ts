@@ -19,6 +19,7 @@ export interface SuiteResult {
 const SUITES: Record<string, () => Promise<{ run(options: SuiteOptions): Promise<SuiteResult> }>> = {
   'http-hop': () => import('./http-hop.ts'),
   dataplane: () => import('./dataplane.ts'),
+  'request-path': () => import('./request-path.ts'),
   tcp: () => import('./tcp.ts'),
   h2: () => import('./h2.ts'),
   host: () => import('./host.ts'),
