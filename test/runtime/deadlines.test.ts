@@ -1,5 +1,6 @@
 // The coarse timer wheel behind per-request timeouts: never fires early,
-// fires once, forgets removed items, and takes items added while it fires.
+// fires once, forgets removed items, re-arms for an earlier deadline, and
+// takes items added while it fires.
 import { describe, expect, it } from 'vitest';
 import { DeadlineWheel, type Expiring } from '../../runtime/traffic/deadlines.ts';
 
@@ -36,6 +37,20 @@ describe('DeadlineWheel', () => {
     }
   });
 
+  it('an earlier deadline added after a later one fires on time (the timer re-arms for it)', async () => {
+    const wheel = new DeadlineWheel(10);
+    const late = item();
+    const early = item();
+    const start = performance.now();
+    const lateSlot = wheel.add(late, 5_000);
+    wheel.add(early, 30);
+    await until(() => early.at.length > 0, 1_000);
+    expect(early.at).toHaveLength(1);
+    expect(early.at[0]! - start).toBeGreaterThanOrEqual(30);
+    expect(late.at).toEqual([]);
+    wheel.remove(late, lateSlot);
+  });
+
   it('does not fire removed items; the others still fire', async () => {
     const wheel = new DeadlineWheel(10);
     const gone = item();
@@ -68,7 +83,7 @@ describe('DeadlineWheel', () => {
     const x = item();
     const slot = wheel.add(x, 1_000);
     wheel.remove(item(), slot); // never scheduled: a no-op
-    wheel.remove(x, slot); // empty again: the interval stops
+    wheel.remove(x, slot); // empty again: the armed timer finds nothing
     const b = item();
     const start = performance.now();
     wheel.add(b, 30);
