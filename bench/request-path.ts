@@ -12,7 +12,6 @@ import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { Registry } from 'prom-client';
 import { compilePolicies, shutdownCompiler } from '../compiler/index.ts';
-import { Direction } from '../protocol/properties.ts';
 import { accessLogLine, type AccessLogEntry } from '../runtime/access-log.ts';
 import { FilterChain } from '../runtime/chain.ts';
 import { UpstreamPool } from '../runtime/http1/client.ts';
@@ -20,7 +19,7 @@ import { DEFAULT_LIMITS } from '../runtime/http1/parse.ts';
 import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerExchange } from '../runtime/http1/server.ts';
 import { fixedRoute, handleRequest, type DownstreamExchange, type ListenerRole, type ProxyDeps } from '../runtime/http-proxy.ts';
 import { SidecarMetrics } from '../runtime/metrics.ts';
-import { newRequestId } from '../runtime/trace.ts';
+import { standaloneFacts } from '../runtime/standalone.ts';
 import { createHostEnvironment } from '../runtime/wasm/environment.ts';
 import type { Table } from './lib/report.ts';
 import type { SuiteOptions, SuiteResult } from './run.ts';
@@ -87,19 +86,7 @@ async function measure(chain: FilterChain | undefined, count: number): Promise<n
   const role: ListenerRole = {
     name: 'standalone',
     reporter: 'source',
-    facts: (ex: DownstreamExchange) => ({
-      direction: Direction.Unspecified,
-      sourcePrincipal: '',
-      sourceAddress: ex.conn.socket.remoteAddress ?? '',
-      sourcePort: ex.conn.socket.remotePort ?? 0,
-      destinationAddress: ex.conn.socket.localAddress ?? '',
-      destinationPort: ex.conn.socket.localPort ?? 0,
-      destinationService: 'bench',
-      peerUriSan: '',
-      requestId: newRequestId(),
-      scheme: 'http',
-      protocol: 'HTTP/1.1',
-    }),
+    facts: (ex: DownstreamExchange) => standaloneFacts(ex, 'bench'),
     chain: () => chain,
     route: () => fixedRoute(target, 15_000),
     sourceWorkload: () => '',

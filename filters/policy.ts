@@ -67,6 +67,14 @@ export function decide(contextId: u32): i32 {
   const policy = installed;
   if (policy === null) return ACTION_CONTINUE;
   const direction = getPropertyInt64(KEY_DIRECTION, DIRECTION_UNSPECIFIED);
+  const r = requestFor(contextId);
+  const action = run(policy, r, direction);
+  r.publishTrace();
+  return action;
+}
+
+/** The one request view, reset for this context (a decision allocates nothing). */
+function requestFor(contextId: u32): Request {
   let r = reusable;
   if (r === null) {
     r = new Request(contextId);
@@ -74,9 +82,7 @@ export function decide(contextId: u32): i32 {
   } else {
     r.reset(contextId);
   }
-  const action = run(policy, r, direction);
-  r.publishTrace();
-  return action;
+  return r;
 }
 
 function run(policy: Policy, r: Request, direction: i64): i32 {
@@ -108,13 +114,7 @@ export function decideConnection(contextId: u32): i32 {
   const policy = installed;
   if (policy === null) return ACTION_CONTINUE;
   if (getPropertyInt64(KEY_DIRECTION, DIRECTION_UNSPECIFIED) == DIRECTION_OUTBOUND) return ACTION_CONTINUE;
-  let r = reusable;
-  if (r === null) {
-    r = new Request(contextId);
-    reusable = r;
-  } else {
-    r.reset(contextId);
-  }
+  const r = requestFor(contextId);
   const deniedBy = policy.authorizeConnection(r);
   r.publishTrace();
   if (changetype<usize>(deniedBy) != 0) {

@@ -10,7 +10,8 @@ import tls from 'node:tls';
 import { bound, listen, type Address } from './net.ts';
 import { Direction, ROUTE_VERSION } from '../protocol/properties.ts';
 import { FilterChain, type FilterSpec } from './chain.ts';
-import { fixedRoute, handleRequest, newRequestId, type ListenerRole, type UpstreamTarget } from './http-proxy.ts';
+import { fixedRoute, handleRequest, newRequestId, type DownstreamExchange, type ListenerRole, type UpstreamTarget } from './http-proxy.ts';
+import type { StreamFacts } from './wasm/stream.ts';
 import { UpstreamPool } from './http1/client.ts';
 import { DEFAULT_LIMITS } from './http1/parse.ts';
 import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerOptions } from './http1/server.ts';
@@ -38,6 +39,24 @@ export interface StandaloneOptions {
 }
 
 
+/** What a standalone proxy's filters know of a request: no mesh identity, the socket's addresses. */
+export function standaloneFacts(ex: DownstreamExchange, service: string): StreamFacts {
+  const socket = ex.conn.socket;
+  return {
+    direction: Direction.Unspecified,
+    sourcePrincipal: '',
+    sourceAddress: socket.remoteAddress ?? '',
+    sourcePort: socket.remotePort ?? 0,
+    destinationAddress: socket.localAddress ?? '',
+    destinationPort: socket.localPort ?? 0,
+    destinationService: service,
+    peerUriSan: '',
+    requestId: newRequestId(),
+    scheme: 'http',
+    protocol: ex.head.minor === 1 ? 'HTTP/1.1' : 'HTTP/1.0',
+  };
+}
+
 export class StandaloneProxy {
   private readonly options: StandaloneOptions;
   private readonly log: (entry: Record<string, unknown>) => void;
@@ -55,19 +74,7 @@ export class StandaloneProxy {
     const role: ListenerRole = {
       name: 'standalone',
       reporter: 'source',
-      facts: (ex) => ({
-        direction: Direction.Unspecified,
-        sourcePrincipal: '',
-        sourceAddress: ex.conn.socket.remoteAddress ?? '',
-        sourcePort: ex.conn.socket.remotePort ?? 0,
-        destinationAddress: ex.conn.socket.localAddress ?? '',
-        destinationPort: ex.conn.socket.localPort ?? 0,
-        destinationService: service,
-        peerUriSan: '',
-        requestId: newRequestId(),
-        scheme: 'http',
-        protocol: ex.head.minor === 1 ? 'HTTP/1.1' : 'HTTP/1.0',
-      }),
+      facts: (ex) => standaloneFacts(ex, service),
       chain: () => this.chain,
       route: (stream) => {
         const wanted = stream.setProperties.get(ROUTE_VERSION);

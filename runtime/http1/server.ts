@@ -354,30 +354,30 @@ export class ServerConnection {
 
   /** Detaches the socket from the codec (after a 101): bytes read past the request head come with it. */
   detach(ex: ServerExchange): { socket: Socket; head: Buffer } {
-    this.state = UPGRADED;
-    this.deadline = 0;
-    this.exchange = undefined;
-    this.socket.removeAllListeners('data');
-    this.socket.removeAllListeners('end');
-    this.server.forget(this);
     const head = ex.upgradeHead ?? this.pending ?? Buffer.alloc(0);
-    this.pending = undefined;
+    this.leaveCodec();
     this.resume();
     return { socket: this.socket, head };
   }
 
   /** Gives the socket to the tunnel hook with `bytes` (a CONNECT and whatever followed it) unread. */
   private handOver(bytes: Buffer): void {
-    this.state = UPGRADED;
-    this.deadline = 0;
-    this.pending = undefined;
-    this.socket.removeAllListeners('data');
-    this.socket.removeAllListeners('end');
-    this.server.forget(this);
+    this.leaveCodec();
     this.socket.pause();
     this.paused = false;
     this.socket.unshift(bytes);
     this.hooks.tunnel!(this.socket);
+  }
+
+  /** The codec lets go of the socket: no more parsing, timeouts or draining for it. */
+  private leaveCodec(): void {
+    this.state = UPGRADED;
+    this.deadline = 0;
+    this.exchange = undefined;
+    this.pending = undefined;
+    this.socket.removeAllListeners('data');
+    this.socket.removeAllListeners('end');
+    this.server.forget(this);
   }
 
   private onEnd(): void {
