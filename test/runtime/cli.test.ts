@@ -21,6 +21,8 @@ let app: EchoApp;
 let appV2: EchoApp;
 let child: ChildProcess | undefined;
 let listening: { listen: { port: number }; admin: { port: number }; filters: string[] };
+/** Every line the proxy printed on stdout, parsed (a line that is not JSON fails the parse). */
+const stdoutEntries: Array<Record<string, unknown>> = [];
 
 /** Starts `meshc proxy` and resolves with its {"event":"listening"} line. */
 function startProxy(args: string[]): Promise<typeof listening> {
@@ -32,6 +34,7 @@ function startProxy(args: string[]): Promise<typeof listening> {
     const timer = setTimeout(() => reject(new Error(`meshc proxy did not start: ${stderr}`)), 30_000);
     createInterface({ input: proc.stdout }).on('line', (line) => {
       const entry = JSON.parse(line) as { event?: string };
+      stdoutEntries.push(entry);
       if (entry.event === 'listening') {
         clearTimeout(timer);
         resolve(entry as typeof listening);
@@ -83,6 +86,17 @@ describe('meshc proxy (standalone)', () => {
     expect(h['x-seen-direction']).toBe('0');
     // Response callbacks in reverse order.
     expect(res.headers['x-chain']).toBe('third,first');
+  });
+
+  it('writes one JSON access-log line per request on stdout (the hand-built line)', async () => {
+    const res = await request(listening.listen.port, { path: '/access-log?q="quoted"', headers: { host: 'catalog' } });
+    expect(res.status).toBe(200);
+    const deadline = Date.now() + 5_000;
+    const find = () => stdoutEntries.find((e) => e.path === '/access-log?q="quoted"');
+    while (!find() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(find()).toMatchObject({ direction: 'standalone', method: 'GET', authority: 'catalog', destination_service: 'catalog', status: 200 });
+    expect(typeof find()!.duration_ms).toBe('number');
+    expect(find()!.trace_id).toMatch(/^[0-9a-f]{32}$/);
   });
 
   it('runs the unmodified SDK filter: curl sees the header it adds', async () => {
