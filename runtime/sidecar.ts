@@ -178,7 +178,7 @@ export class Sidecar {
     };
     // Before the roles: the inbound role's fixed route holds the app pools.
     this.appPool = new UpstreamPool({
-      connect: () => net.connect({ host: options.app.host, port: options.app.port }),
+      connect: (read) => net.connect({ host: options.app.host, port: options.app.port, onread: read }),
       secure: false,
       limits: DEFAULT_LIMITS,
       // Below the 5 s keep-alive timeout of Node's http server, the most common app server here.

@@ -137,7 +137,7 @@ export class StandaloneProxy {
       const port = Number(url.port || (secure ? 443 : 80));
       const host = url.hostname.replace(/^\[|\]$/g, '');
       pool = new UpstreamPool({
-        connect: () => (secure ? tls.connect({ host, port, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'] }) : net.connect({ host, port })),
+        connect: (read) => (secure ? tls.connect({ host, port, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'] }) : net.connect({ host, port, onread: read })),
         secure,
         limits: DEFAULT_LIMITS,
         idleTimeoutMs: 4_000,

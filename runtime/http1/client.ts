@@ -11,7 +11,7 @@
 // A request without a body that meets a pooled connection the upstream had
 // just closed is sent again on a fresh connection (the race every keep-alive
 // client has); anything else that fails is reported, never replayed here.
-import type { Socket } from 'node:net';
+import type { OnReadOpts, Socket } from 'node:net';
 import { MeshError } from '../errors.ts';
 import { holdUntilTurnEnd } from './write-batch.ts';
 import type { HeaderList } from '../wasm/stream.ts';
@@ -19,8 +19,12 @@ import { ChunkedDecoder, CloseDecoder, LengthDecoder, lastChunk, writeChunk, typ
 import { findHeadEnd, parseResponseHead, type HeadLimits, type ResponseHead } from './parse.ts';
 
 export interface PoolOptions {
-  /** Opens a connection (net.connect or tls.connect); the pool waits for connect / secureConnect. */
-  connect(): Socket;
+  /**
+   * Opens a connection (net.connect or tls.connect); the pool waits for
+   * connect / secureConnect. A plaintext connection passes `read` on as
+   * net.connect's `onread` (UPSTREAM_READ); tls.connect has no such option.
+   */
+  connect(read: OnReadOpts): Socket;
   secure: boolean;
   limits: HeadLimits;
   /** Idle pooled connections close after this long. */
@@ -109,7 +113,7 @@ export class UpstreamPool {
         b.waiters.push(ex);
         return;
       }
-      conn = new UpstreamConnection(this, this.options.connect());
+      conn = new UpstreamConnection(this, this.options.connect(UPSTREAM_READ));
     }
     conn.start(ex);
   }
@@ -189,6 +193,32 @@ export class UpstreamPool {
   }
 }
 
+/** The connection a plaintext upstream socket reads for, while it does (not after an upgrade). */
+const READER = Symbol('upstream connection');
+type ReadingSocket = Socket & { [READER]?: UpstreamConnection };
+
+/**
+ * Plaintext upstream sockets read into this one buffer (Node's `onread`)
+ * instead of getting a new Buffer, and a trip through the stream's push and
+ * 'data' event, per read. Each read is copied out at once (a small copy comes
+ * from Buffer's pool): the bytes are kept until written downstream, and the
+ * next read reuses the buffer. An upgraded socket's bytes go back into its
+ * stream for whoever took it over.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+function upstreamRead(this: ReadingSocket, nread: number, buf: Uint8Array): boolean {
+  const copy = Buffer.from(buf.subarray(0, nread));
+  const conn = this[READER];
+  if (conn) {
+    conn.onData(copy);
+    return true;
+  }
+  return this.push(copy);
+}
+
+export const UPSTREAM_READ: OnReadOpts = { buffer: READ_BUFFER, callback: upstreamRead };
+
 const CONNECTING = 0;
 const READY = 1;
 const AWAIT_HEAD = 2;
@@ -219,6 +249,8 @@ export class UpstreamConnection {
       this.connected = true;
       if (this.state === CONNECTING) this.state = this.ex ? AWAIT_HEAD : READY;
     });
+    // TLS sockets (and plaintext ones opened without UPSTREAM_READ) deliver 'data' events.
+    (socket as ReadingSocket)[READER] = this;
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err: Error) => (this.error ??= err));
     socket.on('end', () => this.onEnd());
@@ -239,7 +271,8 @@ export class UpstreamConnection {
     ex.sendHead();
   }
 
-  private onData(chunk: Buffer): void {
+  /** Bytes from the upstream (through 'data' or UPSTREAM_READ's callback). */
+  onData(chunk: Buffer): void {
     const ex = this.ex;
     if (!ex || (this.state !== AWAIT_HEAD && this.state !== RESPONSE_BODY)) {
       // Bytes nobody asked for: the stream is out of step.
@@ -413,6 +446,7 @@ export class UpstreamConnection {
     this.state = CLOSED;
     this.ex = undefined;
     this.pool.connectionClosed();
+    (this.socket as ReadingSocket)[READER] = undefined;
     this.socket.removeAllListeners('data');
     this.socket.removeAllListeners('end');
     this.socket.removeAllListeners('close');

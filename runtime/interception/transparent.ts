@@ -103,7 +103,7 @@ export class PlainPools {
       // Most recently used last, so eviction takes the least recently used.
       this.pools.delete(key);
     } else {
-      pool = new UpstreamPool({ connect: () => net.connect({ host, port }), secure: false, limits: DEFAULT_LIMITS, idleTimeoutMs: IDLE_MS, maxIdle: 64 });
+      pool = new UpstreamPool({ connect: (read) => net.connect({ host, port, onread: read }), secure: false, limits: DEFAULT_LIMITS, idleTimeoutMs: IDLE_MS, maxIdle: 64 });
       if (this.pools.size >= MAX_POOLS) {
         const [oldest, old] = this.pools.entries().next().value as [string, UpstreamPool];
         this.pools.delete(oldest);
