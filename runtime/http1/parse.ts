@@ -163,9 +163,17 @@ class FieldReader {
       case 'transfer-encoding':
         this.transferEncoding = this.transferEncoding === undefined ? value : `${this.transferEncoding}, ${value}`;
         break;
-      case 'connection':
-        (this.connection ??= []).push(...splitTokens(value));
+      case 'connection': {
+        const tokens = (this.connection ??= []);
+        // One token, as nearly every peer sends (keep-alive, close, upgrade): no split, no copies.
+        if (value.indexOf(',') === -1) {
+          const t = value === 'keep-alive' || value === 'close' ? value : value.toLowerCase();
+          if (t !== '') tokens.push(t);
+        } else {
+          for (const t of splitTokens(value)) tokens.push(t);
+        }
         break;
+      }
       case 'host':
         if (this.host !== undefined) throw this.malformed('more than one Host field');
         this.host = value;
@@ -182,11 +190,13 @@ class FieldReader {
   private setLength(value: string): void {
     if (this.contentLength !== -1) throw this.ambiguous('more than one Content-Length field');
     if (value.length === 0 || value.length > 15) throw this.ambiguous(`invalid Content-Length "${value}"`);
+    let n = 0;
     for (let j = 0; j < value.length; j++) {
       const c = value.charCodeAt(j);
       if (c < 0x30 || c > 0x39) throw this.ambiguous(`invalid Content-Length "${value}"`);
+      n = n * 10 + (c - 0x30);
     }
-    this.contentLength = Number(value);
+    this.contentLength = n;
   }
 
   /** Applies RFC 9112 6.1-6.3: returns whether the body is chunked; refuses ambiguity. */

@@ -40,3 +40,34 @@ describe('field names', () => {
     expect(() => parseRequestHead(dup, 0, dup.length - 4, DEFAULT_LIMITS)).toThrow(/more than one Content-Length/);
   });
 });
+
+describe('Connection and Content-Length values', () => {
+  const request = (fields: string[]) => {
+    const buf = Buffer.from(`GET / HTTP/1.1\r\nHost: a\r\n${fields.join('\r\n')}\r\n\r\n`, 'latin1');
+    return parseRequestHead(buf, 0, buf.length - 4, DEFAULT_LIMITS);
+  };
+
+  it.each([
+    [['Connection: keep-alive'], ['keep-alive'], true],
+    [['Connection: Keep-Alive'], ['keep-alive'], true],
+    [['Connection: close'], ['close'], false],
+    [['Connection: CLOSE'], ['close'], false],
+    [['Connection: keep-alive, Upgrade', 'Upgrade: websocket'], ['keep-alive', 'upgrade'], true],
+    [['Connection: ,  TE ,, close'], ['te', 'close'], false],
+    [['Connection: x-a', 'Connection: X-B, x-c'], ['x-a', 'x-b', 'x-c'], true],
+    [['Connection:'], [], true],
+  ])('%j lists %j (keep-alive %s)', (fields, tokens, keepAlive) => {
+    const h = request(fields);
+    expect(h.connection).toEqual(tokens);
+    expect(h.keepAlive).toBe(keepAlive);
+  });
+
+  it('reads Content-Length digits exactly, leading zeros and 15 digits included', () => {
+    expect(request(['Content-Length: 13']).contentLength).toBe(13);
+    expect(request(['Content-Length: 0013']).contentLength).toBe(13);
+    expect(request(['Content-Length: 999999999999999']).contentLength).toBe(999_999_999_999_999);
+    for (const bad of ['1e3', '-1', '+1', '0x10', '1 3', '1234567890123456']) {
+      expect(() => request([`Content-Length: ${bad}`])).toThrow(/Content-Length/);
+    }
+  });
+});
