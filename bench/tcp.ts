@@ -11,12 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createInterface } from 'node:readline';
-import type { EndpointsPayload } from '../protocol/wire.ts';
-import { spiffeIdFor } from '../test/runtime/pki.ts';
-import { makePki, startProcess, stopProcess, type Pki } from './lib/pairs.ts';
+import { makePki, startProcess, startSidecarProcesses, stopProcess, type Pki } from './lib/pairs.ts';
 import { cpuSeconds, rssMiB } from './lib/procstat.ts';
 import { freePort } from './lib/servers.ts';
-import type { SidecarBenchConfig } from './lib/sidecar-main.ts';
 import { requireTools, which } from './lib/tools.ts';
 import type { Table } from './lib/report.ts';
 import type { SuiteOptions, SuiteResult } from './run.ts';
@@ -83,52 +80,29 @@ async function haproxyPair(upstream: { echo: number; sink: number }, pki: Pki): 
 
 /** Outbound sidecar with two per-upstream ports declared TCP → mTLS → inbound sidecar → echo (its app) or sink (an app TCP port). */
 async function sidecarPair(upstream: { echo: number; sink: number }, pki: Pki): Promise<Target> {
-  const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-tcp-sc-'));
-  const ports = { out: await freePort(), in: await freePort(), adminA: await freePort(), adminB: await freePort(), spare: await freePort(), echo: await freePort(), sink: await freePort() };
+  const ports = { echo: await freePort(), sink: await freePort() };
   const local = (port: number) => ({ host: '127.0.0.1', port });
-  const endpoints: EndpointsPayload = { services: { bench: { endpoints: [{ instance: 'bench-v1', address: '127.0.0.1', port: ports.in, version: 'v1', spiffeId: spiffeIdFor('bench') }] } } };
-  const outbound: SidecarBenchConfig = {
-    endpoints,
-    node: { instance: 'client-0', service: 'client', version: 'v1', namespace: 'default', serviceAccount: 'client' },
-    outbound: local(ports.out),
-    inbound: local(0),
-    app: local(ports.spare),
-    admin: local(ports.adminA),
-    certificate: pki.client.payload,
-    keyPem: pki.client.keyPem,
-    options: {
+  const p = await startSidecarProcesses(pki, {
+    appPort: upstream.echo,
+    versions: ['v1'],
+    outboundOptions: {
       upstreams: [
         { service: 'bench', port: 0, listen: local(ports.echo), protocol: 'tcp' },
         { service: 'bench', port: upstream.sink, listen: local(ports.sink), protocol: 'tcp' },
       ],
     },
-  };
-  const inbound: SidecarBenchConfig = {
-    endpoints,
-    node: { instance: 'bench-v1', service: 'bench', version: 'v1', namespace: 'default', serviceAccount: 'bench' },
-    outbound: local(0),
-    inbound: local(ports.in),
-    app: local(upstream.echo),
-    admin: local(ports.adminB),
-    certificate: pki.server.payload,
-    keyPem: pki.server.keyPem,
-    options: { tcp: { appPorts: [upstream.sink] } },
-  };
-  await writeFile(join(dir, 'out.json'), JSON.stringify(outbound));
-  await writeFile(join(dir, 'in.json'), JSON.stringify(inbound));
-  const main = new URL('./lib/sidecar-main.ts', import.meta.url).pathname;
-  // The access log (one line per connection) goes to stdout, which is ignored here as in the HTTP suites.
-  const b = await startProcess(process.execPath, [main, join(dir, 'in.json')], ports.in);
-  const a = await startProcess(process.execPath, [main, join(dir, 'out.json')], ports.sink);
+    inboundOptions: { tcp: { appPorts: [upstream.sink] } },
+    readyPort: ports.sink,
+  });
   return {
     name: 'meshc pair',
     echo: ports.echo,
     sink: ports.sink,
-    pids: () => [a.pid, b.pid],
+    pids: () => [p.a.pid, p.b.pid],
     stop: async () => {
-      await a.stop();
-      await b.stop();
-      await rm(dir, { recursive: true, force: true });
+      await p.a.stop();
+      await p.b.stop();
+      await rm(p.dir, { recursive: true, force: true });
     },
   };
 }

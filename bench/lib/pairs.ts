@@ -152,20 +152,40 @@ export async function startNginxPair(upstreamPort: number, pki: Pki): Promise<Ru
   return runningPair('nginx pair', pa, a, b, dir, () => [...withChildren(a.pid), ...withChildren(b.pid)]);
 }
 
-/** Outbound sidecar ("client") → mTLS → inbound sidecar ("bench") → upstream; the bundle (if any) runs on both. */
-export async function startSidecarPair(upstreamPort: number, pki: Pki, bundleDir: string | undefined, name: string): Promise<RunningPair> {
+export interface SidecarPairSpec {
+  /** The inbound sidecar's app. */
+  appPort: number;
+  /** Versions the inbound sidecar is registered as (the bench policy routes to v1 or v2). */
+  versions: string[];
+  bundleDir?: string;
+  outboundOptions?: SidecarBenchConfig['options'];
+  inboundOptions?: SidecarBenchConfig['options'];
+  /** A port the outbound sidecar listens on once ready; its outbound listener by default. */
+  readyPort?: number;
+}
+
+export interface SidecarPairProcesses {
+  dir: string;
+  /** The outbound sidecar's outbound listener. */
+  outboundPort: number;
+  /** The outbound ("client") and inbound ("bench") sidecar processes. */
+  a: Child;
+  b: Child;
+}
+
+/** Outbound sidecar ("client") → mTLS → inbound sidecar ("bench") → its app, as two processes; the bundle (if any) runs on both. */
+export async function startSidecarProcesses(pki: Pki, spec: SidecarPairSpec): Promise<SidecarPairProcesses> {
   const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-scpair-'));
   const ports = { out: await freePort(), in: await freePort(), adminA: await freePort(), adminB: await freePort(), spare: await freePort() };
   const local = (port: number) => ({ host: '127.0.0.1', port });
-  // The bench policy routes to v1 or v2: the inbound sidecar is registered as both.
   const endpoints: EndpointsPayload = {
     services: {
       bench: {
-        endpoints: ['v1', 'v2'].map((version) => ({ instance: `bench-${version}`, address: '127.0.0.1', port: ports.in, version, spiffeId: spiffeIdFor('bench') })),
+        endpoints: spec.versions.map((version) => ({ instance: `bench-${version}`, address: '127.0.0.1', port: ports.in, version, spiffeId: spiffeIdFor('bench') })),
       },
     },
   };
-  const base = { endpoints, ...(bundleDir ? { bundleDir } : {}) };
+  const base = { endpoints, ...(spec.bundleDir ? { bundleDir: spec.bundleDir } : {}) };
   const outbound: SidecarBenchConfig = {
     ...base,
     node: { instance: 'client-0', service: 'client', version: 'v1', namespace: 'default', serviceAccount: 'client' },
@@ -175,21 +195,30 @@ export async function startSidecarPair(upstreamPort: number, pki: Pki, bundleDir
     admin: local(ports.adminA),
     certificate: pki.client.payload,
     keyPem: pki.client.keyPem,
+    ...(spec.outboundOptions ? { options: spec.outboundOptions } : {}),
   };
   const inbound: SidecarBenchConfig = {
     ...base,
     node: { instance: 'bench-v1', service: 'bench', version: 'v1', namespace: 'default', serviceAccount: 'bench' },
     outbound: local(0),
     inbound: local(ports.in),
-    app: local(upstreamPort),
+    app: local(spec.appPort),
     admin: local(ports.adminB),
     certificate: pki.server.payload,
     keyPem: pki.server.keyPem,
+    ...(spec.inboundOptions ? { options: spec.inboundOptions } : {}),
   };
   await writeFile(join(dir, 'out.json'), JSON.stringify(outbound));
   await writeFile(join(dir, 'in.json'), JSON.stringify(inbound));
   const main = new URL('./sidecar-main.ts', import.meta.url).pathname;
+  // The access log goes to stdout, which is ignored here.
   const b = await startProcess(process.execPath, [main, join(dir, 'in.json')], ports.in);
-  const a = await startProcess(process.execPath, [main, join(dir, 'out.json')], ports.out);
-  return runningPair(name, ports.out, a, b, dir);
+  const a = await startProcess(process.execPath, [main, join(dir, 'out.json')], spec.readyPort ?? ports.out);
+  return { dir, outboundPort: ports.out, a, b };
+}
+
+/** The HTTP sidecar pair, as a RunningPair on the outbound sidecar's listener. */
+export async function startSidecarPair(upstreamPort: number, pki: Pki, bundleDir: string | undefined, name: string): Promise<RunningPair> {
+  const p = await startSidecarProcesses(pki, { appPort: upstreamPort, versions: ['v1', 'v2'], ...(bundleDir ? { bundleDir } : {}) });
+  return runningPair(name, p.outboundPort, p.a, p.b, p.dir);
 }
