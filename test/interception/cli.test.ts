@@ -7,10 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseProxyArgs, ProxyArgsError } from '../../runtime/proxy-args.ts';
-import { NetnsLab, lines } from './netns.ts';
+import { NetnsLab, PROBE } from './netns.ts';
 
 const MESHC = new URL('../../bin/meshc', import.meta.url).pathname;
-const PROBE = new URL('./probe.ts', import.meta.url).pathname;
 const connected = ['--controller', 'ws://127.0.0.1:1', '--service', 'web', '--service-version', 'v1', '--instance', 'web-0', '--inbound', '0.0.0.0:15006', '--outbound', '127.0.0.1:15001', '--app', '127.0.0.1:8080', '--admin', '0.0.0.0:15020'];
 
 describe('meshc proxy --interception', () => {
@@ -49,25 +48,6 @@ describe('meshc proxy --interception transparent in a pod namespace', () => {
   let pod = '';
   const log: Array<Record<string, unknown>> = [];
 
-  /** The command's JSON lines until one has `event`. */
-  function start(ns: string, args: string[], event: string, sink?: Array<Record<string, unknown>>): Promise<void> {
-    const child = lab.spawn(ns, args);
-    let stderr = '';
-    child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
-    return new Promise((resolve, reject) => {
-      lines(child, (line) => {
-        try {
-          const entry = JSON.parse(line) as Record<string, unknown>;
-          sink?.push(entry);
-          if (entry.event === event) resolve();
-        } catch {
-          // not JSON
-        }
-      });
-      child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${stderr}`)));
-    });
-  }
-
   let denied = '';
   const deniedLog: Array<Record<string, unknown>> = [];
 
@@ -81,13 +61,13 @@ describe('meshc proxy --interception transparent in a pod namespace', () => {
     lab.link(denied, '10.203.1.1/24', remote, '10.203.1.2/24');
     // As in a real pod, a default route: the start-up loop probe (192.0.2.1) leaves the pod and gets no answer.
     lab.exec(pod, ['ip', 'route', 'add', 'default', 'via', '10.203.0.2']);
-    await start(remote, ['node', PROBE, 'echo', '7000'], 'listening');
+    await lab.start(remote, ['node', PROBE, 'echo', '7000'], 'listening');
     const sidecar = ['setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', 'node', MESHC, 'proxy', ...connected, '--interception', 'transparent'];
     for (const ns of [pod, denied]) lab.exec(ns, ['node', MESHC, 'init', '--proxy-uid', '1337', '--exclude-inbound-ports', '15020']);
     // No controller answers: the sidecars run without certificate or endpoints, which passthrough does not need.
     await Promise.all([
-      start(pod, [...sidecar, '--state-dir', join(stateDir, 'p')], 'listening', log),
-      start(denied, [...sidecar, '--state-dir', join(stateDir, 'd'), '--deny-egress'], 'listening', deniedLog),
+      lab.start(pod, [...sidecar, '--state-dir', join(stateDir, 'p')], 'listening', log),
+      lab.start(denied, [...sidecar, '--state-dir', join(stateDir, 'd'), '--deny-egress'], 'listening', deniedLog),
     ]);
   });
   afterAll(async () => {
@@ -96,10 +76,9 @@ describe('meshc proxy --interception transparent in a pod namespace', () => {
   });
 
   it('passes the app\'s TCP to a destination outside the mesh through the sidecar', async () => {
-    const out = lab.exec(pod, ['node', PROBE, 'client', '10.203.0.2', '7000', '{"via":"cli"}']);
-    const nl = out.indexOf('\n');
-    expect(JSON.parse(out.slice(0, nl))).toMatchObject({ echo: '10.203.0.2:7000' });
-    expect(out.slice(nl + 1)).toBe('{"via":"cli"}');
+    const { first, rest } = lab.dial(pod, '10.203.0.2', 7000, '{"via":"cli"}');
+    expect(first).toMatchObject({ echo: '10.203.0.2:7000' });
+    expect(rest).toBe('{"via":"cli"}');
     const until = Date.now() + 10_000;
     while (!log.some((e) => e.protocol === 'tcp' && e.upstream === '10.203.0.2:7000') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
     expect(log.find((e) => e.protocol === 'tcp' && e.upstream === '10.203.0.2:7000')).toMatchObject({ direction: 'outbound', egress: true });

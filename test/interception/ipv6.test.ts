@@ -7,10 +7,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SidecarOptions } from '../../runtime/sidecar.ts';
 import { createCa, issueLeaf } from '../runtime/pki.ts';
-import { NetnsLab, lines } from './netns.ts';
+import { NetnsLab, PROBE } from './netns.ts';
 
 const MESHC = new URL('../../bin/meshc', import.meta.url).pathname;
-const PROBE = new URL('./probe.ts', import.meta.url).pathname;
 const SIDECAR = new URL('./sidecar-main.ts', import.meta.url).pathname;
 
 type Entry = Record<string, unknown>;
@@ -20,24 +19,6 @@ describe('transparent interception over IPv6', () => {
   const dir = mkdtempSync(join(tmpdir(), 'meshc-ipv6-'));
   const log: Entry[] = [];
   let pod = '';
-
-  function ready(ns: string, args: string[], event: string, sink?: Entry[]): Promise<void> {
-    const child = lab.spawn(ns, args);
-    let stderr = '';
-    child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
-    return new Promise((resolve, reject) => {
-      lines(child, (line) => {
-        try {
-          const entry = JSON.parse(line) as Entry;
-          sink?.push(entry);
-          if (entry.event === event) resolve();
-        } catch {
-          // not JSON
-        }
-      });
-      child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${stderr}`)));
-    });
-  }
 
   async function logged(match: (e: Entry) => boolean): Promise<Entry> {
     const until = Date.now() + 10_000;
@@ -49,11 +30,7 @@ describe('transparent interception over IPv6', () => {
     }
   }
 
-  const tcp = (host: string, port: number, text: string): { first: Entry; rest: string } => {
-    const out = lab.exec(pod, ['node', PROBE, 'client', host, String(port), text]);
-    const nl = out.indexOf('\n');
-    return { first: JSON.parse(out.slice(0, nl)) as Entry, rest: out.slice(nl + 1) };
-  };
+  const tcp = (host: string, port: number, text: string) => lab.dial(pod, host, port, text);
 
   beforeAll(async () => {
     chmodSync(dir, 0o755);
@@ -78,9 +55,9 @@ describe('transparent interception over IPv6', () => {
     writeFileSync(file, JSON.stringify({ ...options, endpoints: { services: {} }, certificate: cert.payload, keyPem: cert.keyPem }));
     chmodSync(file, 0o644);
     await Promise.all([
-      ready(remote, ['node', PROBE, 'echo', '7000', '::'], 'listening'),
-      ready(remote, ['node', PROBE, 'http', '7080', '::'], 'listening'),
-      ready(pod, ['setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', 'node', SIDECAR, file], 'test-sidecar-ready', log),
+      lab.start(remote, ['node', PROBE, 'echo', '7000', '::'], 'listening'),
+      lab.start(remote, ['node', PROBE, 'http', '7080', '::'], 'listening'),
+      lab.start(pod, ['setpriv', '--reuid=1337', '--regid=1337', '--clear-groups', 'node', SIDECAR, file], 'test-sidecar-ready', log),
     ]);
   });
 

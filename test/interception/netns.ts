@@ -7,6 +7,9 @@
 //      call twice and after a failure half-way.
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 
+/** The namespaces' test servers and client (test/interception/probe.ts). */
+export const PROBE = new URL('./probe.ts', import.meta.url).pathname;
+
 let counter = 0;
 
 function sh(args: string[], input?: string): string {
@@ -60,6 +63,37 @@ export class NetnsLab {
     this.children.add(child);
     child.once('exit', () => this.children.delete(child));
     return child;
+  }
+
+  /**
+   * Starts `args` in `ns` and resolves once it prints a JSON line whose `event`
+   * is `event` (every JSON line it prints goes to `sink`); rejects, with its
+   * stderr, if it exits first.
+   */
+  start(ns: string, args: string[], event: string, sink?: Array<Record<string, unknown>>): Promise<void> {
+    const child = this.spawn(ns, args);
+    let stderr = '';
+    child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
+    return new Promise((resolve, reject) => {
+      lines(child, (line) => {
+        let entry: Record<string, unknown>;
+        try {
+          entry = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          return; // not JSON
+        }
+        sink?.push(entry);
+        if (entry.event === event) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${stderr}`)));
+    });
+  }
+
+  /** `probe.ts client` from `ns`: the server's first line as JSON, and what came after it. */
+  dial(ns: string, host: string, port: number, text = 'ping'): { first: Record<string, unknown>; rest: string } {
+    const out = this.exec(ns, ['node', PROBE, 'client', host, String(port), text]);
+    const nl = out.indexOf('\n');
+    return { first: JSON.parse(out.slice(0, nl)) as Record<string, unknown>, rest: out.slice(nl + 1) };
   }
 
   async cleanup(): Promise<void> {

@@ -5,29 +5,13 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADDON_PATH, InterceptionError, loadAddon, originalDestination } from '../../runtime/interception/original-dst.ts';
-import { NetnsLab, lines } from './netns.ts';
+import { NetnsLab, PROBE } from './netns.ts';
 
 const MESHC = new URL('../../bin/meshc', import.meta.url).pathname;
-const PROBE = new URL('./probe.ts', import.meta.url).pathname;
 
 /** Starts `probe.ts server|echo PORT HOST` in a namespace and waits until it listens. */
-async function probe(lab: NetnsLab, ns: string, mode: 'server' | 'echo', port: number, host: string): Promise<void> {
-  const child = lab.spawn(ns, ['node', PROBE, mode, String(port), host]);
-  let stderr = '';
-  child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
-  await new Promise<void>((resolve, reject) => {
-    lines(child, (line) => {
-      if (line.includes('"listening"')) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`probe ${mode} ${port} exited with ${code}: ${stderr}`)));
-  });
-}
-
-/** What the server answered first: one JSON line. */
-function dial(lab: NetnsLab, ns: string, host: string, port: number, text = 'ping'): { first: Record<string, unknown>; rest: string } {
-  const out = lab.exec(ns, ['node', PROBE, 'client', host, String(port), text]);
-  const nl = out.indexOf('\n');
-  return { first: JSON.parse(out.slice(0, nl)) as Record<string, unknown>, rest: out.slice(nl + 1) };
+function probe(lab: NetnsLab, ns: string, mode: 'server' | 'echo', port: number, host: string): Promise<void> {
+  return lab.start(ns, ['node', PROBE, mode, String(port), host], 'listening');
 }
 
 describe('originalDestination on intercepted connections', () => {
@@ -50,31 +34,31 @@ describe('originalDestination on intercepted connections', () => {
   afterAll(() => lab.cleanup());
 
   it('gives the IPv4 address and port the app dialed before the REDIRECT', () => {
-    const { first, rest } = dial(lab, pod, '10.200.0.1', 8080, 'hello');
+    const { first, rest } = lab.dial(pod, '10.200.0.1', 8080, 'hello');
     expect(first.originalDst).toEqual({ address: '10.200.0.1', port: 8080, family: 4 });
     expect(first.error).toBeNull();
     // REDIRECT of a locally sent packet goes to 127.0.0.1: the outbound listener must listen there.
     expect(first.local).toBe('127.0.0.1:15001');
     expect(rest).toBe('hello');
     // Another destination, another answer: nothing is cached per listener.
-    expect(dial(lab, pod, '10.200.0.77', 443).first.originalDst).toEqual({ address: '10.200.0.77', port: 443, family: 4 });
+    expect(lab.dial(pod, '10.200.0.77', 443).first.originalDst).toEqual({ address: '10.200.0.77', port: 443, family: 4 });
   });
 
   it('gives the IPv6 original destination (IP6T_SO_ORIGINAL_DST)', () => {
-    const { first } = dial(lab, pod, 'fd00:200::1', 8443);
+    const { first } = lab.dial(pod, 'fd00:200::1', 8443);
     expect(first.originalDst).toEqual({ address: 'fd00:200::1', port: 8443, family: 6 });
   });
 
   it('reads an IPv4 connection accepted on a dual-stack IPv6 socket as IPv4', () => {
     // 15002 listens on ::, so an IPv4 client lands there as ::ffff:127.0.0.1.
-    const { first } = dial(lab, pod, '127.0.0.1', 15002);
+    const { first } = lab.dial(pod, '127.0.0.1', 15002);
     expect(first.local).toBe('::ffff:127.0.0.1:15002');
     expect(first.originalDst).toEqual({ address: '127.0.0.1', port: 15002, family: 4 });
   });
 
   it('gives the listener itself for a connection that was not redirected, and excluded ports are not redirected', () => {
-    expect(dial(lab, pod, '127.0.0.1', 15001).first.originalDst).toEqual({ address: '127.0.0.1', port: 15001, family: 4 });
-    const excluded = dial(lab, pod, '10.200.0.1', 7000, 'direct');
+    expect(lab.dial(pod, '127.0.0.1', 15001).first.originalDst).toEqual({ address: '127.0.0.1', port: 15001, family: 4 });
+    const excluded = lab.dial(pod, '10.200.0.1', 7000, 'direct');
     expect(excluded.first).toMatchObject({ echo: '10.200.0.1:7000' });
     expect(excluded.rest).toBe('direct');
   });

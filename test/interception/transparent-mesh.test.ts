@@ -15,10 +15,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EndpointsPayload } from '../../protocol/wire.ts';
 import type { SidecarOptions } from '../../runtime/sidecar.ts';
 import { createCa, issueLeaf, spiffeIdFor } from '../runtime/pki.ts';
-import { NetnsLab, lines } from './netns.ts';
+import { NetnsLab, PROBE } from './netns.ts';
 
 const MESHC = new URL('../../bin/meshc', import.meta.url).pathname;
-const PROBE = new URL('./probe.ts', import.meta.url).pathname;
 const SIDECAR = new URL('./sidecar-main.ts', import.meta.url).pathname;
 const PROXY_UID = '1337';
 
@@ -31,26 +30,6 @@ describe('transparent interception between two pods', () => {
   let b = '';
   let x = '';
   const logs: Record<'web' | 'catalog', Entry[]> = { web: [], catalog: [] };
-
-  /** Starts a child that prints a JSON line with `event` once ready; resolves then. */
-  function ready(ns: string, args: string[], event: string, sink?: Entry[]): Promise<void> {
-    const child = lab.spawn(ns, args);
-    let stderr = '';
-    child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
-    return new Promise<void>((resolve, reject) => {
-      lines(child, (line) => {
-        let entry: Entry;
-        try {
-          entry = JSON.parse(line) as Entry;
-        } catch {
-          return;
-        }
-        sink?.push(entry);
-        if (entry.event === event) resolve();
-      });
-      child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${stderr}`)));
-    });
-  }
 
   async function sidecar(ns: string, service: 'web' | 'catalog', endpoints: EndpointsPayload, cert: Awaited<ReturnType<typeof issueLeaf>>): Promise<void> {
     const options: Omit<SidecarOptions, 'log'> = {
@@ -71,7 +50,7 @@ describe('transparent interception between two pods', () => {
     writeFileSync(file, JSON.stringify({ ...options, endpoints, certificate: cert.payload, keyPem: cert.keyPem }));
     // The sidecar runs as the proxy uid and must read its configuration.
     chmodSync(file, 0o644);
-    await ready(ns, ['setpriv', `--reuid=${PROXY_UID}`, `--regid=${PROXY_UID}`, '--clear-groups', 'node', SIDECAR, file], 'test-sidecar-ready', logs[service]);
+    await lab.start(ns, ['setpriv', `--reuid=${PROXY_UID}`, `--regid=${PROXY_UID}`, '--clear-groups', 'node', SIDECAR, file], 'test-sidecar-ready', logs[service]);
   }
 
   /** Waits (bounded) until `logs` has an entry matching `match`, and returns it. */
@@ -86,13 +65,6 @@ describe('transparent interception between two pods', () => {
   }
 
   const curl = (ns: string, url: string, ...extra: string[]): Entry => JSON.parse(lab.exec(ns, ['curl', '-sS', '--max-time', '10', ...extra, url])) as Entry;
-  /** Raw TCP: the server's first line as JSON, and what came after it. */
-  const tcp = (ns: string, host: string, port: number, text: string): { first: Entry; rest: string } => {
-    const out = lab.exec(ns, ['node', PROBE, 'client', host, String(port), text]);
-    const nl = out.indexOf('\n');
-    return { first: JSON.parse(out.slice(0, nl)) as Entry, rest: out.slice(nl + 1) };
-  };
-
   beforeAll(async () => {
     chmodSync(dir, 0o755);
     a = lab.namespace('a');
@@ -116,16 +88,16 @@ describe('transparent interception between two pods', () => {
     };
     await Promise.all([
       // catalog's apps: HTTP on 8080 (main), raw TCP echo on 9000 (served to the mesh), HTTP on 9090 (excluded from interception).
-      ready(b, ['node', PROBE, 'http', '8080'], 'listening'),
-      ready(b, ['node', PROBE, 'echo', '9000'], 'listening'),
-      ready(b, ['node', PROBE, 'http', '9090'], 'listening'),
-      ready(b, ['node', PROBE, 'http', '8081'], 'listening'),
+      lab.start(b, ['node', PROBE, 'http', '8080'], 'listening'),
+      lab.start(b, ['node', PROBE, 'echo', '9000'], 'listening'),
+      lab.start(b, ['node', PROBE, 'http', '9090'], 'listening'),
+      lab.start(b, ['node', PROBE, 'http', '8081'], 'listening'),
       // web's own app.
-      ready(a, ['node', PROBE, 'http', '8080'], 'listening'),
+      lab.start(a, ['node', PROBE, 'http', '8080'], 'listening'),
       // Outside the mesh.
-      ready(x, ['node', PROBE, 'echo', '7000'], 'listening'),
-      ready(x, ['node', PROBE, 'echo', '7001'], 'listening'),
-      ready(x, ['node', PROBE, 'http', '7080'], 'listening'),
+      lab.start(x, ['node', PROBE, 'echo', '7000'], 'listening'),
+      lab.start(x, ['node', PROBE, 'echo', '7001'], 'listening'),
+      lab.start(x, ['node', PROBE, 'http', '7080'], 'listening'),
       sidecar(a, 'web', endpoints, await issueLeaf(ca, 'web')),
       sidecar(b, 'catalog', endpoints, await issueLeaf(ca, 'catalog')),
     ]);
@@ -200,7 +172,7 @@ describe('transparent interception between two pods', () => {
 
   it('carries raw TCP to a mesh endpoint as mesh TCP, to the port the app dialed', async () => {
     // Not the start of a request line ('{' is no token character): detected as opaque TCP.
-    const { first, rest } = tcp(a, '10.201.0.2', 9000, '{"raw":"tcp"}');
+    const { first, rest } = lab.dial(a, '10.201.0.2', 9000, '{"raw":"tcp"}');
     // catalog's TCP app on 9000 (not its main port 8080), reached from its own sidecar.
     expect(first.echo).toBe('127.0.0.1:9000');
     expect(String(first.remote)).toMatch(/^127\.0\.0\.1:/);
@@ -210,7 +182,7 @@ describe('transparent interception between two pods', () => {
   });
 
   it('passes raw TCP to an address outside the mesh straight through (PassthroughCluster)', async () => {
-    const { first, rest } = tcp(a, '10.201.1.2', 7000, '{"to":"outside"}');
+    const { first, rest } = lab.dial(a, '10.201.1.2', 7000, '{"to":"outside"}');
     expect(first.echo).toBe('10.201.1.2:7000');
     // The connection came from web's pod (its sidecar), and the bytes arrived.
     expect(String(first.remote)).toMatch(/^10\.201\.1\.1:/);
@@ -226,7 +198,7 @@ describe('transparent interception between two pods', () => {
   });
 
   it('leaves an excluded outbound port alone', async () => {
-    const { first, rest } = tcp(a, '10.201.1.2', 7001, 'excluded');
+    const { first, rest } = lab.dial(a, '10.201.1.2', 7001, 'excluded');
     expect(first.echo).toBe('10.201.1.2:7001');
     expect(rest).toBe('excluded');
     await new Promise((r) => setTimeout(r, 200));
@@ -250,11 +222,10 @@ describe('transparent interception between two pods', () => {
   });
 
   it('sends raw TCP from outside the mesh to the app port it dialed, through the inbound sidecar', async () => {
-    const out = lab.exec(x, ['node', PROBE, 'client', '10.201.2.2', '9000', '{"from":"outside"}']);
-    const nl = out.indexOf('\n');
+    const { first, rest } = lab.dial(x, '10.201.2.2', 9000, '{"from":"outside"}');
     // catalog's TCP app on 9000, called by its sidecar (not the main HTTP port 8080).
-    expect(JSON.parse(out.slice(0, nl))).toMatchObject({ echo: '127.0.0.1:9000', remote: expect.stringMatching(/^127\.0\.0\.1:/) });
-    expect(out.slice(nl + 1)).toBe('{"from":"outside"}');
+    expect(first).toMatchObject({ echo: '127.0.0.1:9000', remote: expect.stringMatching(/^127\.0\.0\.1:/) });
+    expect(rest).toBe('{"from":"outside"}');
     await entry('catalog', (e) => e.protocol === 'tcp' && e.direction === 'inbound' && e.upstream === '127.0.0.1:9000' && e.source_principal === '');
   });
 
