@@ -74,7 +74,7 @@ export class FilterRun {
       const a: Active = { filter: pending[i]!, vm: undefined, contextId: 0, skipped: false, heldRequestBody: undefined, heldResponseBody: undefined };
       this.active.push(a);
       const vm = a.filter.instance();
-      let out = vm instanceof Promise ? vm.then((loaded) => this.requestHeadersOf(a, loaded, endOfStream)) : this.requestHeadersOf(a, vm, endOfStream);
+      const out = vm instanceof Promise ? vm.then((loaded) => this.requestHeadersOf(a, loaded, endOfStream)) : this.requestHeadersOf(a, vm, endOfStream);
       if (out instanceof Promise) return out.then((o) => (o.kind === 'continue' ? this.requestHeadersFrom(i + 1, endOfStream) : o));
       if (out.kind !== 'continue') return out;
     }

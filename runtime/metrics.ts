@@ -76,7 +76,7 @@ class RequestMetrics {
 
   record(r: RequestRecord): void {
     const p = this.last;
-    let s =
+    const s =
       p !== undefined && p.status === r.status && p.destinationService === r.destinationService && p.destinationVersion === r.destinationVersion &&
       p.sourceWorkload === r.sourceWorkload && p.reporter === r.reporter && p.responseFlags === r.responseFlags &&
       p.requestProtocol === r.requestProtocol && p.grpcStatus === r.grpcStatus

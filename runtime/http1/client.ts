@@ -249,7 +249,8 @@ export class UpstreamConnection {
       this.connected = true;
       if (this.state === CONNECTING) this.state = this.ex ? AWAIT_HEAD : READY;
     });
-    // TLS sockets (and plaintext ones opened without UPSTREAM_READ) deliver 'data' events.
+    // Where UPSTREAM_READ's callback delivers a plaintext socket's bytes; TLS sockets
+    // (and plaintext ones opened without UPSTREAM_READ) deliver 'data' events instead.
     (socket as ReadingSocket)[READER] = this;
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err: Error) => (this.error ??= err));

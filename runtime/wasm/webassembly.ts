@@ -48,7 +48,8 @@ export const Wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssem
  * V8 runs Wasm functions with its baseline compiler (Liftoff) until each has
  * executed about 13 MB of code, then with TurboFan. A policy callback runs a
  * few hundred bytes, so at 1,000 requests/s a filter stayed on Liftoff for
- * half a minute and cost ~30 µs a request instead of ~5 (perf, one hop).
+ * half a minute and the chain cost tens of µs a request instead of ~5 (perf,
+ * one hop; docs/runtime.md, Performance).
  * A budget 65× smaller tiers a filter up after a few hundred requests; the
  * flag is process-wide and read when a module is compiled, so a proxy
  * process sets it before it loads filters.
