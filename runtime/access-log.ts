@@ -6,7 +6,7 @@
 //
 // In:  an AccessLogEntry. Out: the same JSON text JSON.stringify would give
 //      (same field order, absent fields left out; test/runtime/access-log.test.ts).
-import { jsonLineLog, writeLogLine } from './log.ts';
+import { writeLogLine } from './log.ts';
 
 export interface AccessLogEntry {
   time: string;
@@ -69,11 +69,9 @@ export function accessLogLine(e: AccessLogEntry): string {
 }
 
 /**
- * Where a proxy's access log goes: a log sink of its own given to the sidecar
- * (tests) receives each entry as an object; the stdout log (the default, or
- * jsonLineLog named explicitly) gets the hand-built line.
+ * Where a proxy's access log goes: a log sink given to the proxy (tests)
+ * receives each entry as an object; the default, stdout, gets the hand-built line.
  */
 export function accessLogSink(log: ((entry: Record<string, unknown>) => void) | undefined): (entry: AccessLogEntry) => void {
-  if (log === undefined || log === jsonLineLog) return (entry) => writeLogLine(accessLogLine(entry));
-  return (entry) => log({ ...entry });
+  return log ? (entry) => log({ ...entry }) : (entry) => writeLogLine(accessLogLine(entry));
 }

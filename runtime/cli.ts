@@ -62,7 +62,6 @@ async function runStandalone(args: import('./proxy-args.ts').StandaloneArgs): Pr
     upstream: args.upstream,
     versionUpstreams: args.versionUpstreams,
     filters,
-    log: jsonLineLog,
   };
   if (args.admin) options.admin = args.admin;
   if (args.service) options.service = args.service;
