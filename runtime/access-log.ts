@@ -37,11 +37,23 @@ export interface AccessLogEntry {
   parent_span_id: string | undefined;
 }
 
-/** Characters a JSON string may not carry as they are (and anything beyond ASCII, left to JSON.stringify). */
-const NEEDS_ESCAPING = /["\\\u0000-\u001f\u007f-\uffff]/;
+/** Whether `s` can go between quotes as it is: ASCII without quotes, backslashes or control characters (the rest is left to JSON.stringify). */
+function plain(s: string): boolean {
+  // A loop, not a regular expression: for the short strings of a log line it is several times faster.
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || c >= 0x7f) return false;
+  }
+  return true;
+}
 
 function text(s: string): string {
-  return NEEDS_ESCAPING.test(s) ? JSON.stringify(s) : '"' + s + '"';
+  return plain(s) ? '"' + s + '"' : JSON.stringify(s);
+}
+
+/** A value in a format the proxy made itself (an ISO time, a role name, hex ids): nothing to escape. */
+function own(s: string): string {
+  return '"' + s + '"';
 }
 
 function num(n: number): string {
@@ -52,10 +64,14 @@ function optional(name: string, s: string | undefined): string {
   return s === undefined ? '' : ',"' + name + '":' + text(s);
 }
 
+function optionalOwn(name: string, s: string | undefined): string {
+  return s === undefined ? '' : ',"' + name + '":' + own(s);
+}
+
 /** The entry as one line of JSON (no newline). */
 export function accessLogLine(e: AccessLogEntry): string {
   let line =
-    '{"time":' + text(e.time) + ',"direction":' + text(e.direction) + ',"method":' + text(e.method) + ',"path":' + text(e.path) +
+    '{"time":' + own(e.time) + ',"direction":' + own(e.direction) + ',"method":' + text(e.method) + ',"path":' + text(e.path) +
     ',"authority":' + text(e.authority) + ',"destination_service":' + text(e.destination_service) +
     optional('version', e.version) + optional('endpoint', e.endpoint) +
     ',"status":' + num(e.status) + ',"duration_ms":' + num(e.duration_ms) + ',"bytes_sent":' + num(e.bytes_sent) +
@@ -63,8 +79,8 @@ export function accessLogLine(e: AccessLogEntry): string {
   if (e.attempts !== undefined) line += ',"attempts":' + num(e.attempts);
   if (e.retry_budget_spent !== undefined) line += ',"retry_budget_spent":true';
   line +=
-    optional('protocol', e.protocol) + optional('grpc_status', e.grpc_status) + optional('trace_id', e.trace_id) +
-    optional('span_id', e.span_id) + optional('parent_span_id', e.parent_span_id);
+    optional('protocol', e.protocol) + optional('grpc_status', e.grpc_status) + optionalOwn('trace_id', e.trace_id) +
+    optionalOwn('span_id', e.span_id) + optionalOwn('parent_span_id', e.parent_span_id);
   return line + '}';
 }
 
