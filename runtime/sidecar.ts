@@ -240,12 +240,12 @@ export class Sidecar {
     const maxWaitMs = httpOptions.headersTimeoutMs;
     this.outboundListener = new ProtocolListener({ name: 'outbound', log: this.log, maxWaitMs, serverFirstTimeoutMs: (c) => (c.info.originalDst ? detectMs : undefined) })
       .handle('http1', (socket, conn) => {
-        this.countConnection(socket, outboundTcp);
+        this.metrics.countConnection(socket, outboundTcp);
         this.outboundHttp.accept(socket, conn.info);
         socket.resume();
       })
       .handle('h2', (socket, conn) => {
-        this.countConnection(socket, outboundTcp);
+        this.metrics.countConnection(socket, outboundTcp);
         this.outboundH2.accept(socket, conn.info);
       })
       .handle('opaque', (socket, conn) => this.opaqueOutbound(socket, conn));
@@ -254,13 +254,13 @@ export class Sidecar {
       .handle('http1', (socket, conn) => {
         const peer = conn.info.peer ?? '';
         // Counted once the handshake named the peer; bytes are the plaintext ones, as Istio counts them.
-        this.countConnection(socket, { reporter: 'destination', source_workload: workloadOf(peer) || 'unknown', destination_service: options.node.service });
+        this.metrics.countConnection(socket, { reporter: 'destination', source_workload: workloadOf(peer) || 'unknown', destination_service: options.node.service });
         this.inboundHttp.accept(socket, conn.info);
         socket.resume();
       })
       .handle('h2', (socket, conn) => {
         const peer = conn.info.peer ?? '';
-        this.countConnection(socket, { reporter: 'destination', source_workload: workloadOf(peer) || 'unknown', destination_service: options.node.service });
+        this.metrics.countConnection(socket, { reporter: 'destination', source_workload: workloadOf(peer) || 'unknown', destination_service: options.node.service });
         this.inboundH2.accept(socket, conn.info);
       })
       .handle('opaque', (socket, conn) => this.tcpProxy.fromPeer(socket, conn));
@@ -309,7 +309,7 @@ export class Sidecar {
       this.explicitHttp.push(http);
       const listener = new ProtocolListener({ name, log: this.log, maxWaitMs: httpOptions.headersTimeoutMs, serverFirstTimeoutMs: detectMs });
       listener.handle('http1', (socket, conn) => {
-        this.countConnection(socket, outboundTcp);
+        this.metrics.countConnection(socket, outboundTcp);
         http.accept(socket, conn.info);
         socket.resume();
       });
@@ -323,7 +323,7 @@ export class Sidecar {
         const h2 = h2For(role);
         this.explicitH2.push(h2);
         listener.handle('h2', (socket, conn) => {
-          this.countConnection(socket, outboundTcp);
+          this.metrics.countConnection(socket, outboundTcp);
           h2.accept(socket, conn.info);
         });
         listener.handle('opaque', (socket, conn) => this.tcpProxy.toService(socket, conn, u.service, u.port));
@@ -336,7 +336,7 @@ export class Sidecar {
       const port = httpProxyPort({
         tcp: this.tcpProxy,
         http: (socket, conn) => {
-          this.countConnection(socket, outboundTcp);
+          this.metrics.countConnection(socket, outboundTcp);
           codec!.accept(socket, conn.info);
           socket.resume();
         },
@@ -475,12 +475,6 @@ export class Sidecar {
     for (const r of this.routers.values()) r.close();
     this.chain?.retire();
     this.log({ event: 'sidecar-stopped', instance: this.options.node.instance });
-  }
-
-  /** TCP metrics of one listener connection: opened now, closed with its byte totals when it closes. */
-  private countConnection(socket: net.Socket, labels: TcpLabels): void {
-    this.metrics.tcpOpened(labels);
-    socket.once('close', () => this.metrics.tcpClosed(labels, socket.bytesRead, socket.bytesWritten));
   }
 
   private track(delta: 1 | -1): void {

@@ -52,7 +52,7 @@ export function relay(down: Socket, options: RelayOptions, live?: Set<Socket>): 
   let downClosed = false;
   let upClosed = false;
   live?.add(down);
-  options.metrics.tcpOpened(options.labels);
+  options.metrics.countConnection(down, options.labels);
 
   const fail = (r: string, m: string): void => {
     if (!reason) {
@@ -140,7 +140,6 @@ export function relay(down: Socket, options: RelayOptions, live?: Set<Socket>): 
     if (!downClosed || !upClosed || logged) return;
     logged = true;
     live?.delete(down);
-    options.metrics.tcpClosed(options.labels, down.bytesRead, down.bytesWritten);
     const entry: Record<string, unknown> = {
       time: new Date().toISOString(),
       protocol: 'tcp',

@@ -4,7 +4,7 @@
 // mTLS; CONNECT to non-mesh hosts refused unless egress is allowed).
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { curl, eventually, startTcpMesh, tcpServer, echo, type TcpMesh, type TcpServer } from '../tcp/support.ts';
+import { curl, eventually, metricsOf, startTcpMesh, tcpServer, echo, type TcpMesh, type TcpServer } from '../tcp/support.ts';
 
 let mesh: TcpMesh;
 let outside: TcpServer;
@@ -38,6 +38,15 @@ function rawExchange(port: number, text: string, until?: (got: string) => boolea
     });
     c.on('error', () => {});
   });
+}
+
+/** The sum of a metric over every series the sidecar reports as the source (its outbound side). */
+function sourceTotal(text: string, name: string): number {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith(name + '{') && line.includes('reporter="source"')) total += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return total;
 }
 
 describe('per-upstream ports', () => {
@@ -110,7 +119,14 @@ describe('the HTTP proxy port', () => {
     expect(got).toBe('HTTP/1.1 200 Connection Established\r\n\r\nhello through the tunnel');
   });
 
-  it('tunnels a CONNECT that follows an absolute-form request on the same connection (pipelined)', async () => {
+  it('tunnels a CONNECT that follows an absolute-form request on the same connection (pipelined), counted as one connection', async () => {
+    const admin = mesh.web.addresses().admin.port;
+    // Earlier tests' connections finish closing first, so the counts below are this connection's.
+    let before = await metricsOf(admin);
+    for (let i = 0; i < 100 && sourceTotal(before, 'istio_tcp_connections_opened_total') !== sourceTotal(before, 'istio_tcp_connections_closed_total'); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      before = await metricsOf(admin);
+    }
     const connect = `CONNECT catalog:${mesh.echoServer.port} HTTP/1.1\r\nHost: catalog:${mesh.echoServer.port}\r\n\r\n`;
     const got = await rawExchange(mesh.port('http-proxy'), `GET http://catalog/before-tunnel HTTP/1.1\r\nHost: catalog\r\n\r\n${connect}after a request`, (g) => g.endsWith('after a request'));
     expect(got).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
@@ -118,6 +134,16 @@ describe('the HTTP proxy port', () => {
     expect(got).toContain('"/before-tunnel"');
     expect(got).toContain('HTTP/1.1 200 Connection Established\r\n\r\nafter a request');
     expect(got).not.toContain('405');
+    // The HTTP codec handed the socket to the tunnel: still one listener connection in the TCP metrics.
+    const closedBefore = sourceTotal(before, 'istio_tcp_connections_closed_total');
+    let after = before;
+    for (let i = 0; i < 100 && sourceTotal(after, 'istio_tcp_connections_closed_total') === closedBefore; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      after = await metricsOf(admin);
+    }
+    expect(sourceTotal(after, 'istio_tcp_connections_opened_total') - sourceTotal(before, 'istio_tcp_connections_opened_total')).toBe(1);
+    expect(sourceTotal(after, 'istio_tcp_connections_closed_total') - closedBefore).toBe(1);
+    expect(sourceTotal(after, 'istio_tcp_sent_bytes_total') - sourceTotal(before, 'istio_tcp_sent_bytes_total')).toBe(Buffer.byteLength(got, 'latin1'));
   });
 
   it('tunnels a CONNECT sent after the response to an earlier request has arrived', async () => {
