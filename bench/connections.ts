@@ -10,7 +10,7 @@ import { compilePolicies, shutdownCompiler } from '../compiler/index.ts';
 import { Direction } from '../protocol/properties.ts';
 import { FilterChain } from '../runtime/chain.ts';
 import { createHostEnvironment } from '../runtime/wasm/environment.ts';
-import { shutdownMeteringWorker } from '../runtime/wasm/module-cache.ts';
+import { shutdownMeteringProcess } from '../runtime/wasm/module-cache.ts';
 import { openConnection } from '../runtime/wasm/network.ts';
 import type { StreamFacts } from '../runtime/wasm/stream.ts';
 import type { Table } from './lib/report.ts';
@@ -73,7 +73,7 @@ export async function run(_options: SuiteOptions): Promise<SuiteResult> {
     chain.retire();
   }
   await shutdownCompiler();
-  await shutdownMeteringWorker();
+  await shutdownMeteringProcess();
   const table: Table = {
     title: 'Opaque TCP connection authorization, median µs per connection (lower is better)',
     columns: ['allow rules', 'admitted (the last rule)', 'refused (default deny)'],

@@ -17,7 +17,7 @@ import { compilePolicies, shutdownCompiler } from '../compiler/index.ts';
 import type { RequestSpec } from '../compiler/run/request.ts';
 import { FilterChain } from '../runtime/chain.ts';
 import { createHostEnvironment } from '../runtime/wasm/environment.ts';
-import { shutdownMeteringWorker } from '../runtime/wasm/module-cache.ts';
+import { shutdownMeteringProcess } from '../runtime/wasm/module-cache.ts';
 import type { FilterVm } from '../runtime/wasm/vm.ts';
 import { HttpStream, type HeaderList, type StreamFacts } from '../runtime/wasm/stream.ts';
 import { inboundFacts } from '../test/support/stream-facts.ts';
@@ -197,7 +197,7 @@ export async function run(_options: SuiteOptions): Promise<SuiteResult> {
     }
   }
   await shutdownCompiler();
-  await shutdownMeteringWorker();
+  await shutdownMeteringProcess();
   const table: Table = {
     title: 'Authorization decision, median µs (lower is better)',
     columns: ['policy', 'rules', 'meshc (Wasm, host calls included)', 'Cedar (preparsed)', 'casbin (enforceSync)', 'Cedar / meshc', 'casbin / meshc'],

@@ -20,7 +20,7 @@ import { readBundle, writeBundle, type Bundle } from '../protocol/bundle.ts';
 import { FilterChain, type FilterSpec } from '../runtime/chain.ts';
 import { FilterRun } from '../runtime/filter-run.ts';
 import { createHostEnvironment, type HostEnvironment } from '../runtime/wasm/environment.ts';
-import { shutdownMeteringWorker } from '../runtime/wasm/module-cache.ts';
+import { shutdownMeteringProcess } from '../runtime/wasm/module-cache.ts';
 import { HttpStream, type StreamFacts } from '../runtime/wasm/stream.ts';
 import type { Table } from './lib/report.ts';
 import type { SuiteOptions, SuiteResult } from './run.ts';
@@ -203,7 +203,7 @@ async function memoryChild(dir: string): Promise<void> {
     readings.push(await read(done));
   }
   chain?.retire();
-  await shutdownMeteringWorker();
+  await shutdownMeteringProcess();
   process.send?.(readings);
 }
 
@@ -242,7 +242,7 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
   process.stderr.write(`  memory: ${JSON.stringify(memory)}\n`);
   const pinned = await memoryAfterReloads(bundle, PINNED_YOUNG_GEN);
   process.stderr.write(`  memory (${PINNED_YOUNG_GEN.join(' ')}): ${JSON.stringify(pinned)}\n`);
-  await shutdownMeteringWorker();
+  await shutdownMeteringProcess();
 
   const cost: Table = {
     title: 'Host cost per request, in process (request + response headers through the chain, contexts created and finished)',

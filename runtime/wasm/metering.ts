@@ -15,8 +15,8 @@
 // those three points) with the logging import replaced by a small internal
 // function, which binaryen then inlines. The memory maximum is rewritten in
 // the binary's memory section directly: a few bytes, no re-encoding of the
-// data segments. Only the metering worker imports this module: binaryen costs
-// tens of MiB, which the sidecar's main thread should not carry.
+// data segments. Only the metering process imports this module: binaryen costs
+// tens of MiB, which the sidecar process should not carry.
 import binaryen from 'binaryen';
 import { FUEL_GLOBAL, MeteringError, type FilterLimits } from './limits.ts';
 import { capMemoryBytes } from './memory-cap.ts';

@@ -1,16 +1,17 @@
 // Turns filter bytes into a compiled WebAssembly.Module with the load-time
-// limits applied (runtime/wasm/metering.ts, run in a worker thread), cached by
+// limits applied (runtime/wasm/metering.ts, run in a child process), cached by
 // module digest and limits: a reload that ships the same modules compiles
 // nothing, and reload latency is then instantiate + configure only.
 //
 // In:  module bytes and FilterLimits.
 // Out: a PreparedModule, or a CodedError (FILTER_COMPILE, FILTER_METERING, FILTER_MEMORY).
-import { Worker } from 'node:worker_threads';
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { sha256Hex } from '../../protocol/bundle.ts';
 import { CodedError } from '../../protocol/errors.ts';
 import { MeteringError, type FilterLimits } from './limits.ts';
 import { capMemoryBytes } from './memory-cap.ts';
-import type { MeterRequest, MeterResponse } from './metering-worker.ts';
+import type { MeterRequest, MeterResponse } from './metering-process.ts';
 import { Wasm, type WasmModule } from './webassembly.ts';
 
 export interface PreparedModule {
@@ -50,8 +51,8 @@ async function build(bytes: Uint8Array, limits: FilterLimits, digest: string, me
     const reason = await Wasm.compile(bytes).then(() => 'invalid', (err: Error) => err.message);
     throw new CodedError('FILTER_COMPILE', `not a valid Wasm module: ${reason}`);
   }
-  // Only the fuel meter needs binaryen (in the worker); a memory cap alone is a byte edit done here.
-  const instrumented = metered ? await instrumentInWorker(bytes, limits) : capMemoryBytes(bytes, limits.memoryMaxBytes);
+  // Only the fuel meter needs binaryen (in the child process); a memory cap alone is a byte edit done here.
+  const instrumented = metered ? await instrumentInProcess(bytes, limits) : capMemoryBytes(bytes, limits.memoryMaxBytes);
   let module: WasmModule;
   try {
     module = await Wasm.compile(instrumented);
@@ -61,79 +62,107 @@ async function build(bytes: Uint8Array, limits: FilterLimits, digest: string, me
   return { module, digest, metered };
 }
 
-// ---- the worker ----
+// ---- the metering process ----
 
 interface Pending {
   resolve: (bytes: Uint8Array) => void;
   reject: (err: Error) => void;
 }
 
-let worker: Worker | undefined;
-let nextId = 1;
-const pending = new Map<number, Pending>();
-
-function failAll(err: Error): void {
-  for (const p of pending.values()) p.reject(err);
-  pending.clear();
+/** One metering child process and the requests it has not answered yet. */
+interface Meter {
+  child: ChildProcess;
+  pending: Map<number, Pending>;
 }
 
-function startWorker(): Worker {
-  const w = new Worker(new URL('./metering-worker.ts', import.meta.url));
-  w.on('message', (res: MeterResponse) => {
-    const p = pending.get(res.id);
+let meter: Meter | undefined;
+let nextId = 1;
+
+function failAll(m: Meter, err: Error): void {
+  for (const p of m.pending.values()) p.reject(err);
+  m.pending.clear();
+}
+
+/** An idle child must not keep the sidecar alive (a busy one does, until it answers). */
+function holdOpen(m: Meter, busy: boolean): void {
+  if (busy) {
+    m.child.ref();
+    m.child.channel?.ref();
+  } else {
+    m.child.unref();
+    m.child.channel?.unref();
+  }
+}
+
+function startMeter(): Meter {
+  const child = fork(fileURLToPath(new URL('./metering-process.ts', import.meta.url)), [], {
+    serialization: 'advanced',
+    // Not the parent's flags (a test runner's loaders, an inspector port): Node 24 runs .ts as it is.
+    execArgv: [],
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
+  const m: Meter = { child, pending: new Map() };
+  child.on('message', (res: MeterResponse) => {
+    const p = m.pending.get(res.id);
     if (!p) return;
-    pending.delete(res.id);
+    m.pending.delete(res.id);
     if ('error' in res) p.reject(new MeteringError(res.error.code, res.error.message));
     else p.resolve(res.bytes);
-    if (pending.size === 0) {
-      // An idle worker must not keep the process alive, and should not keep
-      // binaryen's tens of MiB resident between reloads either.
-      w.unref();
-      scheduleIdleExit(w);
+    if (m.pending.size === 0) {
+      holdOpen(m, false);
+      scheduleIdleExit(m);
     }
   });
-  w.on('error', (err) => {
-    if (worker === w) worker = undefined;
-    failAll(new MeteringError('FILTER_METERING', `metering worker crashed: ${err.message}`));
+  child.on('error', (err) => {
+    if (meter === m) meter = undefined;
+    failAll(m, new MeteringError('FILTER_METERING', `metering process failed: ${err.message}`));
   });
-  w.on('exit', (code) => {
-    if (worker === w) worker = undefined;
-    if (pending.size > 0) failAll(new MeteringError('FILTER_METERING', `metering worker exited with code ${code}`));
+  child.on('exit', (code, signal) => {
+    if (meter === m) meter = undefined;
+    if (m.pending.size > 0) failAll(m, new MeteringError('FILTER_METERING', `metering process exited (${signal ?? `code ${code}`})`));
   });
-  return w;
+  return m;
 }
 
-/** Reloads come in bursts; a worker idle this long is ended and restarted on next use. */
-const WORKER_IDLE_MS = 10_000;
+/** Reloads come in bursts; a process idle this long is ended and started again on next use. */
+const METER_IDLE_MS = 10_000;
 let idleTimer: NodeJS.Timeout | undefined;
 
-function scheduleIdleExit(w: Worker): void {
+function scheduleIdleExit(m: Meter): void {
   clearTimeout(idleTimer);
   idleTimer = setTimeout(() => {
-    if (worker === w && pending.size === 0) {
-      worker = undefined;
-      void w.terminate();
+    if (meter === m && m.pending.size === 0) {
+      meter = undefined;
+      m.child.kill();
     }
-  }, WORKER_IDLE_MS);
+  }, METER_IDLE_MS);
   idleTimer.unref();
 }
 
-function instrumentInWorker(bytes: Uint8Array, limits: FilterLimits): Promise<Uint8Array> {
+function instrumentInProcess(bytes: Uint8Array, limits: FilterLimits): Promise<Uint8Array> {
   clearTimeout(idleTimer);
-  worker ??= startWorker();
-  const w = worker;
+  meter ??= startMeter();
+  const m = meter;
   const id = nextId++;
   const request: MeterRequest = { id, bytes, limits };
   return new Promise((resolve, reject) => {
-    pending.set(id, { resolve, reject });
-    w.ref();
-    w.postMessage(request);
+    m.pending.set(id, { resolve, reject });
+    holdOpen(m, true);
+    m.child.send(request);
   });
 }
 
-/** Ends the worker (tests and benchmarks that want a clean exit); it restarts on next use. */
-export async function shutdownMeteringWorker(): Promise<void> {
-  const w = worker;
-  worker = undefined;
-  if (w) await w.terminate();
+/** The metering process's pid while one runs (tests). */
+export function meteringProcessPid(): number | undefined {
+  return meter?.child.pid;
+}
+
+/** Ends the metering process (tests and benchmarks that want a clean exit); it starts again on next use. */
+export async function shutdownMeteringProcess(): Promise<void> {
+  const m = meter;
+  meter = undefined;
+  if (!m || m.child.exitCode !== null || m.child.signalCode !== null) return;
+  const exited = new Promise((r) => m.child.once('exit', r));
+  m.child.kill();
+  await exited;
 }
