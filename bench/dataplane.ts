@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { compileBenchBundle, makePki, startHaproxyPair, startNginxPair, startSidecarPair, type RunningPair } from './lib/pairs.ts';
-import { cpuSeconds, rssMiB } from './lib/procstat.ts';
+import { cpuSeconds, pssMiB, rssMiB } from './lib/procstat.ts';
 import { startNginx } from './lib/servers.ts';
 import { requireTools } from './lib/tools.ts';
 import { wrk, type WrkResult } from './lib/wrk.ts';
@@ -34,6 +34,7 @@ interface Row {
   open: OpenLoop;
   cpuPercent: number;
   rssMiB: number;
+  pssMiB: number;
 }
 
 const OPEN_RPS = 1000;
@@ -64,7 +65,8 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
     const wall = (performance.now() - t0) / 1000;
     const cpu = ((ids.reduce((a, p) => a + cpuSeconds(p), 0) - cpu0) / wall) * 100;
     const rss = ids.reduce((a, p) => a + rssMiB(p), 0);
-    rows[label] = { closed, open, cpuPercent: cpu, rssMiB: rss };
+    const pss = ids.reduce((a, p) => a + pssMiB(p), 0);
+    rows[label] = { closed, open, cpuPercent: cpu, rssMiB: rss, pssMiB: pss };
     process.stderr.write(`  ${label}: ${closed.requestsPerSec.toFixed(0)} req/s; at ${OPEN_RPS}/s p99 ${open.p99.toFixed(2)} ms, CPU ${cpu.toFixed(1)}%\n`);
   };
   const pair = async (startPair: () => Promise<RunningPair>): Promise<void> => {
@@ -98,7 +100,7 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
   const added = (r: Row, k: 'p50' | 'p99' | 'p999') => r.open[k] - (direct?.open[k] ?? 0);
   const openTable: Table = {
     title: `Open loop at a fixed ${OPEN_RPS} req/s for ${openSeconds}s: latency the proxies add over direct, and their CPU and memory`,
-    columns: ['target', 'p50 ms', 'p99 ms', 'p99.9 ms', 'added p50', 'added p99', 'added p99.9', 'errors', 'CPU % (both)', 'RSS MiB (both)', 'p99 × haproxy', 'CPU × haproxy'],
+    columns: ['target', 'p50 ms', 'p99 ms', 'p99.9 ms', 'added p50', 'added p99', 'added p99.9', 'errors', 'CPU % (both)', 'RSS MiB (both)', 'PSS MiB (both)', 'p99 × haproxy', 'CPU × haproxy'],
     rows: Object.entries(rows).map(([label, r]) => [
       label,
       r.open.p50,
@@ -110,10 +112,15 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
       r.open.errors + (r.open.sent - r.open.ok - r.open.errors),
       label.startsWith('direct') ? '-' : r.cpuPercent,
       label.startsWith('direct') ? '-' : r.rssMiB,
+      label.startsWith('direct') ? '-' : r.pssMiB,
       label.startsWith('direct') ? '-' : ratio(r.open.p99, ha?.open.p99),
       label.startsWith('direct') ? '-' : ratio(r.cpuPercent, ha?.cpuPercent),
     ]),
-    notes: ['Latency counts from when each request was due (no coordinated omission); the client runs in its own process.', 'CPU % is the two proxy processes\' user+system time over the run, as a share of one core.'],
+    notes: [
+      'Latency counts from when each request was due (no coordinated omission); the client runs in its own process.',
+      'CPU % is the two proxy processes\' user+system time over the run, as a share of one core.',
+      'RSS counts every resident page of each process; PSS divides a shared page among the processes mapping it. The two sidecars share the `node` binary\'s ~55 MiB of pages, as all sidecars on a host do.',
+    ],
   };
   return { tables: [closedTable, openTable], raw: rows };
 }

@@ -1,4 +1,4 @@
-// CPU time and resident memory of running processes, from /proc (Linux).
+// CPU time and resident memory (RSS, PSS) of running processes, from /proc (Linux).
 import { readFileSync } from 'node:fs';
 
 const TICKS_PER_SECOND = 100;
@@ -19,6 +19,20 @@ export function cpuSeconds(pid: number): number {
 export function rssMiB(pid: number): number {
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Proportional set size in MiB: resident pages, each shared page divided by the
+ * number of processes mapping it. Sidecars share the `node` binary's ~55 MiB of
+ * pages, which RSS counts in full for every one of them.
+ */
+export function pssMiB(pid: number): number {
+  try {
+    const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
     return m ? Number(m[1]) / 1024 : 0;
   } catch {
     return 0;
