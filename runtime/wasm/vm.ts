@@ -442,6 +442,15 @@ export class FilterVm {
       this.current.resume('continue');
       return ok;
     };
+    /** Add, replace, remove: reads the key, finds the map, stores what `edit` makes of it (keys are lower-cased). */
+    const editHeaderMap = (type: number, keyPtr: number, keyLen: number, edit: (map: HeaderList, name: string) => HeaderList): number => {
+      const key = m().readString(keyPtr, keyLen);
+      if (key === undefined) return bad;
+      const map = this.headerMap(type);
+      if (map === null) return WasmResult.BadArgument;
+      if (!map) return WasmResult.NotFound;
+      return this.setHeaderMap(type, edit(map, key.toLowerCase()));
+    };
     const table = {
       proxy_log: (level: number, ptr: number, len: number) => {
         const message = m().readString(ptr, len);
@@ -529,36 +538,17 @@ export class FilterVm {
         return this.mem.writeReturnText(value, retPtr, retSize);
       },
       proxy_add_header_map_value: (type: number, keyPtr: number, keyLen: number, valPtr: number, valLen: number) => {
-        const key = m().readString(keyPtr, keyLen);
         const value = m().readString(valPtr, valLen);
-        if (key === undefined || value === undefined) return bad;
-        const map = this.headerMap(type);
-        if (map === null) return WasmResult.BadArgument;
-        if (!map) return WasmResult.NotFound;
-        return this.setHeaderMap(type, [...map, [key.toLowerCase(), value]]);
+        if (value === undefined) return bad;
+        return editHeaderMap(type, keyPtr, keyLen, (map, name) => [...map, [name, value]]);
       },
       proxy_replace_header_map_value: (type: number, keyPtr: number, keyLen: number, valPtr: number, valLen: number) => {
-        const key = m().readString(keyPtr, keyLen);
         const value = m().readString(valPtr, valLen);
-        if (key === undefined || value === undefined) return bad;
-        const map = this.headerMap(type);
-        if (map === null) return WasmResult.BadArgument;
-        if (!map) return WasmResult.NotFound;
-        const name = key.toLowerCase();
-        return this.setHeaderMap(type, [...map.filter(([k]) => k !== name), [name, value]]);
+        if (value === undefined) return bad;
+        return editHeaderMap(type, keyPtr, keyLen, (map, name) => [...map.filter(([k]) => k !== name), [name, value]]);
       },
-      proxy_remove_header_map_value: (type: number, keyPtr: number, keyLen: number) => {
-        const key = m().readString(keyPtr, keyLen);
-        if (key === undefined) return bad;
-        const map = this.headerMap(type);
-        if (map === null) return WasmResult.BadArgument;
-        if (!map) return WasmResult.NotFound;
-        const name = key.toLowerCase();
-        return this.setHeaderMap(
-          type,
-          map.filter(([k]) => k !== name),
-        );
-      },
+      proxy_remove_header_map_value: (type: number, keyPtr: number, keyLen: number) =>
+        editHeaderMap(type, keyPtr, keyLen, (map, name) => map.filter(([k]) => k !== name)),
       proxy_get_property: (pathPtr: number, pathLen: number, retPtr: number, retSize: number) => {
         const key = this.propertyKeys.get(this.mem, pathPtr, pathLen);
         if (key === undefined) return bad;
