@@ -33,8 +33,20 @@ const { values } = parseArgs({
     suite: { type: 'string', multiple: true },
     seconds: { type: 'string', default: '10' },
     connections: { type: 'string', default: '50' },
+    help: { type: 'boolean', short: 'h', default: false },
   },
 });
+
+if (values.help) {
+  process.stdout.write(
+    'usage: npm run bench [-- --suite NAME ...] [--seconds N] [--connections N]\n' +
+      `  --suite        run only these suites (repeatable): ${Object.keys(SUITES).join(', ')}\n` +
+      '  --seconds      length of each timed run (default 10)\n' +
+      '  --connections  concurrent connections of the closed-loop runs (default 50)\n' +
+      'Tables are printed and written to bench/results/<suite>.md and .json.\n',
+  );
+  process.exit(0);
+}
 
 const names = values.suite ?? Object.keys(SUITES);
 const unknown = names.filter((n) => !(n in SUITES));
