@@ -33,6 +33,8 @@ export const REASONS = {
   'unsupported-expectation': { status: 417, flag: 'DPE' },
   'method-not-allowed': { status: 405, flag: 'DPE' },
   'request-timeout': { status: 408, flag: 'DT' },
+  // A client that stopped reading a response (its head already sent: the connection is closed, nothing answered).
+  'stream-idle-timeout': { status: 408, flag: 'SI' },
   'too-many-connections': { status: 503, flag: 'OM' },
   'internal-error': { status: 500, flag: 'IE' },
 } as const;

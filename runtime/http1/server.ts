@@ -119,7 +119,10 @@ export class Http1Server {
 
   private sweep(): void {
     const now = performance.now();
-    for (const c of this.connections) if (c.deadline !== 0 && now > c.deadline) c.expire();
+    for (const c of this.connections) {
+      if (c.deadline !== 0 && now > c.deadline) c.expire();
+      if (c.writeStallDeadline !== 0 && now > c.writeStallDeadline) c.writeStalled();
+    }
   }
 }
 
@@ -143,6 +146,8 @@ export class ServerConnection {
   /** performance.now() deadline, 0 = none. */
   deadline: number;
   private deadlineIsIdle = false;
+  /** performance.now() by which a full socket buffer must have drained (the client reads), 0 = not waiting. */
+  writeStallDeadline = 0;
   overLimit = false;
   private clientEnded = false;
   private paused = false;
@@ -339,6 +344,31 @@ export class ServerConnection {
     }
   }
 
+  /**
+   * A response write found the socket's buffer full: the client must take
+   * bytes within the idle timeout. One that stops reading is the response
+   * side's slowloris; without this only the route timeout (if any) would end it,
+   * and blamed on the upstream.
+   */
+  watchWrite(): void {
+    if (this.writeStallDeadline !== 0) return;
+    this.writeStallDeadline = performance.now() + this.server.options.idleTimeoutMs;
+    this.socket.once('drain', this.drained);
+  }
+
+  private readonly drained = (): void => {
+    this.writeStallDeadline = 0;
+  };
+
+  /** Called by the sweep: the client read nothing for the idle timeout while a response waited. */
+  writeStalled(): void {
+    this.writeStallDeadline = 0;
+    const ex = this.exchange;
+    // The head is out: nothing can be answered, only ended. The reason goes to the log first.
+    ex?.abort(new MeshError('stream-idle-timeout', `the client read nothing for ${this.server.options.idleTimeoutMs} ms`), ex.status);
+    this.socket.destroy();
+  }
+
   /** Called by the sweep when the deadline passed. */
   expire(): void {
     this.deadline = 0;
@@ -533,8 +563,9 @@ export class ServerExchange implements BodySink {
   write(chunk: Buffer): boolean {
     if (this.noBody || chunk.length === 0) return true;
     this.bytesSent += chunk.length;
-    if (this.chunked) return writeChunk(this.conn.socket, chunk);
-    return this.conn.socket.write(chunk);
+    const ok = this.chunked ? writeChunk(this.conn.socket, chunk) : this.conn.socket.write(chunk);
+    if (!ok) this.conn.watchWrite();
+    return ok;
   }
 
   /** Head and whole body in one go (one writev), for local responses and small bodies. */

@@ -187,6 +187,34 @@ describe('HTTP/1.1 codec: hostile input', () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(400);
   });
 
+  it('closes the connection of a client that stops reading a response after the idle timeout (stream-idle-timeout), serving others meanwhile', async () => {
+    const net = await import('node:net');
+    const c = net.connect(px.port, '127.0.0.1');
+    c.on('error', () => {});
+    await new Promise((r) => c.once('connect', r));
+    // Reads nothing: the response fills the socket buffers and then the proxy's.
+    c.pause();
+    const started = performance.now();
+    c.write(GET('/big/268435456'));
+    const other = await raw(px.port, [GET('/meanwhile', 'Connection: close\r\n')]);
+    expect(statuses(other.text)).toEqual([200]);
+    const logged = () => px.logs.find((e) => e.path === '/big/268435456');
+    while (!logged() && performance.now() - started < 8_000) await new Promise((r) => setTimeout(r, 20));
+    const after = performance.now() - started;
+    // The idle timeout is 800 ms; the sweep looks every 100 ms.
+    expect(after).toBeGreaterThanOrEqual(800);
+    expect(after).toBeLessThan(8_000);
+    expect(logged()).toMatchObject({ status: 200, reason: 'stream-idle-timeout' });
+    expect(logged()!.bytes_sent as number).toBeLessThan(268435456);
+    // The proxy closed the connection: a client that reads again finds its end.
+    const closed = new Promise<boolean>((r) => {
+      c.once('close', () => r(true));
+      setTimeout(() => r(false), 5_000).unref();
+    });
+    c.resume();
+    expect(await closed).toBe(true);
+  });
+
   it('closes a connection that stays idle past the idle timeout', async () => {
     const r = await raw(px.port, [GET('/idle')], { waitMs: 4_000 });
     expect(statuses(r.text)).toEqual([200]);
