@@ -62,7 +62,7 @@ export function refusalCounter(registry: Registry): Counter<'listener' | 'reason
   return new Counter({ name: 'meshc_http2_refused_total', help: 'HTTP/2 streams and connections refused by the sidecar, by reason', labelNames: ['listener', 'reason'], registers: [registry] });
 }
 
-const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
 
 export class Http2Server {
   readonly options: H2ServerOptions;
@@ -132,6 +132,8 @@ export class H2Connection {
   readonly info: ConnectionInfo;
   private readonly server: Http2Server;
   private readonly hooks: H2Hooks;
+  /** How long a stream may wait for the client to take response bytes (and the session to see a frame). */
+  readonly idleTimeoutMs: number;
   /** Streams handed to the proxy (to tell nghttp2's refusals from streams we saw). */
   private streamsSeen = 0;
   private resets = 0;
@@ -142,6 +144,7 @@ export class H2Connection {
 
   constructor(server: Http2Server, hooks: H2Hooks, session: ServerHttp2Session, socket: Socket, info: ConnectionInfo) {
     this.server = server;
+    this.idleTimeoutMs = server.options.idleTimeoutMs;
     this.hooks = hooks;
     this.session = session;
     this.socket = socket;
@@ -285,6 +288,8 @@ export class H2Exchange implements DownstreamExchange {
   private trailersOut: HeaderList | undefined;
   private trailersIn: HeaderList | undefined;
   private resetByUs = false;
+  /** Armed while a write waits for the client (its flow-control window, the socket) to take bytes. */
+  private writeStall: NodeJS.Timeout | undefined;
 
   constructor(conn: H2Connection, stream: ServerHttp2Stream, raw: string[], endStream: boolean) {
     this.conn = conn;
@@ -372,7 +377,34 @@ export class H2Exchange implements DownstreamExchange {
       this.stream.end(chunk);
       return true;
     }
-    return this.stream.write(chunk);
+    const ok = this.stream.write(chunk);
+    if (!ok) this.watchWrite();
+    return ok;
+  }
+
+  /**
+   * As on HTTP/1.1: a client that takes none of a waiting response for the
+   * idle timeout loses the stream (RST_STREAM CANCEL), not the connection.
+   */
+  private watchWrite(): void {
+    if (this.writeStall) return;
+    this.writeStall = setTimeout(() => this.writeStalled(), this.conn.idleTimeoutMs);
+    this.writeStall.unref();
+    this.stream.once('drain', this.drained);
+  }
+
+  private readonly drained = (): void => {
+    clearTimeout(this.writeStall);
+    this.writeStall = undefined;
+  };
+
+  private writeStalled(): void {
+    this.writeStall = undefined;
+    if (this.finished) return;
+    this.finished = true;
+    this.resetByUs = true;
+    this.listener?.aborted(new MeshError('stream-idle-timeout', `the client read nothing for ${this.conn.idleTimeoutMs} ms`), this.status);
+    if (!this.stream.destroyed) this.stream.close(NGHTTP2_CANCEL);
   }
 
   respond(status: number, headers: HeaderList, body: Buffer): void {
@@ -414,6 +446,7 @@ export class H2Exchange implements DownstreamExchange {
   }
 
   private onClose(): void {
+    clearTimeout(this.writeStall);
     if (this.finished) return;
     // Completed cleanly before the proxy called finishResponse (it is on its way).
     if (this.ended && this.stream.rstCode === NGHTTP2_NO_ERROR) return;

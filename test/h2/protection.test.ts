@@ -108,6 +108,37 @@ describe('HTTP/2 protection', () => {
     good.close();
   });
 
+  it('a stream whose client stops reading is reset (CANCEL) after the idle timeout; the connection serves on', async () => {
+    const idle = await startPair(app.port, { sidecar: { http2: { idleTimeoutMs: 600 } } });
+    try {
+      const s = http2.connect(`http://127.0.0.1:${idle.outbound}`);
+      s.on('error', () => {});
+      const path = '/big/268435456';
+      const started = performance.now();
+      const stalled = new Promise<{ rst: number; ms: number }>((resolve) => {
+        const st = s.request({ ':path': path, ':authority': 'catalog' });
+        st.on('error', () => {});
+        // Takes nothing: the window closes and the sidecar's writes wait.
+        st.pause();
+        st.on('close', () => resolve({ rst: st.rstCode ?? 0, ms: performance.now() - started }));
+        st.end();
+      });
+      // Another stream on the same connection meanwhile.
+      const other = await get(s, '/normal');
+      expect(other.status).toBe(200);
+      const r = await stalled;
+      expect(r.rst).toBe(NGHTTP2_CANCEL);
+      expect(r.ms).toBeGreaterThanOrEqual(600);
+      expect(r.ms).toBeLessThan(5_000);
+      await until(() => idle.webLogs.entries.some((e) => e.path === path));
+      expect(idle.webLogs.entries.find((e) => e.path === path)).toMatchObject({ protocol: 'HTTP/2', status: 200, reason: 'stream-idle-timeout' });
+      expect((await get(s, '/after')).status).toBe(200);
+      s.close();
+    } finally {
+      await idle.stop();
+    }
+  });
+
   it('a header list over the listener limit gets 431 headers-too-large on that stream only', async () => {
     const s = connect();
     const big: Record<string, string> = {};

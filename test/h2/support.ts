@@ -70,7 +70,7 @@ export interface H2App {
   close(): Promise<void>;
 }
 
-/** An h2c server: `/trailers` answers with a body and trailers, `/slow/<ms>` after a delay; anything else echoes the request as JSON. */
+/** An h2c server: `/trailers` answers with a body and trailers, `/slow/<ms>` after a delay, `/big/<n>` with n bytes; anything else echoes the request as JSON. */
 export async function startH2App(): Promise<H2App> {
   const app: H2App = { port: 0, seen: [], sessions: 0, close: async () => {} };
   const server = http2.createServer();
@@ -91,6 +91,26 @@ export async function startH2App(): Promise<H2App> {
           stream.respond({ ':status': 200, 'x-app': 'h2' });
           stream.end('slow');
         }, Number(slow[1]));
+        return;
+      }
+      const big = /^\/big\/(\d+)/.exec(String(headers[':path']));
+      if (big) {
+        // n bytes in 64 KiB pieces, as fast as the client's window allows.
+        stream.respond({ ':status': 200, 'content-type': 'application/octet-stream', 'x-app': 'h2' });
+        const block = Buffer.alloc(64 * 1024, 0x61);
+        let left = Number(big[1]);
+        const more = (): void => {
+          while (left > 0 && !stream.destroyed) {
+            const piece = block.subarray(0, Math.min(block.length, left));
+            left -= piece.length;
+            if (!stream.write(piece)) {
+              stream.once('drain', more);
+              return;
+            }
+          }
+          if (!stream.destroyed) stream.end();
+        };
+        more();
         return;
       }
       if (headers[':path'] === '/trailers') {
