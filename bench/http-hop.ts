@@ -1,6 +1,7 @@
 // One HTTP/1.1 hop, side by side in one run: wrk straight to the upstream
 // (direct), through haproxy (the reference), through the meshc sidecar with no
-// filters, and through the sidecar running the compiled policy chain.
+// filters, and through the sidecar running the compiled policy chain; every
+// target once per round, the ratios to haproxy taken within each round.
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,42 +27,68 @@ async function compileHopPolicy(dir: string): Promise<string> {
   return file;
 }
 
+/** Rounds per target: haproxy's figure drifts by up to 20% between minutes here, so each round measures every target back to back and the ratio is taken within the round. */
+const ROUNDS = 3;
+
 export async function run(options: SuiteOptions): Promise<SuiteResult> {
   requireTools(['wrk', 'nginx', 'haproxy']);
   const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-hop-'));
   const wasm = await compileHopPolicy(dir);
   const upstream = await startNginx();
-  const raw: Record<string, WrkResult> = {};
-  const measure = async (label: string, port: number) => {
-    const url = `http://127.0.0.1:${port}/items/1`;
-    await wrk({ url, seconds: 2, connections: options.connections }); // warm-up (JIT, pools)
-    raw[label] = await wrk({ url, seconds: options.seconds, connections: options.connections });
-    process.stderr.write(`  ${label}: ${raw[label]?.requestsPerSec.toFixed(0)} req/s\n`);
-  };
-  const one = async (label: string, start: () => Promise<Running>) => {
-    const proc = await start();
-    try {
-      await measure(label, proc.port);
-    } finally {
-      await proc.stop();
-    }
-  };
+  const roundSeconds = Math.max(3, Math.ceil(options.seconds / ROUNDS));
+  const raw: Record<string, WrkResult[]> = {};
+  // Each proxy is started for its measurement (and warmed up) and stopped after it, so only the
+  // measured proxy shares the cores with wrk and nginx.
+  const targets: Array<[string, (() => Promise<Running>) | undefined]> = [
+    ['direct (nginx)', undefined],
+    ['haproxy', () => startHaproxy(upstream.port)],
+    ['meshc sidecar, no filters', () => startSidecar(upstream.port, [], 'sidecar')],
+    ['meshc sidecar, compiled chain', () => startSidecar(upstream.port, ['--service', 'bench', '--filter', wasm], 'sidecar+chain')],
+  ];
   try {
-    await measure('direct (nginx)', upstream.port);
-    await one('haproxy', () => startHaproxy(upstream.port));
-    await one('meshc sidecar, no filters', () => startSidecar(upstream.port, [], 'sidecar'));
-    await one('meshc sidecar, compiled chain', () => startSidecar(upstream.port, ['--service', 'bench', '--filter', wasm], 'sidecar+chain'));
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [label, start] of targets) {
+        const proc = start ? await start() : undefined;
+        try {
+          const url = `http://127.0.0.1:${proc?.port ?? upstream.port}/items/1`;
+          await wrk({ url, seconds: 2, connections: options.connections }); // warm-up (JIT, pools)
+          const r = await wrk({ url, seconds: roundSeconds, connections: options.connections });
+          (raw[label] ??= []).push(r);
+          process.stderr.write(`  round ${round + 1}, ${label}: ${r.requestsPerSec.toFixed(0)} req/s\n`);
+        } finally {
+          await proc?.stop();
+        }
+      }
+    }
   } finally {
     await upstream.stop();
     await rm(dir, { recursive: true, force: true });
   }
-  const haproxy = raw['haproxy']?.requestsPerSec ?? Number.NaN;
+  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const haproxy = raw['haproxy']!;
+  const rows = Object.entries(raw).map(([label, rounds]) => {
+    const rps = rounds.map((r) => r.requestsPerSec);
+    const mid = rounds.find((r) => r.requestsPerSec === median(rps))!;
+    const ratios = rounds.map((r, i) => r.requestsPerSec / haproxy[i]!.requestsPerSec);
+    const direct = label.startsWith('direct');
+    return [
+      label,
+      Math.round(median(rps)),
+      `${Math.round(Math.min(...rps))}–${Math.round(Math.max(...rps))}`,
+      mid.p50Ms,
+      mid.p99Ms,
+      rounds.reduce((a, r) => a + r.errors, 0),
+      direct ? '-' : median(ratios).toFixed(2),
+      direct ? '-' : `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`,
+    ];
+  });
   const table: Table = {
-    title: `HTTP/1.1, one hop, wrk -t1 -c${options.connections} -d${options.seconds}s, upstream nginx (fixed body)`,
-    columns: ['target', 'req/s', 'p50 ms', 'p99 ms', 'errors', '× haproxy'],
-    rows: Object.entries(raw).map(([label, r]) => [label, Math.round(r.requestsPerSec), r.p50Ms, r.p99Ms, r.errors, label.startsWith('direct') ? '-' : (r.requestsPerSec / haproxy).toFixed(2)]),
+    title: `HTTP/1.1, one hop, wrk -t1 -c${options.connections}, ${ROUNDS} rounds of ${roundSeconds}s, every target in each round; upstream nginx (fixed body)`,
+    columns: ['target', 'req/s (median)', 'req/s (rounds)', 'p50 ms', 'p99 ms', 'errors', '× haproxy (median of rounds)', '× haproxy (rounds)'],
+    rows,
     notes: [
       'Every process shares the same 2 cores with wrk; compare rows with each other, not with other machines.',
+      'Each round measures every target back to back; a ratio is taken within its round (haproxy\'s own figure moves between minutes here). p50/p99 are from the median round.',
       'The compiled chain is bench/policies/hop.meshpolicy: routes, a fault, allow/deny and a rate limit evaluated on every request.',
     ],
   };
