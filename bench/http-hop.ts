@@ -29,6 +29,8 @@ async function compileHopPolicy(dir: string): Promise<string> {
 
 /** Rounds per target: haproxy's figure drifts by up to 20% between minutes here, so each round measures every target back to back and the ratio is taken within the round. */
 const ROUNDS = 3;
+/** A fresh sidecar runs unoptimised JavaScript for its first seconds under load: every target is warmed up this long first. */
+const WARM_UP_SECONDS = 5;
 
 export async function run(options: SuiteOptions): Promise<SuiteResult> {
   requireTools(['wrk', 'nginx', 'haproxy']);
@@ -51,7 +53,7 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
         const proc = start ? await start() : undefined;
         try {
           const url = `http://127.0.0.1:${proc?.port ?? upstream.port}/items/1`;
-          await wrk({ url, seconds: 2, connections: options.connections }); // warm-up (JIT, pools)
+          await wrk({ url, seconds: WARM_UP_SECONDS, connections: options.connections }); // warm-up (JIT, pools)
           const r = await wrk({ url, seconds: roundSeconds, connections: options.connections });
           (raw[label] ??= []).push(r);
           process.stderr.write(`  round ${round + 1}, ${label}: ${r.requestsPerSec.toFixed(0)} req/s\n`);
@@ -88,7 +90,7 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
     rows,
     notes: [
       'Every process shares the same 2 cores with wrk; compare rows with each other, not with other machines.',
-      'Each round measures every target back to back; a ratio is taken within its round (haproxy\'s own figure moves between minutes here). p50/p99 are from the median round.',
+      `Each round measures every target back to back, each in a fresh process warmed up for ${WARM_UP_SECONDS} s; a ratio is taken within its round (haproxy's own figure moves between minutes here). p50/p99 are from the median round.`,
       'The compiled chain is bench/policies/hop.meshpolicy: routes, a fault, allow/deny and a rate limit evaluated on every request.',
     ],
   };
