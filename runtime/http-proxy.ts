@@ -323,8 +323,10 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
   private tryStarted = 0;
   private tryTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
-  /** Request body kept for a retry while it is small enough. */
+  /** Request body chunks kept for a retry or the mirror, up to MAX_REPLAY_BYTES. */
   private bodyCopy: Buffer[] | undefined;
+  /** A mirror waiting for the request body to end. */
+  private mirror: UpstreamTarget | undefined;
   private bodyCopyBytes = 0;
   private replayable = true;
   private requestEnded = false;
@@ -429,9 +431,14 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
     if (route.retry && this.bodyExpected) this.bodyCopy = [];
     this.startTry();
     if (this.done) return;
-    if (!this.bodyExpected && upgrade === '') {
+    if (upgrade === '') {
       const m = route.mirror();
-      if (m) this.mirrorTo(m);
+      if (m && !this.bodyExpected) this.mirrorTo(m, EMPTY);
+      else if (m) {
+        // The copy goes out once the body is complete, from the bytes kept for retries.
+        this.mirror = m;
+        this.bodyCopy ??= [];
+      }
     }
     if (this.bodyExpected) {
       if (head.expect === '100-continue') this.ex.writeContinue();
@@ -465,6 +472,7 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
         (out) => {
           if (this.done || this.ended(out)) return;
           this.upstream?.finish(this.stream!.requestTrailers);
+          this.mirrorBody();
         },
         (err: unknown) => this.fail(err),
       );
@@ -472,6 +480,7 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
     }
     if (trailers && this.stream) this.stream.requestTrailers = trailers;
     this.upstream?.finish(trailers);
+    this.mirrorBody();
   }
 
   private keepForRetry(chunk: Buffer): void {
@@ -493,7 +502,10 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
       const t = await this.run!.requestTrailers(this.stream!.requestTrailers);
       if (this.done || this.ended(t)) return false;
     }
-    if (end) this.requestEnded = true;
+    if (end) {
+      this.requestEnded = true;
+      this.mirrorBody();
+    }
     const up = this.upstream;
     if (!up) return true;
     if (data.length && !up.write(data)) await new Promise<void>((r) => up.onDrain(r));
@@ -706,9 +718,19 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
   }
 
   /** A copy of the request (no body) to the mirror target; its response is read and dropped. */
-  private mirrorTo(t: UpstreamTarget): void {
+  /** A copy of the request for the mirror (Host `<authority>-shadow`, as Envoy's shadowing); its answer is ignored. */
+  private mirrorTo(t: UpstreamTarget, body: Buffer): void {
     const list = this.stream!.requestHeaders.map((e): [string, string] => (e[0] === ':authority' ? [':authority', `${e[1]}-shadow`] : e));
-    t.pool.request(serialiseRequest(list, 0, ''), { method: this.framing!.method, length: 0, upgrade: false, headers: list }, DISCARD);
+    const call = t.pool.request(serialiseRequest(list, body.length, ''), { method: this.framing!.method, length: body.length, upgrade: false, headers: list }, DISCARD);
+    if (body.length > 0) call.write(body);
+  }
+
+  /** The body is complete: the mirror gets its copy, unless the body outgrew what is kept (MAX_REPLAY_BYTES). */
+  private mirrorBody(): void {
+    const m = this.mirror;
+    if (!m) return;
+    this.mirror = undefined;
+    if (this.bodyCopy) this.mirrorTo(m, Buffer.concat(this.bodyCopy));
   }
 
   /** Writes queued response body pieces in order, through the filters when they want the body. */

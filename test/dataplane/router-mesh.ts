@@ -30,13 +30,15 @@ export interface FakeEndpoint {
   hits: number;
   /** Authorities of the requests received, newest last. */
   authorities: string[];
+  /** Request bodies received (latin1), in the order they ended. */
+  bodies: string[];
   close(): Promise<void>;
 }
 
 async function startEndpoint(ca: TestCa, instance: string, version: string): Promise<FakeEndpoint> {
   const cert = await issueLeaf(ca, 'catalog');
   const sockets = new Set<Socket>();
-  const ep: FakeEndpoint = { instance, version, port: 0, behaviour: { kind: 'ok' }, hits: 0, authorities: [], close: async () => {} };
+  const ep: FakeEndpoint = { instance, version, port: 0, behaviour: { kind: 'ok' }, hits: 0, authorities: [], bodies: [], close: async () => {} };
   const server = https.createServer({ cert: cert.certPem, key: cert.keyPem, ca: ca.certPem, requestCert: true, rejectUnauthorized: true }, (req, res) => {
     ep.hits++;
     ep.authorities.push(req.headers.host ?? '');
@@ -47,7 +49,9 @@ async function startEndpoint(ca: TestCa, instance: string, version: string): Pro
       res.writeHead(200, { ...echoed, 'content-type': 'text/plain', 'x-instance': instance });
       res.end(`${instance}\n`);
     };
-    req.resume();
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => ep.bodies.push(Buffer.concat(chunks).toString('latin1')));
     if (b.kind === 'status') {
       res.writeHead(b.status, { 'x-instance': instance });
       res.end('failing on purpose\n');

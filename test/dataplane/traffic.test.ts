@@ -201,6 +201,23 @@ describe('mirroring', () => {
     expect(mesh.endpoints[1]!.hits).toBe(5);
     expect(mesh.endpoints[1]!.authorities.every((a) => a === 'catalog-shadow')).toBe(true);
   });
+
+  it('copies a request body to the mirror once it is complete, and does not mirror a body past the 64 KiB kept for replays', async () => {
+    const t = traffic({ defaults: { mirror: { version: 'shadow', percent: 100 } } });
+    mesh = await startRouterMesh(t, [{ instance: 'a', version: 'v1' }, { instance: 'm', version: 'shadow' }]);
+    const port = mesh.web.addresses().outbound.port;
+    const small = 'order=' + 'x'.repeat(2_000);
+    const r = await request(port, { method: 'POST', path: '/orders', headers: { host: 'catalog', 'x-route-version': 'v1', 'content-type': 'text/plain' }, body: small });
+    expect(r.status).toBe(200);
+    const large = 'y'.repeat(70 * 1024);
+    const r2 = await request(port, { method: 'POST', path: '/orders', headers: { host: 'catalog', 'x-route-version': 'v1' }, body: large });
+    expect(r2.status).toBe(200);
+    await new Promise((r) => setTimeout(r, 200));
+    const [primary, mirror] = mesh.endpoints;
+    expect(primary!.bodies).toEqual([small, large]);
+    expect(mirror!.bodies).toEqual([small]);
+    expect(mirror!.authorities).toEqual(['catalog-shadow']);
+  });
 });
 
 describe('graceful drain', () => {
