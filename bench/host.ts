@@ -4,7 +4,7 @@
 //      (examples/ + bench/policies/hop.meshpolicy), metered and not metered;
 //   2. reload latency, bundle received → chain ready to serve, with modules
 //      already prepared (a re-rollout) and with new module digests (binaryen
-//      metering in the worker + compile);
+//      metering in the metering process + compile);
 //   3. memory as reloads accumulate (1 … 4,000), in a child process with
 //      --expose-gc so a full collection precedes each reading; run once with
 //      V8's defaults and once with the young generation's size pinned, which
@@ -259,7 +259,7 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
     columns: ['case', 'median ms', 'p99 ms', 'runs'],
     rows: [
       ['modules already prepared (same digests)', median(reloads.warm), p99(reloads.warm), reloads.warm.length],
-      ['new module digests (metering in the worker + compile)', median(reloads.cold), p99(reloads.cold), reloads.cold.length],
+      ['new module digests (metering in the metering process + compile)', median(reloads.cold), p99(reloads.cold), reloads.cold.length],
     ],
     notes: ['The swap itself is one reference assignment; requests in flight finish on the old chain.'],
   };
