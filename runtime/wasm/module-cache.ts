@@ -163,6 +163,8 @@ export async function shutdownMeteringProcess(): Promise<void> {
   meter = undefined;
   if (!m || m.child.exitCode !== null || m.child.signalCode !== null) return;
   const exited = new Promise((r) => m.child.once('exit', r));
+  // An idle child is unref'd: without this the wait for its exit would not keep the caller's process alive.
+  m.child.ref();
   m.child.kill();
   await exited;
 }
