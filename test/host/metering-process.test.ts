@@ -2,6 +2,9 @@
 // metering-process.ts), which ends when idle and so gives its memory back.
 // A metering process that dies fails the loads it had not answered with
 // FILTER_METERING, and the next load starts a new one.
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { meteringProcessPid, prepareModule, shutdownMeteringProcess } from '../../runtime/wasm/module-cache.ts';
 
@@ -40,5 +43,24 @@ describe('the metering process', () => {
 
     await shutdownMeteringProcess();
     expect(meteringProcessPid()).toBeUndefined();
+  });
+
+  it('an idle metering process neither keeps its parent alive nor leaves a shutdown waiting forever', async () => {
+    // A process of its own: under vitest something else always keeps the event loop alive.
+    const cache = fileURLToPath(new URL('../../runtime/wasm/module-cache.ts', import.meta.url));
+    const script = `
+      import { prepareModule, meteringProcessPid, shutdownMeteringProcess } from ${JSON.stringify(cache)};
+      const bytes = new Uint8Array(${JSON.stringify([...moduleTagged(9)])});
+      await prepareModule(bytes, ${JSON.stringify(limits)});
+      const pid = meteringProcessPid();
+      await shutdownMeteringProcess();
+      console.log(JSON.stringify({ pid, after: meteringProcessPid() ?? null }));
+    `;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { timeout: 20_000 });
+    const out = JSON.parse(stdout) as { pid: number; after: number | null };
+    expect(out.pid).toBeGreaterThan(0);
+    expect(out.after).toBeNull();
+    // The metering process is gone with it.
+    expect(() => process.kill(out.pid, 0)).toThrow();
   });
 });
