@@ -717,7 +717,6 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
     }
   }
 
-  /** A copy of the request (no body) to the mirror target; its response is read and dropped. */
   /** A copy of the request for the mirror (Host `<authority>-shadow`, as Envoy's shadowing); its answer is ignored. */
   private mirrorTo(t: UpstreamTarget, body: Buffer): void {
     const list = this.stream!.requestHeaders.map((e): [string, string] => (e[0] === ':authority' ? [':authority', `${e[1]}-shadow`] : e));

@@ -69,14 +69,8 @@ export function requestFromFlags(url: string | undefined, flags: RequestFlags): 
     delete headers['host'];
   }
   if (Object.keys(headers).length > 0) spec.headers = headers;
-  if (flags.source !== undefined) spec.source = flags.source;
-  if (flags.sourceAddress !== undefined) spec.sourceAddress = flags.sourceAddress;
+  applyPeerFlags(spec, flags);
   if (flags.scheme !== undefined) spec.scheme = flags.scheme;
-  if (flags.port !== undefined) {
-    const port = Number(flags.port);
-    if (!Number.isInteger(port)) throw new ExplainError('EXPLAIN_ARGS', `--port must be a number, not ${flags.port}`);
-    spec.port = port;
-  }
   for (const c of flags.claim ?? []) {
     const eq = c.indexOf('=');
     if (eq <= 0) throw new ExplainError('EXPLAIN_ARGS', `--claim needs name=value, got ${JSON.stringify(c)}`);
@@ -101,6 +95,12 @@ function connectionFromFlags(url: string | undefined, flags: RequestFlags, direc
     serviceHint = parsed.hostname;
     if (parsed.port) spec.port = Number(parsed.port);
   }
+  applyPeerFlags(spec, flags);
+  return serviceHint === undefined ? { spec } : { spec, serviceHint };
+}
+
+/** --source, --source-address and --port, which requests and connections share. */
+function applyPeerFlags(spec: RequestSpec, flags: RequestFlags): void {
   if (flags.source !== undefined) spec.source = flags.source;
   if (flags.sourceAddress !== undefined) spec.sourceAddress = flags.sourceAddress;
   if (flags.port !== undefined) {
@@ -108,7 +108,6 @@ function connectionFromFlags(url: string | undefined, flags: RequestFlags, direc
     if (!Number.isInteger(port)) throw new ExplainError('EXPLAIN_ARGS', `--port must be a number, not ${flags.port}`);
     spec.port = port;
   }
-  return serviceHint === undefined ? { spec } : { spec, serviceHint };
 }
 
 function summarize(o: Outcome, request: RequestSpec): string {

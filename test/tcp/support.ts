@@ -132,33 +132,49 @@ export interface Exchange {
 }
 
 /**
- * Connects to 127.0.0.1:port, writes `payload` in 64 KiB pieces (honouring
- * backpressure), half-closes, and collects the answer until the peer ends.
+ * Collects what `socket` receives until it closes: every byte, whether the far
+ * side ended cleanly (FIN) rather than resetting, and the error (its code) if
+ * any. `send` runs once the socket is `ready`; a socket still open after
+ * `timeoutMs` is destroyed.
  */
-export function roundTrip(port: number, payload: Buffer, timeoutMs = 20_000): Promise<Exchange> {
+export function collectExchange(socket: net.Socket, ready: 'connect' | 'secureConnect', send: () => unknown, timeoutMs: number): Promise<Exchange> {
   return new Promise((resolve) => {
-    const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
     const chunks: Buffer[] = [];
     let ended = false;
-    const timer = setTimeout(() => socket.destroy(new Error('test client timeout')), timeoutMs);
     let error: string | undefined;
+    const timer = setTimeout(() => socket.destroy(new Error('test client timeout')), timeoutMs);
     socket.on('data', (d: Buffer) => chunks.push(d));
     socket.on('end', () => {
       ended = true;
+      // A half-open socket (allowHalfOpen) ends its side too.
       socket.end();
     });
-    socket.on('error', (e) => (error = e.message));
+    socket.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
     socket.on('close', () => {
       clearTimeout(timer);
       resolve({ received: Buffer.concat(chunks), ended, ...(error ? { error } : {}) });
     });
-    socket.on('connect', async () => {
+    socket.once(ready, send);
+  });
+}
+
+/**
+ * Connects to 127.0.0.1:port, writes `payload` in 64 KiB pieces (honouring
+ * backpressure), half-closes, and collects the answer until the peer ends.
+ */
+export function roundTrip(port: number, payload: Buffer, timeoutMs = 20_000): Promise<Exchange> {
+  const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  return collectExchange(
+    socket,
+    'connect',
+    async () => {
       for (let off = 0; off < payload.length; off += 65536) {
         if (!socket.write(payload.subarray(off, off + 65536))) await new Promise((r) => socket.once('drain', r));
       }
       socket.end();
-    });
-  });
+    },
+    timeoutMs,
+  );
 }
 
 export function sha(b: Buffer): string {

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compilePolicies, shutdownCompiler } from '../../compiler/index.ts';
 import type { Bundle } from '../../protocol/bundle.ts';
 import { spiffeIdFor } from '../runtime/pki.ts';
-import { eventually, startTcpMesh, type Exchange, type TcpMesh } from './support.ts';
+import { collectExchange, eventually, startTcpMesh, type Exchange, type TcpMesh } from './support.ts';
 
 const POLICIES = {
   onlyWeb: `service catalog {
@@ -47,21 +47,8 @@ afterAll(async () => {
 
 /** Opaque bytes in plaintext to the catalog sidecar's inbound port; what came back. */
 function plaintext(): Promise<Exchange> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let ended = false;
-    let error: string | undefined;
-    const s = net.connect({ port: mesh.catalog.addresses().inbound.port, host: '127.0.0.1', allowHalfOpen: true });
-    const timer = setTimeout(() => s.destroy(new Error('test client timeout')), 10_000);
-    s.on('connect', () => s.end(Buffer.from([0x00, 0x01, 0x02, 0x0d, 0x0a, 0x0d, 0x0a])));
-    s.on('data', (d: Buffer) => chunks.push(d));
-    s.on('end', () => (ended = true));
-    s.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
-    s.on('close', () => {
-      clearTimeout(timer);
-      resolve({ received: Buffer.concat(chunks), ended, ...(error ? { error } : {}) });
-    });
-  });
+  const s = net.connect({ port: mesh.catalog.addresses().inbound.port, host: '127.0.0.1', allowHalfOpen: true });
+  return collectExchange(s, 'connect', () => s.end(Buffer.from([0x00, 0x01, 0x02, 0x0d, 0x0a, 0x0d, 0x0a])), 10_000);
 }
 
 describe('plaintext opaque TCP on a permissive inbound port', () => {

@@ -13,7 +13,7 @@ import { MESH_TCP_ALPN, encodeTransportHeader } from '../../protocol/transport.t
 import { hostFixture } from '../host/fixtures.ts';
 import { makeTestBundle } from '../runtime/helpers.ts';
 import { issueLeaf, spiffeIdFor } from '../runtime/pki.ts';
-import { curl, eventually, metricsOf, roundTrip, sample, startTcpMesh, type Exchange, type TcpMesh } from './support.ts';
+import { collectExchange, curl, eventually, metricsOf, roundTrip, sample, startTcpMesh, type Exchange, type TcpMesh } from './support.ts';
 
 const WEB = spiffeIdFor('web');
 const PROBE = spiffeIdFor('probe');
@@ -80,29 +80,16 @@ async function use(name: string): Promise<void> {
 /** Dials the catalog sidecar's inbound listener as `identity` (a mesh certificate of its own), for the echo port. */
 async function dialAs(identity: string, payload: string, port = mesh.echoServer.port): Promise<Exchange> {
   const leaf = await issueLeaf(mesh.ca, identity);
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let ended = false;
-    let error: string | undefined;
-    const c = tls.connect({
-      port: mesh.catalog.addresses().inbound.port,
-      host: '127.0.0.1',
-      ca: mesh.ca.certPem,
-      cert: leaf.certPem,
-      key: leaf.keyPem,
-      ALPNProtocols: [MESH_TCP_ALPN],
-      checkServerIdentity: () => undefined,
-    });
-    const timer = setTimeout(() => c.destroy(new Error('test client timeout')), 10_000);
-    c.on('secureConnect', () => c.end(Buffer.concat([encodeTransportHeader(port), Buffer.from(payload)])));
-    c.on('data', (d: Buffer) => chunks.push(d));
-    c.on('end', () => (ended = true));
-    c.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
-    c.on('close', () => {
-      clearTimeout(timer);
-      resolve({ received: Buffer.concat(chunks), ended, ...(error ? { error } : {}) });
-    });
+  const c = tls.connect({
+    port: mesh.catalog.addresses().inbound.port,
+    host: '127.0.0.1',
+    ca: mesh.ca.certPem,
+    cert: leaf.certPem,
+    key: leaf.keyPem,
+    ALPNProtocols: [MESH_TCP_ALPN],
+    checkServerIdentity: () => undefined,
   });
+  return collectExchange(c, 'secureConnect', () => c.end(Buffer.concat([encodeTransportHeader(port), Buffer.from(payload)])), 10_000);
 }
 
 function denials(rule: string): Array<Record<string, unknown>> {
