@@ -23,6 +23,7 @@ import type { ServiceTraffic } from '../protocol/traffic.ts';
 import { ServiceRouter } from './traffic/router.ts';
 import { OutboundRoute, type TargetMaker } from './traffic/outbound-route.ts';
 import { UpstreamPool } from './http1/client.ts';
+import { tlsConnectShared } from './http1/shared-read.ts';
 import { DEFAULT_LIMITS } from './http1/parse.ts';
 import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerHooks, type ServerOptions } from './http1/server.ts';
 import { SidecarMetrics, type TcpLabels } from './metrics.ts';
@@ -667,15 +668,18 @@ export class Sidecar {
       const secureContext = tls.createSecureContext({ cert: material.cert, key: material.key, ca: material.ca });
       let session: Buffer | undefined;
       pool = new UpstreamPool({
-        connect: () => {
-          const socket = tls.connect({
-            host: ep.address,
-            port: ep.port,
-            secureContext,
-            ALPNProtocols: ['http/1.1'],
-            ...(session ? { session } : {}),
-            checkServerIdentity: expectSpiffeId(expected, ep.instance),
-          });
+        connect: (read) => {
+          const socket = tlsConnectShared(
+            {
+              host: ep.address,
+              port: ep.port,
+              secureContext,
+              ALPNProtocols: ['http/1.1'],
+              ...(session ? { session } : {}),
+              checkServerIdentity: expectSpiffeId(expected, ep.instance),
+            },
+            read,
+          );
           // TLS session resumption makes reconnects to the same sidecar cheap.
           socket.once('session', (s: Buffer) => (session = s));
           return socket;

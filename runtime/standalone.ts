@@ -13,6 +13,7 @@ import { FilterChain, type FilterSpec } from './chain.ts';
 import { fixedRoute, handleRequest, newRequestId, type DownstreamExchange, type ListenerRole, type UpstreamTarget } from './http-proxy.ts';
 import type { StreamFacts } from './wasm/stream.ts';
 import { UpstreamPool } from './http1/client.ts';
+import { tlsConnectShared } from './http1/shared-read.ts';
 import { DEFAULT_LIMITS } from './http1/parse.ts';
 import { DEFAULT_SERVER_OPTIONS, Http1Server, type ServerOptions } from './http1/server.ts';
 import { REASONS } from './errors.ts';
@@ -137,7 +138,7 @@ export class StandaloneProxy {
       const port = Number(url.port || (secure ? 443 : 80));
       const host = url.hostname.replace(/^\[|\]$/g, '');
       pool = new UpstreamPool({
-        connect: (read) => (secure ? tls.connect({ host, port, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'] }) : net.connect({ host, port, onread: read })),
+        connect: (read) => (secure ? tlsConnectShared({ host, port, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'] }, read) : net.connect({ host, port, onread: read })),
         secure,
         limits: DEFAULT_LIMITS,
         idleTimeoutMs: 4_000,

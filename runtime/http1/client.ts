@@ -12,6 +12,7 @@
 // just closed is sent again on a fresh connection (the race every keep-alive
 // client has); anything else that fails is reported, never replayed here.
 import type { OnReadOpts, Socket } from 'node:net';
+import { SHARED_READ, setReader } from './shared-read.ts';
 import { MeshError } from '../errors.ts';
 import { holdUntilTurnEnd } from './write-batch.ts';
 import type { HeaderList } from '../wasm/stream.ts';
@@ -20,9 +21,8 @@ import { findHeadEnd, parseResponseHead, type HeadLimits, type ResponseHead } fr
 
 export interface PoolOptions {
   /**
-   * Opens a connection (net.connect or tls.connect); the pool waits for
-   * connect / secureConnect. A plaintext connection passes `read` on as
-   * net.connect's `onread` (UPSTREAM_READ); tls.connect has no such option.
+   * Opens a connection (net.connect or tls.connect) with `read` as its
+   * `onread` (SHARED_READ); the pool waits for connect / secureConnect.
    */
   connect(read: OnReadOpts): Socket;
   secure: boolean;
@@ -113,7 +113,7 @@ export class UpstreamPool {
         b.waiters.push(ex);
         return;
       }
-      conn = new UpstreamConnection(this, this.options.connect(UPSTREAM_READ));
+      conn = new UpstreamConnection(this, this.options.connect(SHARED_READ));
     }
     conn.start(ex);
   }
@@ -193,32 +193,6 @@ export class UpstreamPool {
   }
 }
 
-/** The connection a plaintext upstream socket reads for, while it does (not after an upgrade). */
-const READER = Symbol('upstream connection');
-type ReadingSocket = Socket & { [READER]?: UpstreamConnection };
-
-/**
- * Plaintext upstream sockets read into this one buffer (Node's `onread`)
- * instead of getting a new Buffer, and a trip through the stream's push and
- * 'data' event, per read. Each read is copied out at once (a small copy comes
- * from Buffer's pool): the bytes are kept until written downstream, and the
- * next read reuses the buffer. An upgraded socket's bytes go back into its
- * stream for whoever took it over.
- */
-const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
-
-function upstreamRead(this: ReadingSocket, nread: number, buf: Uint8Array): boolean {
-  const copy = Buffer.from(buf.subarray(0, nread));
-  const conn = this[READER];
-  if (conn) {
-    conn.onData(copy);
-    return true;
-  }
-  return this.push(copy);
-}
-
-export const UPSTREAM_READ: OnReadOpts = { buffer: READ_BUFFER, callback: upstreamRead };
-
 const CONNECTING = 0;
 const READY = 1;
 const AWAIT_HEAD = 2;
@@ -249,9 +223,8 @@ export class UpstreamConnection {
       this.connected = true;
       if (this.state === CONNECTING) this.state = this.ex ? AWAIT_HEAD : READY;
     });
-    // Where UPSTREAM_READ's callback delivers a plaintext socket's bytes; TLS sockets
-    // (and plaintext ones opened without UPSTREAM_READ) deliver 'data' events instead.
-    (socket as ReadingSocket)[READER] = this;
+    // Where SHARED_READ's callback delivers the bytes; a socket opened without it delivers 'data' events instead.
+    setReader(socket, this);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err: Error) => (this.error ??= err));
     socket.on('end', () => this.onEnd());
@@ -272,7 +245,7 @@ export class UpstreamConnection {
     ex.sendHead();
   }
 
-  /** Bytes from the upstream (through 'data' or UPSTREAM_READ's callback). */
+  /** Bytes from the upstream (through SHARED_READ's callback or 'data'). */
   onData(chunk: Buffer): void {
     const ex = this.ex;
     if (!ex || (this.state !== AWAIT_HEAD && this.state !== RESPONSE_BODY)) {
@@ -447,7 +420,7 @@ export class UpstreamConnection {
     this.state = CLOSED;
     this.ex = undefined;
     this.pool.connectionClosed();
-    (this.socket as ReadingSocket)[READER] = undefined;
+    setReader(this.socket, undefined);
     this.socket.removeAllListeners('data');
     this.socket.removeAllListeners('end');
     this.socket.removeAllListeners('close');

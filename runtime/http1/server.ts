@@ -16,6 +16,7 @@ import { MeshError, renderError } from '../errors.ts';
 import type { HeaderList } from '../wasm/stream.ts';
 import { ChunkedDecoder, LengthDecoder, lastChunk, writeChunk, type BodyDecoder, type BodySink } from './body.ts';
 import { findHeadEnd, parseRequestHead, type HeadLimits, type RequestHead } from './parse.ts';
+import { adoptSharedRead, setReader } from './shared-read.ts';
 import { holdUntilTurnEnd } from './write-batch.ts';
 
 export interface ServerOptions {
@@ -151,6 +152,8 @@ export class ServerConnection {
   overLimit = false;
   private clientEnded = false;
   private paused = false;
+  /** The socket reads into the shared buffer (shared-read.ts). */
+  private sharedRead: boolean;
   requests = 0;
 
   constructor(server: Http1Server, hooks: ServerHooks, socket: Socket, info: ConnectionInfo) {
@@ -160,13 +163,21 @@ export class ServerConnection {
     this.info = info;
     this.deadline = performance.now() + server.options.headersTimeoutMs;
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    // Reads arrive through the shared read buffer once the socket holds no earlier bytes (those
+    // protocol detection put back come first, as 'data' events), or as 'data' where adoption is not possible.
+    setReader(socket, this);
+    this.sharedRead = adoptSharedRead(socket);
+    socket.on('data', (chunk: Buffer) => {
+      this.onData(chunk);
+      if (!this.sharedRead && this.state !== UPGRADED && this.state !== CLOSED) this.sharedRead = adoptSharedRead(socket);
+    });
     socket.on('end', () => this.onEnd());
     socket.on('error', () => {});
     socket.on('close', () => this.onClose());
   }
 
-  private onData(chunk: Buffer): void {
+  /** Bytes from the client (through the shared read buffer's callback or 'data'). */
+  onData(chunk: Buffer): void {
     switch (this.state) {
       case HEAD:
         if (this.pending === undefined) {
@@ -405,6 +416,7 @@ export class ServerConnection {
     this.deadline = 0;
     this.exchange = undefined;
     this.pending = undefined;
+    setReader(this.socket, undefined);
     this.socket.removeAllListeners('data');
     this.socket.removeAllListeners('end');
     this.server.forget(this);

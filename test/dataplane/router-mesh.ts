@@ -49,16 +49,23 @@ async function startEndpoint(ca: TestCa, instance: string, version: string): Pro
       res.writeHead(200, { ...echoed, 'content-type': 'text/plain', 'x-instance': instance });
       res.end(`${instance}\n`);
     };
+    const behave = (): void => {
+      if (b.kind === 'status') {
+        res.writeHead(b.status, { 'x-instance': instance });
+        res.end('failing on purpose\n');
+      } else if (b.kind === 'reset') req.socket.destroy();
+      else if (b.kind === 'hang') return;
+      else if (b.kind === 'delay') setTimeout(answer, b.ms);
+      else answer();
+    };
+    // The endpoint reads the whole request before it behaves, as most servers do: an answer that
+    // beat the request body would end the exchange (the proxy then closes the connection, as Envoy does).
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => ep.bodies.push(Buffer.concat(chunks).toString('latin1')));
-    if (b.kind === 'status') {
-      res.writeHead(b.status, { 'x-instance': instance });
-      res.end('failing on purpose\n');
-    } else if (b.kind === 'reset') req.socket.destroy();
-    else if (b.kind === 'hang') return;
-    else if (b.kind === 'delay') setTimeout(answer, b.ms);
-    else answer();
+    req.on('end', () => {
+      ep.bodies.push(Buffer.concat(chunks).toString('latin1'));
+      behave();
+    });
   });
   server.on('secureConnection', (s) => {
     sockets.add(s);
