@@ -26,7 +26,7 @@ import type { BodySink } from './http1/body.ts';
 import type { RequestFraming } from './http1/client.ts';
 import type { RetryPolicy } from '../protocol/traffic.ts';
 import { backoffMs, retriable, type TryOutcome } from './traffic/retry.ts';
-import { DeadlineWheel, type Expiring } from './traffic/deadlines.ts';
+import { Deadlines, Expiring } from './traffic/deadlines.ts';
 import type { RequestHead, ResponseHead } from './http1/parse.ts';
 import type { ConnectionInfo, ExchangeListener } from './http1/server.ts';
 import { HttpStream, getHeader, type HeaderList, type LocalResponse, type StreamFacts } from './wasm/stream.ts';
@@ -294,15 +294,15 @@ function chainExports(chain: FilterChain, service: string): ChainExports {
 
 const EMPTY = Buffer.alloc(0);
 
-/** Whole-request timeouts of every request in this process, 10 ms apart at most. */
-const deadlines = new DeadlineWheel(10);
+/** Whole-request timeouts of every request in this process. */
+const deadlines = new Deadlines();
 
 /** Handles one request end to end. Never throws; every failure becomes a response. */
 export function handleRequest(role: ListenerRole, deps: ProxyDeps, ex: DownstreamExchange): void {
   new ProxyRequest(role, deps, ex).start();
 }
 
-class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
+class ProxyRequest extends Expiring implements ExchangeListener, UpstreamHandler {
   private readonly role: ListenerRole;
   private readonly deps: ProxyDeps;
   private readonly ex: DownstreamExchange;
@@ -313,8 +313,6 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
   private route: Route | undefined;
   private target: UpstreamTarget | undefined;
   private upstream: UpstreamCall | undefined;
-  /** Slot of the whole-request deadline on the wheel; 0 = none. */
-  private deadlineSlot = 0;
   /** The request as sent upstream, for every try. */
   private wire = '';
   private framing: OutgoingFraming | undefined;
@@ -355,6 +353,7 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
   private grpcStatus: string | undefined;
 
   constructor(role: ListenerRole, deps: ProxyDeps, ex: DownstreamExchange) {
+    super();
     this.role = role;
     this.deps = deps;
     this.ex = ex;
@@ -427,7 +426,7 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
     const upgrade = head.upgrade;
     this.wire = serialiseRequest(stream.requestHeaders, length, upgrade, this.ex.protocol === 'HTTP/2' ? ORIG_PROTO_H2 : '');
     this.framing = { method: getHeader(stream.requestHeaders, ':method') ?? head.method, length, upgrade: upgrade !== '', headers: stream.requestHeaders };
-    this.deadlineSlot = deadlines.add(this, route.timeoutMs);
+    deadlines.add(this, route.timeoutMs);
     if (route.retry && this.bodyExpected) this.bodyCopy = [];
     this.startTry();
     if (this.done) return;
@@ -565,11 +564,10 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
     const status = Number(getHeader(list, ':status') ?? 502);
     this.ex.writeHead(status, outgoingResponseHeaders(list), length);
     this.headWritten = true;
-    if (this.deadlineSlot !== 0 && this.stream!.facts.protocol === 'HTTP/2' && isGrpc(this.ex.head.headers)) {
+    if (this.deadlineList && this.stream!.facts.protocol === 'HTTP/2' && isGrpc(this.ex.head.headers)) {
       // A gRPC stream lasts as long as its client wants (its deadline travels as grpc-timeout and
       // the server enforces it): the request timeout bounds the wait for the response head only.
-      deadlines.remove(this, this.deadlineSlot);
-      this.deadlineSlot = 0;
+      deadlines.remove(this);
     }
   }
 
@@ -816,7 +814,6 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
 
   /** Expiring: the whole-request timeout. */
   expired(): void {
-    this.deadlineSlot = 0;
     if (this.done) return;
     this.upstream?.abort();
     this.fail(new MeshError('upstream-timeout', `no response from ${this.target?.endpoint ?? 'the upstream'} within ${this.route?.timeoutMs ?? this.deps.upstreamTimeoutMs} ms`));
@@ -889,10 +886,7 @@ class ProxyRequest implements ExchangeListener, UpstreamHandler, Expiring {
   }
 
   private clearTimer(): void {
-    if (this.deadlineSlot !== 0) {
-      deadlines.remove(this, this.deadlineSlot);
-      this.deadlineSlot = 0;
-    }
+    deadlines.remove(this);
     this.clearTryTimer();
     if (this.retryTimer) {
       clearTimeout(this.retryTimer);

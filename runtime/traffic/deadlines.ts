@@ -1,81 +1,94 @@
-// Request deadlines in coarse slots instead of a Node timer per request:
-// adding and removing a deadline is a Map lookup and a Set insert/delete, and
-// one timer, armed for the earliest slot that holds anything, fires whatever
-// fell due, at most one slot late and never early. Requests usually finish
-// long before their deadline, so that timer rarely runs: about once per
-// timeout length, however many requests pass (an interval ticking every slot
-// woke an idle-ish proxy 100 times a second).
+// Request deadlines without a Node timer, a Map or a Set per request. Items
+// with the same timeout length join one doubly-linked list (the item is the
+// list node), so each list is in deadline order; one timer per list is armed
+// for its head. Adding links an item at the tail, removing unlinks it: no
+// allocation on the request path. The timer is not moved when its head is
+// removed: it fires, finds the new head not yet due and re-arms for it, so
+// under steady traffic a list's timer runs about once per timeout length.
 //
-// In:  add(item, ms) / remove(item, slot) from the request path.
-// Out: item.expired() once its deadline passed, unless removed before.
+// In:  add(item, ms) / remove(item) from the request path.
+// Out: item.expired() once its deadline passed (never early), unless removed before.
 
-export interface Expiring {
-  expired(): void;
+/** Something with a deadline. Extend it: the links live on the item itself. */
+export abstract class Expiring {
+  /** performance.now() at which the item expires. */
+  deadlineAt = 0;
+  deadlinePrev: Expiring | undefined = undefined;
+  deadlineNext: Expiring | undefined = undefined;
+  /** The list the item is on, or undefined. */
+  deadlineList: DeadlineList | undefined = undefined;
+  abstract expired(): void;
 }
 
-export class DeadlineWheel {
-  private readonly slotMs: number;
-  /** Slot number -> items due at the end of that slot. */
-  private readonly slots = new Map<number, Set<Expiring>>();
-  /** Every slot before this one has been fired. */
-  private nextSlot = 0;
+/** The items of one timeout length, oldest (earliest deadline) first. */
+class DeadlineList {
+  head: Expiring | undefined;
+  tail: Expiring | undefined;
   private timer: NodeJS.Timeout | undefined;
-  /** The slot the timer is armed for. */
-  private armedFor = Number.POSITIVE_INFINITY;
 
-  constructor(slotMs: number) {
-    this.slotMs = slotMs;
+  add(item: Expiring): void {
+    item.deadlineList = this;
+    item.deadlinePrev = this.tail;
+    item.deadlineNext = undefined;
+    if (this.tail) this.tail.deadlineNext = item;
+    else this.head = item;
+    this.tail = item;
+    if (!this.timer) this.arm(item.deadlineAt - performance.now());
   }
 
-  /** Schedules `item` to expire in `ms`; returns the slot to pass to remove(). */
-  add(item: Expiring, ms: number): number {
-    const now = performance.now();
-    if (this.slots.size === 0 && this.timer === undefined) this.nextSlot = Math.floor(now / this.slotMs);
-    // The first slot ending at or after the deadline (never early), and never
-    // one that fire() has taken already (an expired() callback may add).
-    const slot = Math.max(Math.ceil((now + ms) / this.slotMs), this.nextSlot + 1);
-    let set = this.slots.get(slot);
-    if (!set) {
-      set = new Set();
-      this.slots.set(slot, set);
-    }
-    set.add(item);
-    if (slot < this.armedFor) this.arm(slot, now);
-    return slot;
+  remove(item: Expiring): void {
+    const prev = item.deadlinePrev;
+    const next = item.deadlineNext;
+    if (prev) prev.deadlineNext = next;
+    else this.head = next;
+    if (next) next.deadlinePrev = prev;
+    else this.tail = prev;
+    item.deadlineList = undefined;
+    item.deadlinePrev = undefined;
+    item.deadlineNext = undefined;
   }
 
-  /** Forgets `item`; the timer stays armed (it finds the slot empty, or re-arms for the next). */
-  remove(item: Expiring, slot: number): void {
-    const set = this.slots.get(slot);
-    if (set?.delete(item) && set.size === 0) this.slots.delete(slot);
-  }
-
-  /** Fires every slot that ended by now, then arms for the earliest one left. */
+  /** Expires every item due by now (items added meanwhile join the tail and wait), then re-arms for the next. */
   fire(): void {
     this.timer = undefined;
-    this.armedFor = Number.POSITIVE_INFINITY;
     const now = performance.now();
-    const current = Math.floor(now / this.slotMs);
-    for (; this.nextSlot <= current; this.nextSlot++) {
-      const set = this.slots.get(this.nextSlot);
-      if (!set) continue;
-      this.slots.delete(this.nextSlot);
-      for (const item of set) item.expired();
+    let item = this.head;
+    while (item && item.deadlineAt <= now) {
+      this.remove(item);
+      item.expired();
+      item = this.head;
     }
-    let earliest = Number.POSITIVE_INFINITY;
-    for (const slot of this.slots.keys()) if (slot < earliest) earliest = slot;
-    if (earliest !== Number.POSITIVE_INFINITY && earliest < this.armedFor) this.arm(earliest, performance.now());
+    if (item && !this.timer) this.arm(item.deadlineAt - performance.now());
   }
 
-  private arm(slot: number, now: number): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.armedFor = slot;
-    // Slot `slot` ends at slot * slotMs; fire() runs at or after that moment.
-    this.timer = setTimeout(fireWheel, Math.max(0, Math.ceil(slot * this.slotMs - now)), this);
+  private arm(ms: number): void {
+    // Node timers have millisecond resolution: round up, and fire() re-checks against performance.now().
+    this.timer = setTimeout(fireList, Math.max(1, Math.ceil(ms)), this);
     this.timer.unref();
   }
 }
 
-function fireWheel(wheel: DeadlineWheel): void {
-  wheel.fire();
+function fireList(list: DeadlineList): void {
+  list.fire();
+}
+
+export class Deadlines {
+  /** One list per timeout length in use (route timeouts are few: the lists are kept). */
+  private readonly lists = new Map<number, DeadlineList>();
+
+  /** Schedules `item` to expire in `ms`. An item is on one list at a time: add it again only after remove(). */
+  add(item: Expiring, ms: number): void {
+    let list = this.lists.get(ms);
+    if (!list) {
+      list = new DeadlineList();
+      this.lists.set(ms, list);
+    }
+    item.deadlineAt = performance.now() + ms;
+    list.add(item);
+  }
+
+  /** Forgets `item`; a no-op when it is not scheduled. */
+  remove(item: Expiring): void {
+    item.deadlineList?.remove(item);
+  }
 }
