@@ -4,7 +4,7 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 
 const logModule = fileURLToPath(new URL('../../runtime/log.ts', import.meta.url));
 
@@ -30,5 +30,30 @@ describe('jsonLineLog / writeLogLine', () => {
       else if (i === 3000) expect(entry.big).toHaveLength(40000);
       else expect(entry.text).toBe('é'.repeat(i % 50));
     });
+  });
+});
+
+describe('logTime', () => {
+  it('is new Date().toISOString(), across milliseconds, seconds, days and years', async () => {
+    const { logTime } = await import('../../runtime/log.ts');
+    const instants = [
+      Date.UTC(2026, 11, 6, 21, 59, 59, 999),
+      Date.UTC(2026, 11, 6, 22, 0, 0, 0),
+      Date.UTC(2026, 11, 6, 22, 0, 0, 7),
+      Date.UTC(2026, 11, 6, 22, 0, 0, 7), // the same millisecond again
+      Date.UTC(2026, 11, 6, 22, 0, 0, 70),
+      Date.UTC(2026, 11, 31, 23, 59, 59, 500),
+      Date.UTC(2027, 0, 1, 0, 0, 0, 1),
+      Date.UTC(2028, 1, 29, 12, 30, 45, 123),
+    ];
+    const spy = vi.spyOn(Date, 'now');
+    try {
+      for (const t of instants) {
+        spy.mockReturnValue(t);
+        expect(logTime()).toBe(new Date(t).toISOString());
+      }
+    } finally {
+      spy.mockRestore();
+    }
   });
 });
