@@ -32,6 +32,8 @@ describe('the metering process', () => {
     expect(pid).toBeGreaterThan(0);
     expect(pid).not.toBe(process.pid);
 
+    // Stopped first, so it cannot answer between the request and the kill (it would on a busy machine).
+    process.kill(pid!, 'SIGSTOP');
     const pending = prepareModule(moduleTagged(2), limits);
     process.kill(pid!, 'SIGKILL');
     await expect(pending).rejects.toMatchObject({ code: 'FILTER_METERING', message: expect.stringMatching(/metering process exited \(SIGKILL\)/) });
