@@ -14,7 +14,7 @@
 import type { OnReadOpts, Socket } from 'node:net';
 import { SHARED_READ, setReader } from './shared-read.ts';
 import { MeshError } from '../errors.ts';
-import { holdUntilTurnEnd } from './write-batch.ts';
+import { holdForBatch } from './write-batch.ts';
 import type { HeaderList } from '../wasm/stream.ts';
 import { ChunkedDecoder, CloseDecoder, LengthDecoder, lastChunk, writeChunk, type BodyDecoder, type BodySink } from './body.ts';
 import { findHeadEnd, parseResponseHead, type HeadLimits, type ResponseHead } from './parse.ts';
@@ -459,8 +459,8 @@ export class UpstreamExchange implements BodySink {
 
   sendHead(): void {
     const socket = this.conn!.socket;
-    // Head and body bytes leave in one writev, with the other requests of this event-loop turn.
-    holdUntilTurnEnd(socket);
+    // Head and body bytes leave in one writev, with the other requests of this batch (write-batch.ts).
+    holdForBatch(socket);
     socket.write(this.head, 'latin1');
     // Body bytes written while the request waited for a connection.
     const q = this.queued;

@@ -17,7 +17,7 @@ import type { HeaderList } from '../wasm/stream.ts';
 import { ChunkedDecoder, LengthDecoder, lastChunk, writeChunk, type BodyDecoder, type BodySink } from './body.ts';
 import { findHeadEnd, parseRequestHead, type HeadLimits, type RequestHead } from './parse.ts';
 import { adoptSharedRead, setReader } from './shared-read.ts';
-import { holdUntilTurnEnd } from './write-batch.ts';
+import { holdForBatch } from './write-batch.ts';
 
 export interface ServerOptions {
   limits: HeadLimits;
@@ -545,8 +545,8 @@ export class ServerExchange implements BodySink {
     this.noBody = h.method === 'HEAD' || status === 204 || status === 304 || (status >= 100 && status < 200);
     if (this.conn.draining) this.keepAlive = false;
     // Head and the first body bytes (usually read together from the upstream) leave in one
-    // writev, with the other responses of this event-loop turn (write-batch.ts).
-    holdUntilTurnEnd(this.conn.socket);
+    // writev, with the other responses of this batch (write-batch.ts).
+    holdForBatch(this.conn.socket);
     let s = `HTTP/1.1 ${status} ${reason ?? statusText(status)}\r\n`;
     for (let i = 0; i < headers.length; i++) {
       const e = headers[i]!;

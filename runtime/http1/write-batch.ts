@@ -1,29 +1,83 @@
-// Writes of one event-loop turn leave together. A socket passed to
-// holdUntilTurnEnd() is corked, and every socket held during the turn is
-// uncorked once the turn's I/O callbacks have all run (setImmediate: the check
-// phase follows the poll phase). Each socket still gets one writev with
-// everything written to it this turn, and the kernel then wakes each peer
-// once for a burst of responses instead of once per response: under load that
-// cut the proxy's system time per request by a fifth (docs/runtime.md,
-// Performance). At low rates a turn carries one request and nothing waits.
+// Writes leave in batches. A socket passed to holdUntilTurnEnd() is corked
+// and uncorked when its batch ends; each socket then gets one writev with
+// everything written to it meanwhile. When a batch ends follows the traffic:
+//
+// - Busy (gathering): at the end of the event-loop turn (setImmediate: the
+//   check phase follows the poll phase), after every I/O callback of the turn,
+//   so the kernel wakes each peer once for a burst of responses instead of
+//   once per response. Under load that is worth a fifth of the proxy's CPU
+//   per request (docs/runtime.md, Performance).
+// - Quiet (prompt): right after the callback that wrote (process.nextTick).
+//   A quiet proxy has one request per turn, and the immediate's own trip into
+//   JavaScript cost ~12% of a request's instructions at a low rate.
+//
+// Gathering turns that each held one socket, QUIET_TURNS in a row, make the
+// batches prompt; in prompt mode every PROBE_EVERY batches one immediate
+// counts the batches of its turn, and two or more make them gather again.
 import type { Socket } from 'node:net';
+
+/** Consecutive one-socket gathering turns after which batches become prompt. */
+const QUIET_TURNS = 8;
+/** In prompt mode, one turn in this many batches is checked for other batches. */
+const PROBE_EVERY = 16;
 
 const held: Socket[] = [];
 let flushScheduled = false;
+let gathering = true;
+let quietTurns = 0;
+let sinceProbe = 0;
+let probing = false;
+/** Prompt batches since the probe was scheduled (its own included). */
+let probedBatches = 0;
 
-function flush(): void {
+function uncorkHeld(): number {
   flushScheduled = false;
-  // Uncorking may run write callbacks that hold sockets again: those join the next turn.
+  // Uncorking may run write callbacks that hold sockets again: those join the next batch.
   const sockets = held.splice(0);
   for (let i = 0; i < sockets.length; i++) sockets[i]!.uncork();
+  return sockets.length;
 }
 
-/** Corks `socket` until the end of this event-loop turn (one matching uncork each time it is called). */
-export function holdUntilTurnEnd(socket: Socket): void {
+function endGatheredBatch(): void {
+  const sockets = uncorkHeld();
+  if (sockets > 1) {
+    quietTurns = 0;
+  } else if (++quietTurns >= QUIET_TURNS) {
+    quietTurns = 0;
+    gathering = false;
+  }
+}
+
+function endPromptBatch(): void {
+  uncorkHeld();
+  if (probing) {
+    probedBatches++;
+  } else if (++sinceProbe >= PROBE_EVERY) {
+    sinceProbe = 0;
+    probing = true;
+    probedBatches = 1;
+    setImmediate(probeTurn);
+  }
+}
+
+/** End of a probed turn: other batches in it mean the proxy is busy again. */
+function probeTurn(): void {
+  probing = false;
+  if (probedBatches > 1) gathering = true;
+}
+
+/** Corks `socket` until its batch ends (one matching uncork each time it is called). */
+export function holdForBatch(socket: Socket): void {
   socket.cork();
   held.push(socket);
   if (!flushScheduled) {
     flushScheduled = true;
-    setImmediate(flush);
+    if (gathering) setImmediate(endGatheredBatch);
+    else process.nextTick(endPromptBatch);
   }
+}
+
+/** Whether batches wait for the end of the turn (tests). */
+export function gatheringWrites(): boolean {
+  return gathering;
 }
