@@ -224,6 +224,19 @@ export function requestHeaderList(head: RequestHead, scheme: string): HeaderList
   return list;
 }
 
+/** Response fields to forward as they came, for when no filter sees the response: no hop-by-hop or framing fields. */
+function forwardedResponseFields(head: ResponseHead): HeaderList {
+  const out: HeaderList = [];
+  const h = head.headers;
+  for (let i = 0; i < h.length; i++) {
+    const e = h[i]!;
+    const k = e[0];
+    if (k === 'content-length' || isHopByHop(k, head.connection)) continue;
+    out.push(e);
+  }
+  return out;
+}
+
 function responseHeaderList(head: ResponseHead): HeaderList {
   const list: HeaderList = [[':status', String(head.status)]];
   const h = head.headers;
@@ -276,6 +289,8 @@ interface ChainExports {
   requestBody: boolean;
   responseHeaders: boolean;
   responseBody: boolean;
+  /** A callback that runs once the response head is in, where a filter can read it (response callbacks, on_done, on_log, on_delete). */
+  seesResponse: boolean;
 }
 
 // Keyed by the chain's (stable) per-service filter list; a reloaded chain brings new lists.
@@ -286,7 +301,14 @@ function chainExports(chain: FilterChain, service: string): ChainExports {
   let e = exportsCache.get(filters);
   if (!e) {
     const any = (callback: string) => filters.some((f) => f.vm.hasExport(callback));
-    e = { requestBody: any('proxy_on_request_body'), responseHeaders: any('proxy_on_response_headers'), responseBody: any('proxy_on_response_body') };
+    const responseHeaders = any('proxy_on_response_headers');
+    const responseBody = any('proxy_on_response_body');
+    e = {
+      requestBody: any('proxy_on_request_body'),
+      responseHeaders,
+      responseBody,
+      seesResponse: responseHeaders || responseBody || ['proxy_on_response_trailers', 'proxy_on_done', 'proxy_on_log', 'proxy_on_delete'].some(any),
+    };
     exportsCache.set(filters, e);
   }
   return e;
@@ -351,6 +373,8 @@ class ProxyRequest extends Expiring implements ExchangeListener, UpstreamHandler
   private trace: TraceHop | undefined;
   /** grpc-status of a gRPC local response this proxy made (for the access log). */
   private grpcStatus: string | undefined;
+  /** The upstream's response head, when it went out without a header map (no filter sees responses). */
+  private responseHead: ResponseHead | undefined;
 
   constructor(role: ListenerRole, deps: ProxyDeps, ex: DownstreamExchange) {
     super();
@@ -530,25 +554,27 @@ class ProxyRequest extends Expiring implements ExchangeListener, UpstreamHandler
       this.tunnel(head, up);
       return;
     }
-    stream.responseHeaders = responseHeaderList(head);
-    const noBody = this.ex.head.method === 'HEAD' || head.status === 204 || head.status === 304 || head.contentLength === 0;
     const length = head.contentLength;
-    if (!this.run) {
-      this.writeResponseHead(length);
+    const exported = this.run ? chainExports(this.chain!, stream.facts.destinationService) : undefined;
+    if (!exported?.seesResponse) {
+      // No filter can see the response: its fields go out as they came, with no header map built.
+      this.responseHead = head;
+      this.writeResponseHead(head.status, forwardedResponseFields(head), length);
       return;
     }
-    const exported = chainExports(this.chain!, stream.facts.destinationService);
+    stream.responseHeaders = responseHeaderList(head);
+    const noBody = this.ex.head.method === 'HEAD' || head.status === 204 || head.status === 304 || head.contentLength === 0;
     this.filterResponseBody = !noBody && exported.responseBody;
     if (!exported.responseHeaders) {
       // No filter looks at response headers: no async step, the head goes out now.
-      this.writeResponseHead(this.filterResponseBody ? -1 : length);
+      this.writeFilteredResponseHead(this.filterResponseBody ? -1 : length);
       return;
     }
     // Body bytes arriving meanwhile are queued (data()); the socket is paused only past a bound.
-    this.run.responseHeaders(noBody).then(
+    this.run!.responseHeaders(noBody).then(
       (out) => {
         if (this.done || this.ended(out)) return;
-        this.writeResponseHead(this.filterResponseBody ? -1 : length);
+        this.writeFilteredResponseHead(this.filterResponseBody ? -1 : length);
         if (this.responsePaused) {
           this.responsePaused = false;
           up.resumeResponse();
@@ -559,10 +585,14 @@ class ProxyRequest extends Expiring implements ExchangeListener, UpstreamHandler
     );
   }
 
-  private writeResponseHead(length: number): void {
+  /** The response head as the filters left it in the stream's header map. */
+  private writeFilteredResponseHead(length: number): void {
     const list = this.stream!.responseHeaders;
-    const status = Number(getHeader(list, ':status') ?? 502);
-    this.ex.writeHead(status, outgoingResponseHeaders(list), length);
+    this.writeResponseHead(Number(getHeader(list, ':status') ?? 502), outgoingResponseHeaders(list), length);
+  }
+
+  private writeResponseHead(status: number, fields: HeaderList, length: number): void {
+    this.ex.writeHead(status, fields, length);
     this.headWritten = true;
     if (this.deadlineList && this.stream!.facts.protocol === 'HTTP/2' && isGrpc(this.ex.head.headers)) {
       // A gRPC stream lasts as long as its client wants (its deadline travels as grpc-timeout and
@@ -914,7 +944,14 @@ class ProxyRequest extends Expiring implements ExchangeListener, UpstreamHandler
     const grpc = isGrpc(ex.head.headers);
     // Envoy's %GRPC_STATUS%: the mesh's own gRPC answer, the trailers, or a trailers-only head.
     const grpcStatus = grpc
-      ? (this.grpcStatus ?? (this.responseTrailers ? getHeader(this.responseTrailers, 'grpc-status') : stream && stream.responseHeaders.length > 1 ? getHeader(stream.responseHeaders, 'grpc-status') : undefined))
+      ? (this.grpcStatus ??
+        (this.responseTrailers
+          ? getHeader(this.responseTrailers, 'grpc-status')
+          : this.responseHead
+            ? getHeader(this.responseHead.headers, 'grpc-status')
+            : stream && stream.responseHeaders.length > 1
+              ? getHeader(stream.responseHeaders, 'grpc-status')
+              : undefined))
       : undefined;
     this.deps.metrics.record({
       reporter: role.reporter,

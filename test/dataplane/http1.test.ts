@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { buildFixture } from '../runtime/build-fixtures.ts';
 import { raw, startApp, startProxy, statuses, type TestApp, type TestProxy } from './support.ts';
 
 const run = promisify(execFile);
@@ -93,6 +94,27 @@ describe('HTTP/1.1 codec: correct traffic', () => {
     expect(seen.headers['x-kept']).toBe('1');
     for (const h of ['x-private', 'keep-alive', 'te', 'proxy-connection']) expect(seen.headers[h]).toBeUndefined();
     expect(r.text).not.toMatch(/\r\nkeep-alive:/i);
+  });
+
+  it('removes hop-by-hop fields from responses, whether or not a filter sees the response head', async () => {
+    const check = async (port: number): Promise<string> => {
+      const r = await raw(port, [GET('/hop-response')], { until: (t) => t.endsWith('ok') });
+      const head = r.text.slice(0, r.text.indexOf('\r\n\r\n')).toLowerCase();
+      expect(statuses(r.text)).toEqual([200]);
+      expect(head).toContain('\r\nx-app-kept: 1');
+      expect(head).not.toContain('x-app-private');
+      expect(head).not.toContain('keep-alive: timeout');
+      return head;
+    };
+    // No filter: the fields are forwarded as parsed, with no header map built.
+    await check(px.port);
+    // A filter with a response-headers callback: the fields pass through its header map.
+    const filtered = await startProxy(app.port, { filters: [{ name: 'p', service: '*', rootId: 'p', configuration: 'p', failurePolicy: 'closed', wasm: await buildFixture('probe') }] });
+    try {
+      expect(await check(filtered.port)).toContain('\r\nx-chain: p');
+    } finally {
+      await filtered.stop();
+    }
   });
 
   it('honours Connection: close and HTTP/1.0 without keep-alive', async () => {

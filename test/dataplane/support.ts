@@ -72,6 +72,10 @@ export async function startApp(): Promise<TestApp> {
           res.end();
         };
         more();
+      } else if (url === '/hop-response') {
+        // Hop-by-hop fields the proxy must not pass on: Keep-Alive, and one the Connection field names.
+        res.writeHead(200, { connection: 'keep-alive, x-app-private', 'x-app-private': 'secret', 'keep-alive': 'timeout=5', 'x-app-kept': '1', 'content-length': '2' });
+        res.end('ok');
       } else if (url.startsWith('/slow/')) {
         setTimeout(() => res.end('slow'), Number(url.slice(6)));
       } else {
