@@ -114,8 +114,22 @@ export function getPropertyInt64(key: ArrayBuffer, fallback: i64): i64 {
   return value;
 }
 
-export function setPropertyString(key: ArrayBuffer, value: string): bool {
+/** UTF-8 of strings in the module's static data (the rule ids and versions generated code passes), by address. */
+const staticUtf8 = new Map<usize, ArrayBuffer>();
+
+/** The UTF-8 bytes of `value`: a string literal is encoded once, anything else every time. */
+function utf8Of(value: string): ArrayBuffer {
+  const ptr = changetype<usize>(value);
+  // Literals live below the heap and never move or die: their address names them for good.
+  if (ptr >= __heap_base) return String.UTF8.encode(value);
+  if (staticUtf8.has(ptr)) return staticUtf8.get(ptr);
   const bytes = String.UTF8.encode(value);
+  staticUtf8.set(ptr, bytes);
+  return bytes;
+}
+
+export function setPropertyString(key: ArrayBuffer, value: string): bool {
+  const bytes = utf8Of(value);
   return proxy_set_property(changetype<usize>(key), <usize>key.byteLength, changetype<usize>(bytes), <usize>bytes.byteLength) == RESULT_OK;
 }
 

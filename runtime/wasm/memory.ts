@@ -86,6 +86,27 @@ export class GuestMemory {
     return true;
   }
 
+  /** A whole number of at most 2^64 - 1 (exactly up to 2^53) as a u64, without a BigInt. */
+  writeU64Number(ptr: number, value: number): boolean {
+    ptr >>>= 0;
+    if (!this.inBounds(ptr, 8)) return false;
+    const high = Math.floor(value / 4294967296);
+    this.view.setUint32(ptr, value - high * 4294967296, true);
+    this.view.setUint32(ptr + 4, high, true);
+    return true;
+  }
+
+  /** Copies source[start, end) to guest memory at ptr (no intermediate copy). */
+  writeFrom(ptr: number, source: Uint8Array, start: number, end: number): boolean {
+    ptr >>>= 0;
+    const n = end - start;
+    if (!this.inBounds(ptr, n)) return false;
+    const mem = this.bytes;
+    if (n <= 32) for (let i = 0; i < n; i++) mem[ptr + i] = source[start + i]!;
+    else mem.set(source.subarray(start, end), ptr);
+    return true;
+  }
+
   writeBytes(ptr: number, value: Uint8Array): boolean {
     ptr >>>= 0;
     if (!this.inBounds(ptr, value.length)) return false;

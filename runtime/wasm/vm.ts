@@ -22,7 +22,7 @@ import { KeyCache } from './keys.ts';
 import { propertyResolver, type PropertyResolver } from './properties.ts';
 import { encodeUtf8 } from './text.ts';
 import { ConnectionStream, getHeader, type HeaderList, type HttpStream } from './stream.ts';
-import { realtimeNanos, wasiFunctions, type ImportFn } from './wasi.ts';
+import { realtimeNanosNumber, wasiFunctions, type ImportFn } from './wasi.ts';
 import { Wasm, type WasmImports, type WasmMemory, type WasmModule } from './webassembly.ts';
 import { CodedError } from '../../protocol/errors.ts';
 
@@ -460,7 +460,7 @@ export class FilterVm {
         return ok;
       },
       proxy_get_log_level: (retPtr: number) => (m().writeU32(retPtr, this.env.logLevel) ? ok : bad),
-      proxy_get_current_time_nanoseconds: (retPtr: number) => (m().writeU64(retPtr, realtimeNanos()) ? ok : bad),
+      proxy_get_current_time_nanoseconds: (retPtr: number) => (m().writeU64Number(retPtr, realtimeNanosNumber()) ? ok : bad),
       proxy_set_tick_period_milliseconds: (period: number) => {
         if (this.tickTimer) clearInterval(this.tickTimer);
         this.tickTimer = undefined;

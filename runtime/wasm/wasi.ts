@@ -74,9 +74,13 @@ export function wasiFunctions(mem: () => GuestMemory, log: (level: 'info' | 'err
       if (len > MAX_RANDOM) return Errno.Inval;
       const m = mem();
       if (!m.inBounds(ptr, len)) return Errno.Fault;
-      const bytes = new Uint8Array(len);
-      fillRandom(bytes);
-      return m.writeBytes(ptr, bytes) ? Errno.Success : Errno.Fault;
+      if (len > randomPool.length) {
+        const bytes = new Uint8Array(len);
+        randomFillSync(bytes);
+        return m.writeBytes(ptr, bytes) ? Errno.Success : Errno.Fault;
+      }
+      const at = takeRandom(len);
+      return m.writeFrom(ptr, randomPool, at, at + len) ? Errno.Success : Errno.Fault;
     },
     proc_exit: (code: number) => {
       throw new ProcExit(code);
@@ -91,7 +95,12 @@ export function wasiFunctions(mem: () => GuestMemory, log: (level: 'info' | 'err
 }
 
 export function realtimeNanos(): bigint {
-  return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+  return BigInt(realtimeNanosNumber());
+}
+
+/** Nanoseconds since the epoch as a number (exact to ~256 ns): filters ask on every request, and a BigInt costs an allocation or two. */
+export function realtimeNanosNumber(): number {
+  return Math.round((performance.timeOrigin + performance.now()) * 1e6);
 }
 
 // Filters ask for a few random bytes per request (weights, percentages); one
@@ -99,16 +108,13 @@ export function realtimeNanos(): bigint {
 const randomPool = Buffer.alloc(4096);
 let randomPoolUsed = randomPool.length;
 
-function fillRandom(target: Uint8Array): void {
-  if (target.length > randomPool.length) {
-    randomFillSync(target);
-    return;
-  }
-  if (randomPoolUsed + target.length > randomPool.length) {
+/** Where `len` (at most the pool's size) fresh bytes start in randomPool; bytes handed out are never handed out again. */
+function takeRandom(len: number): number {
+  if (randomPoolUsed + len > randomPool.length) {
     randomFillSync(randomPool);
     randomPoolUsed = 0;
   }
-  target.set(randomPool.subarray(randomPoolUsed, randomPoolUsed + target.length));
-  // Bytes handed out are never handed out again.
-  randomPoolUsed += target.length;
+  const at = randomPoolUsed;
+  randomPoolUsed += len;
+  return at;
 }
