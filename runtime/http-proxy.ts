@@ -27,7 +27,7 @@ import type { RequestFraming } from './http1/client.ts';
 import type { RetryPolicy } from '../protocol/traffic.ts';
 import { backoffMs, retriable, type TryOutcome } from './traffic/retry.ts';
 import { Deadlines, Expiring } from './traffic/deadlines.ts';
-import type { RequestHead, ResponseHead } from './http1/parse.ts';
+import { HOP_BY_HOP as CODEC_HOP_BY_HOP, type RequestHead, type ResponseHead } from './http1/parse.ts';
 import type { ConnectionInfo, ExchangeListener } from './http1/server.ts';
 import { HttpStream, getHeader, type HeaderList, type LocalResponse, type StreamFacts } from './wasm/stream.ts';
 
@@ -54,6 +54,8 @@ export interface DownstreamExchange {
   writeContinue(): void;
   /** `length`: body length, -1 unknown; headers carry no framing or connection fields. */
   writeHead(status: number, headers: HeaderList, length: number): void;
+  /** An upstream head forwarded as received (HTTP/1.1 only); false when it must be rebuilt with writeHead. */
+  writeHeadBytes?(status: number, pieces: Buffer[], length: number): boolean;
   /** False: wait for onDrain. */
   write(chunk: Buffer): boolean;
   respond(status: number, headers: HeaderList, body: Buffer): void;
@@ -185,8 +187,8 @@ export interface ProxyDeps {
   track(delta: 1 | -1): void;
 }
 
-// RFC 9110 7.6.1 connection-specific fields, never forwarded; and the sidecars' own hop header.
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', ORIG_PROTO_HEADER]);
+// Never forwarded: the codec's hop-by-hop fields and the sidecars' own hop header.
+const HOP_BY_HOP = new Set([...CODEC_HOP_BY_HOP, ORIG_PROTO_HEADER]);
 /** Added to HTTP/1.1 tries of requests that arrived as HTTP/2 (sidecar to sidecar). */
 const ORIG_PROTO_H2 = ORIG_PROTO_HEADER + ': h2\r\n';
 /** Not copied from the header list to the wire: the codec writes framing itself, Host comes from :authority. */
@@ -222,6 +224,31 @@ export function requestHeaderList(head: RequestHead, scheme: string): HeaderList
     list.push(e);
   }
   return list;
+}
+
+/**
+ * The received head's bytes less its hop-by-hop field lines, for writeHeadBytes:
+ * the status line, the kept fields (Content-Length among them) and the final
+ * empty line. Undefined when the head cannot be forwarded as received.
+ */
+function forwardedHeadBytes(head: ResponseHead): Buffer[] | undefined {
+  const wire = head.wire;
+  if (wire === undefined || head.chunked || head.contentLength < 0) return undefined;
+  // The sidecars' own hop header is not one the codec drops: rebuild instead.
+  const h = head.headers;
+  for (let i = 0; i < h.length; i++) if (h[i]![0] === ORIG_PROTO_HEADER) return undefined;
+  const bytes = wire.bytes;
+  const drop = wire.hopByHop;
+  if (drop.length === 0) return [bytes];
+  const pieces: Buffer[] = [];
+  // The run of bytes being kept starts here (the status line is always kept).
+  let from = 0;
+  for (let i = 0; i < drop.length; i += 2) {
+    if (drop[i]! > from) pieces.push(bytes.subarray(from, drop[i]));
+    from = drop[i + 1]!;
+  }
+  pieces.push(bytes.subarray(from));
+  return pieces;
 }
 
 /** Response fields to forward as they came, for when no filter sees the response: no hop-by-hop or framing fields. */
@@ -557,9 +584,11 @@ class ProxyRequest extends Expiring implements ExchangeListener, UpstreamHandler
     const length = head.contentLength;
     const exported = this.run ? chainExports(this.chain!, stream.facts.destinationService) : undefined;
     if (!exported?.seesResponse) {
-      // No filter can see the response: its fields go out as they came, with no header map built.
+      // No filter can see the response: it goes out as it came (less hop-by-hop fields), with no header map built.
       this.responseHead = head;
-      this.writeResponseHead(head.status, forwardedResponseFields(head), length);
+      const pieces = this.ex.writeHeadBytes ? forwardedHeadBytes(head) : undefined;
+      if (pieces !== undefined && this.ex.writeHeadBytes!(head.status, pieces, length)) this.headWritten = true;
+      else this.writeResponseHead(head.status, forwardedResponseFields(head), length);
       return;
     }
     stream.responseHeaders = responseHeaderList(head);

@@ -52,7 +52,28 @@ export interface RequestHead extends HeadBase {
 export interface ResponseHead extends HeadBase {
   status: number;
   reason: string;
+  /**
+   * The head as received, for forwarding it without rebuilding it: its bytes
+   * (status line to the empty line) and the [start, end) offsets of its
+   * HOP_BY_HOP field lines (CRLF included), which a proxy drops. Undefined
+   * for HTTP/1.0 (a proxy rewrites its status line) and when Connection names
+   * other fields.
+   */
+  wire: HeadWire | undefined;
 }
+
+export interface HeadWire {
+  bytes: Buffer;
+  /** Two offsets per HOP_BY_HOP field line, in order. */
+  hopByHop: number[];
+}
+
+/**
+ * Fields a proxy never forwards, whatever Connection says: RFC 9110 7.6.1's
+ * connection-specific fields, Proxy-Connection, and RFC 2616's hop-by-hop
+ * Proxy-Authenticate and Proxy-Authorization.
+ */
+export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
 // tchar (RFC 9110 5.6.2)
 const TOKEN = new Uint8Array(256);
@@ -111,12 +132,15 @@ class FieldReader {
   host: string | undefined;
   upgrade = '';
   expect = '';
+  /** [start, end) of each HOP_BY_HOP field line (CRLF included), when the caller keeps the head's bytes. */
+  readonly hopByHop: number[] | undefined;
   private readonly isRequest: boolean;
   private readonly limits: HeadLimits;
 
-  constructor(isRequest: boolean, limits: HeadLimits) {
+  constructor(isRequest: boolean, limits: HeadLimits, recordHopByHop = false) {
     this.isRequest = isRequest;
     this.limits = limits;
+    this.hopByHop = recordHopByHop ? [] : undefined;
   }
 
   /** Reads `s` from `pos` to `end`: field lines separated by CRLF (no final empty line). */
@@ -156,6 +180,7 @@ class FieldReader {
     }
     const value = s.slice(vs, ve);
     this.headers.push([name, value]);
+    if (this.hopByHop !== undefined && HOP_BY_HOP.has(name)) this.hopByHop.push(start, end + 2);
     switch (name) {
       case 'content-length':
         this.setLength(value);
@@ -229,6 +254,16 @@ export function splitTokens(value: string): string[] {
     if (t) out.push(t);
   }
   return out;
+}
+
+/** Whether Connection holds only its own options (no other field names, whose lines a proxy would also drop). */
+function namesOnlyOptions(connection: string[] | undefined): boolean {
+  if (connection === undefined) return true;
+  for (let i = 0; i < connection.length; i++) {
+    const t = connection[i];
+    if (t !== 'keep-alive' && t !== 'close') return false;
+  }
+  return true;
 }
 
 function persistent(minor: number, connection: string[] | undefined): boolean {
@@ -315,7 +350,7 @@ export function parseResponseHead(buf: Buffer, start: number, end: number, limit
   for (let k = 0; k < reason.length; k++) {
     if (!isValueChar(reason.charCodeAt(k))) throw new MeshError('upstream-protocol-error', 'control character in the reason phrase');
   }
-  const fields = new FieldReader(false, limits);
+  const fields = new FieldReader(false, limits, minor === 1);
   fields.read(s, eol + 2, s.length);
   const chunked = fields.framing(minor);
   return {
@@ -327,6 +362,7 @@ export function parseResponseHead(buf: Buffer, start: number, end: number, limit
     chunked,
     connection: fields.connection,
     keepAlive: persistent(minor, fields.connection),
+    wire: fields.hopByHop !== undefined && namesOnlyOptions(fields.connection) ? { bytes: buf.subarray(start, end + 4), hopByHop: fields.hopByHop } : undefined,
   };
 }
 

@@ -127,7 +127,7 @@ function responseHead(headers: IncomingHttpHeaders, endStream: boolean): Respons
     else list.push([k, String(v)]);
   }
   if (endStream) contentLength = 0;
-  return { status, reason: '', minor: 1, headers: list, contentLength, chunked: contentLength === -1, connection: undefined, keepAlive: true };
+  return { status, reason: '', minor: 1, headers: list, contentLength, chunked: contentLength === -1, connection: undefined, keepAlive: true, wire: undefined };
 }
 
 function trailerList(headers: IncomingHttpHeaders): HeaderList {

@@ -71,3 +71,35 @@ describe('Connection and Content-Length values', () => {
     }
   });
 });
+
+describe('a response head kept for forwarding as received', () => {
+  const parse = (text: string) => {
+    const buf = Buffer.from(text, 'latin1');
+    return { buf, head: parseResponseHead(buf, 0, buf.indexOf('\r\n\r\n'), DEFAULT_LIMITS) };
+  };
+  /** The kept bytes: the head less its hop-by-hop lines. */
+  const kept = (text: string): string | undefined => {
+    const { head } = parse(text);
+    const wire = head.wire;
+    if (!wire) return undefined;
+    let out = '';
+    let from = 0;
+    for (let i = 0; i < wire.hopByHop.length; i += 2) {
+      out += wire.bytes.toString('latin1', from, wire.hopByHop[i]);
+      from = wire.hopByHop[i + 1]!;
+    }
+    return out + wire.bytes.toString('latin1', from);
+  };
+
+  it('marks exactly the hop-by-hop lines, in any case and position', () => {
+    expect(kept('HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok')).toBe('HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 2\r\n\r\n');
+    expect(kept('HTTP/1.1 200 OK\r\nKEEP-ALIVE: timeout=5\r\nDate: d\r\nConnection: Keep-Alive\r\nProxy-Authenticate: Basic\r\nX: 1\r\n\r\n')).toBe('HTTP/1.1 200 OK\r\nDate: d\r\nX: 1\r\n\r\n');
+    expect(kept('HTTP/1.1 204 No Content\r\n\r\n')).toBe('HTTP/1.1 204 No Content\r\n\r\n');
+  });
+
+  it('is not kept for HTTP/1.0, or when Connection names other fields (their lines would go too)', () => {
+    expect(kept('HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n')).toBeUndefined();
+    expect(kept('HTTP/1.1 200 OK\r\nConnection: x-private\r\nX-Private: 1\r\n\r\n')).toBeUndefined();
+    expect(kept('HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')).toBe('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n');
+  });
+});
