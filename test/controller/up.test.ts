@@ -51,7 +51,15 @@ describe('meshc up', () => {
       child.stderr.on('data', (d: Buffer) => (out += d.toString()));
       const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
       try {
-        const dashboard = await waitFor('the dashboard URL', () => /dashboard\s+(http:\/\/\S+)/.exec(out)?.[1], 90_000);
+        // meshc up prints why it could not start, and exits: its output is then the failure message.
+        const dashboard = await Promise.race([
+          waitFor('the dashboard URL', () => /dashboard\s+(http:\/\/\S+)/.exec(out)?.[1], 90_000).catch((err: Error) => {
+            throw new Error(`${err.message}\n${out}`);
+          }),
+          exited.then((e) => {
+            throw new Error(`meshc up exited (${e.code ?? e.signal}) before printing the dashboard URL:\n${out}`);
+          }),
+        ]);
         expect(out).toContain('controller status  http://127.0.0.1:');
         const sidecars = childPids(child.pid!);
         expect(sidecars.length).toBe(5);
