@@ -56,7 +56,17 @@ function own(s: string): string {
   return '"' + s + '"';
 }
 
+/** Formats as JSON.stringify does: a whole number or one with up to two decimals (durations) from integers, the rest by String. */
 function num(n: number): string {
+  if (n >= 0 && n < 1e15) {
+    if (Number.isInteger(n)) return '' + n;
+    const centi = Math.round(n * 100);
+    if (centi / 100 === n) {
+      const whole = Math.floor(centi / 100);
+      const frac = centi - whole * 100;
+      return whole + (frac % 10 === 0 ? '.' + frac / 10 : frac < 10 ? '.0' + frac : '.' + frac);
+    }
+  }
   return Number.isFinite(n) ? String(n) : 'null';
 }
 

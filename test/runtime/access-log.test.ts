@@ -66,4 +66,13 @@ describe('accessLogLine', () => {
     expect(line).toBe(JSON.stringify(e));
     expect(line).not.toContain('\n');
   });
+
+  it('writes every duration (whole or two decimals, as the proxy rounds them) and count as JSON.stringify does', () => {
+    const durations = [0, 0.01, 0.07, 0.1, 0.5, 1, 1.05, 2.1, 12.34, 99.99, 100, 1234.5, 0.3 + 0.6, 1e15 + 2, 123456.78];
+    for (let i = 0; i < 2_000; i++) durations.push(Math.round(Math.random() * 10 ** (i % 8) * 100) / 100);
+    for (const d of durations) {
+      const e = entry({ duration_ms: d, bytes_sent: Math.floor(d * 1000), status: 200 + (Math.floor(d) % 400) });
+      expect(accessLogLine(e)).toBe(JSON.stringify(e));
+    }
+  });
 });
