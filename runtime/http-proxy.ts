@@ -995,7 +995,7 @@ class ProxyRequest extends Expiring implements ExchangeListener, UpstreamHandler
     });
     const head = ex.head;
     const trace = this.trace;
-    const rules = stream?.setProperties.get(RULES);
+    const rules = stream?.propertyText(RULES);
     this.deps.accessLog({
       time: logTime(),
       direction: role.name,
@@ -1009,7 +1009,7 @@ class ProxyRequest extends Expiring implements ExchangeListener, UpstreamHandler
       duration_ms: Math.round(durationMs * 100) / 100,
       bytes_sent: ex.bytesSent,
       rule: this.rule,
-      rules: rules ? Buffer.from(rules.buffer, rules.byteOffset, rules.byteLength).toString('utf8') : undefined,
+      rules,
       filter: this.filter,
       reason: reason || undefined,
       error: this.error,

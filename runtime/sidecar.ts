@@ -626,8 +626,8 @@ export class Sidecar {
     const material = this.tls;
     if (!material) throw new MeshError('no-certificate', 'this sidecar has no certificate yet');
     const router = this.routerFor(service);
-    const version = propertyText(stream, ROUTE_VERSION);
-    const policy = router.policy(propertyText(stream, ROUTE_ID));
+    const version = stream.propertyText(ROUTE_VERSION);
+    const policy = router.policy(stream.propertyText(ROUTE_ID));
     const hashKey = hashKeyOf(router.hashOn, stream);
     // Fails fast (no-healthy-endpoint) before the request is admitted and counted.
     router.requireEndpoints(version);
@@ -768,11 +768,6 @@ function certExpiry(pem: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-function propertyText(stream: HttpStream, path: string): string | undefined {
-  const v = stream.setProperties.get(path);
-  return v ? new TextDecoder().decode(v) : undefined;
 }
 
 /** The consistent-hash key of a request: a header, a cookie, or the source address. */

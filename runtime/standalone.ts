@@ -10,7 +10,7 @@ import tls from 'node:tls';
 import { bound, listen, type Address } from './net.ts';
 import { Direction, ROUTE_VERSION } from '../protocol/properties.ts';
 import { FilterChain, type FilterSpec } from './chain.ts';
-import { fixedRoute, handleRequest, newRequestId, type DownstreamExchange, type ListenerRole, type UpstreamTarget } from './http-proxy.ts';
+import { fixedRoute, handleRequest, newRequestId, type DownstreamExchange, type ListenerRole, type Route, type UpstreamTarget } from './http-proxy.ts';
 import type { StreamFacts } from './wasm/stream.ts';
 import { UpstreamPool } from './http1/client.ts';
 import { tlsConnectShared } from './http1/shared-read.ts';
@@ -58,6 +58,9 @@ export function standaloneFacts(ex: DownstreamExchange, service: string): Stream
   };
 }
 
+/** Routes kept by version name. */
+const MAX_KEPT_ROUTES = 64;
+
 export class StandaloneProxy {
   private readonly options: StandaloneOptions;
   private readonly log: (entry: Record<string, unknown>) => void;
@@ -67,6 +70,7 @@ export class StandaloneProxy {
   private readonly http: Http1Server;
   private readonly adminServer: http.Server | undefined;
   private readonly upstreams = new Map<string, UpstreamPool>();
+  private readonly routes = new Map<string, Route>();
 
   constructor(options: StandaloneOptions) {
     this.options = options;
@@ -77,12 +81,7 @@ export class StandaloneProxy {
       reporter: 'source',
       facts: (ex) => standaloneFacts(ex, service),
       chain: () => this.chain,
-      route: (stream) => {
-        const wanted = stream.setProperties.get(ROUTE_VERSION);
-        const version = wanted ? Buffer.from(wanted.buffer, wanted.byteOffset, wanted.byteLength).toString() : '';
-        const url = (version && options.versionUpstreams?.get(version)) || options.upstream;
-        return fixedRoute(this.target(url, version || 'default'), options.upstreamTimeoutMs ?? 15_000);
-      },
+      route: (stream) => this.routeTo(stream.propertyText(ROUTE_VERSION) ?? ''),
       sourceWorkload: () => '',
       ownVersion: () => '',
     };
@@ -129,6 +128,18 @@ export class StandaloneProxy {
     await Promise.all(closed);
     for (const u of this.upstreams.values()) u.destroy();
     this.chain?.retire();
+  }
+
+  /** The route of requests a filter sent to `version` ('' for none): one fixed route per version, kept (routes hold no per-request state). */
+  private routeTo(version: string): Route {
+    let route = this.routes.get(version);
+    if (!route) {
+      const url = (version && this.options.versionUpstreams?.get(version)) || this.options.upstream;
+      route = fixedRoute(this.target(url, version || 'default'), this.options.upstreamTimeoutMs ?? 15_000);
+      // Versions come from filters: a filter naming ever-new ones gets routes made per request.
+      if (this.routes.size < MAX_KEPT_ROUTES) this.routes.set(version, route);
+    }
+    return route;
   }
 
   private target(url: URL, version: string): UpstreamTarget {

@@ -269,6 +269,5 @@ async function waitForResume(stream: ConnectionStream, vm: FilterVm, ms: number)
 }
 
 function ruleOf(stream: ConnectionStream): string {
-  const bytes = stream.hasSetProperties ? stream.setProperties.get(CONNECTION_RULE) : undefined;
-  return bytes ? Buffer.from(bytes).toString('utf8') : '';
+  return stream.propertyText(CONNECTION_RULE) ?? '';
 }

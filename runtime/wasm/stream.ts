@@ -9,6 +9,27 @@
 
 export type HeaderList = Array<[string, string]>;
 
+/** Values filters set on every request (route versions and ids) repeat: the last few decoded, by content. */
+const recentTexts: Array<{ bytes: Uint8Array; text: string }> = [];
+const RECENT_TEXTS = 16;
+const RECENT_TEXT_BYTES = 64;
+
+/** `bytes` as UTF-8 text; a short value seen recently comes back as the same string, with no decoding. */
+function textOf(bytes: Uint8Array): string {
+  const n = bytes.length;
+  if (n > RECENT_TEXT_BYTES) return Buffer.from(bytes.buffer, bytes.byteOffset, n).toString('utf8');
+  next: for (let k = 0; k < recentTexts.length; k++) {
+    const r = recentTexts[k]!;
+    if (r.bytes.length !== n) continue;
+    for (let i = 0; i < n; i++) if (r.bytes[i] !== bytes[i]) continue next;
+    return r.text;
+  }
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, n).toString('utf8');
+  if (recentTexts.length >= RECENT_TEXTS) recentTexts.shift();
+  recentTexts.push({ bytes: bytes.slice(), text });
+  return text;
+}
+
 export interface LocalResponse {
   status: number;
   details: string;
@@ -59,6 +80,12 @@ export class HttpStream {
   /** Whether any filter set a property (without creating the map). */
   get hasSetProperties(): boolean {
     return this.properties !== undefined && this.properties.size > 0;
+  }
+
+  /** A property a filter set, as UTF-8 text; undefined when none set it. */
+  propertyText(path: string): string | undefined {
+    const bytes = this.properties?.get(path);
+    return bytes === undefined ? undefined : textOf(bytes);
   }
   localResponse: LocalResponse | undefined;
   closed = false;
