@@ -237,17 +237,17 @@ function forwardedHeadBytes(head: ResponseHead): Buffer[] | undefined {
   // The sidecars' own hop header is not one the codec drops: rebuild instead.
   const h = head.headers;
   for (let i = 0; i < h.length; i++) if (h[i]![0] === ORIG_PROTO_HEADER) return undefined;
-  const bytes = wire.bytes;
+  const { buffer, start, end } = wire;
   const drop = wire.hopByHop;
-  if (drop.length === 0) return [bytes];
+  if (drop.length === 0) return [buffer.subarray(start, end)];
   const pieces: Buffer[] = [];
   // The run of bytes being kept starts here (the status line is always kept).
-  let from = 0;
+  let from = start;
   for (let i = 0; i < drop.length; i += 2) {
-    if (drop[i]! > from) pieces.push(bytes.subarray(from, drop[i]));
-    from = drop[i + 1]!;
+    if (start + drop[i]! > from) pieces.push(buffer.subarray(from, start + drop[i]!));
+    from = start + drop[i + 1]!;
   }
-  pieces.push(bytes.subarray(from));
+  pieces.push(buffer.subarray(from, end));
   return pieces;
 }
 

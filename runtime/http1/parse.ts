@@ -63,17 +63,14 @@ export interface ResponseHead extends HeadBase {
 }
 
 export interface HeadWire {
-  bytes: Buffer;
-  /** Two offsets per HOP_BY_HOP field line, in order. */
+  /** The head is bytes[start, end) of this buffer, which the receiver does not reuse. */
+  buffer: Buffer;
+  start: number;
+  end: number;
+  /** Two offsets (from `start`) per HOP_BY_HOP field line, in order. */
   hopByHop: number[];
 }
 
-/**
- * Fields a proxy never forwards, whatever Connection says: RFC 9110 7.6.1's
- * connection-specific fields, Proxy-Connection, and RFC 2616's hop-by-hop
- * Proxy-Authenticate and Proxy-Authorization.
- */
-export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
 // tchar (RFC 9110 5.6.2)
 const TOKEN = new Uint8Array(256);
@@ -90,6 +87,13 @@ function isValueChar(c: number): boolean {
 export const CRLFCRLF = Buffer.from('\r\n\r\n');
 
 /**
+ * Fields a proxy never forwards, whatever Connection says: RFC 9110 7.6.1's
+ * connection-specific fields, Proxy-Connection, and RFC 2616's hop-by-hop
+ * Proxy-Authenticate and Proxy-Authorization.
+ */
+export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+
+/**
  * Field names common enough to share: a name that matches one (ignoring
  * case) is this constant instead of a slice lower-cased per message, which
  * saves two strings per field and makes later Set/Map lookups and compares
@@ -97,30 +101,33 @@ export const CRLFCRLF = Buffer.from('\r\n\r\n');
  */
 const COMMON_NAMES = [
   'host', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'expect', 'te',
-  'trailer', 'date', 'server', 'user-agent', 'accept', 'accept-encoding', 'accept-language', 'accept-ranges',
+  'trailer', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'date', 'server', 'user-agent', 'accept', 'accept-encoding', 'accept-language', 'accept-ranges',
   'cache-control', 'pragma', 'expires', 'age', 'etag', 'last-modified', 'if-none-match', 'if-modified-since', 'vary',
   'location', 'cookie', 'set-cookie', 'authorization', 'origin', 'referer', 'content-encoding', 'via', 'range',
   'x-request-id', 'traceparent', 'tracestate', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host',
   'x-mesh-rule', 'x-mesh-reason', 'x-mesh-orig-proto', 'grpc-status', 'grpc-message', 'grpc-timeout',
 ];
-/** COMMON_NAMES by length. */
-const NAMES_BY_LENGTH: string[][] = [];
-for (const n of COMMON_NAMES) (NAMES_BY_LENGTH[n.length] ??= []).push(n);
+/** Indexes into COMMON_NAMES by name length. */
+const NAMES_BY_LENGTH: number[][] = [];
+COMMON_NAMES.forEach((n, i) => (NAMES_BY_LENGTH[n.length] ??= []).push(i));
+/** 1 where COMMON_NAMES[i] is in HOP_BY_HOP (all of which are common names). */
+const COMMON_HOP_BY_HOP = Uint8Array.from(COMMON_NAMES, (n) => (HOP_BY_HOP.has(n) ? 1 : 0));
 
-/** The shared lower-case name for `s[start, end)` (a valid token), or undefined. */
-function commonName(s: string, start: number, end: number): string | undefined {
+/** The index in COMMON_NAMES of the name `s[start, end)` (a valid token) spells in any case, or -1. */
+function commonName(s: string, start: number, end: number): number {
   const candidates = NAMES_BY_LENGTH[end - start];
-  if (candidates === undefined) return undefined;
+  if (candidates === undefined) return -1;
   next: for (let k = 0; k < candidates.length; k++) {
-    const name = candidates[k]!;
+    const index = candidates[k]!;
+    const name = COMMON_NAMES[index]!;
     for (let i = 0; i < name.length; i++) {
       let c = s.charCodeAt(start + i);
       if (c >= 0x41 && c <= 0x5a) c |= 0x20;
       if (c !== name.charCodeAt(i)) continue next;
     }
-    return name;
+    return index;
   }
-  return undefined;
+  return -1;
 }
 
 /** A head in the making, checked line by line. */
@@ -167,7 +174,8 @@ class FieldReader {
       if (c === 0x0d || c === 0x0a) throw this.malformed('bare CR or LF in the header section');
       throw this.malformed(i === start ? 'empty or invalid field name' : `invalid character 0x${c.toString(16)} in a field name`);
     }
-    const name = commonName(s, start, i) ?? s.slice(start, i).toLowerCase();
+    const common = commonName(s, start, i);
+    const name = common >= 0 ? COMMON_NAMES[common]! : s.slice(start, i).toLowerCase();
     let vs = i + 1;
     while (vs < end && (s.charCodeAt(vs) === 0x20 || s.charCodeAt(vs) === 0x09)) vs++;
     let ve = end;
@@ -180,7 +188,7 @@ class FieldReader {
     }
     const value = s.slice(vs, ve);
     this.headers.push([name, value]);
-    if (this.hopByHop !== undefined && HOP_BY_HOP.has(name)) this.hopByHop.push(start, end + 2);
+    if (this.hopByHop !== undefined && common >= 0 && COMMON_HOP_BY_HOP[common] === 1) this.hopByHop.push(start, end + 2);
     switch (name) {
       case 'content-length':
         this.setLength(value);
@@ -362,7 +370,7 @@ export function parseResponseHead(buf: Buffer, start: number, end: number, limit
     chunked,
     connection: fields.connection,
     keepAlive: persistent(minor, fields.connection),
-    wire: fields.hopByHop !== undefined && namesOnlyOptions(fields.connection) ? { bytes: buf.subarray(start, end + 4), hopByHop: fields.hopByHop } : undefined,
+    wire: fields.hopByHop !== undefined && namesOnlyOptions(fields.connection) ? { buffer: buf, start, end: end + 4, hopByHop: fields.hopByHop } : undefined,
   };
 }
 

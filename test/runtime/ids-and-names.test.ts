@@ -85,10 +85,10 @@ describe('a response head kept for forwarding as received', () => {
     let out = '';
     let from = 0;
     for (let i = 0; i < wire.hopByHop.length; i += 2) {
-      out += wire.bytes.toString('latin1', from, wire.hopByHop[i]);
+      out += wire.buffer.toString('latin1', wire.start + from, wire.start + wire.hopByHop[i]!);
       from = wire.hopByHop[i + 1]!;
     }
-    return out + wire.bytes.toString('latin1', from);
+    return out + wire.buffer.toString('latin1', wire.start + from, wire.end);
   };
 
   it('marks exactly the hop-by-hop lines, in any case and position', () => {
