@@ -27,10 +27,16 @@ async function compileHopPolicy(dir: string): Promise<string> {
   return file;
 }
 
-/** Rounds per target: haproxy's figure drifts by up to 20% between minutes here, so each round measures every target back to back and the ratio is taken within the round. */
-const ROUNDS = 3;
-/** A fresh sidecar runs unoptimised JavaScript for its first seconds under load: every target is warmed up this long first. */
+/**
+ * Rounds per target: haproxy's figure drifts by up to 20% between minutes here, so each round
+ * measures every target back to back and the ratio is taken within the round; with three rounds
+ * one disturbed round moved the median, so five.
+ */
+const ROUNDS = 5;
+/** A fresh sidecar runs unoptimised JavaScript for its first seconds under load: it is warmed up this long first. */
 const WARM_UP_SECONDS = 5;
+/** haproxy and nginx need no JIT warm-up: a second fills their pools and caches. */
+const NATIVE_WARM_UP_SECONDS = 1;
 
 export async function run(options: SuiteOptions): Promise<SuiteResult> {
   requireTools(['wrk', 'nginx', 'haproxy']);
@@ -41,19 +47,19 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
   const raw: Record<string, WrkResult[]> = {};
   // Each proxy is started for its measurement (and warmed up) and stopped after it, so only the
   // measured proxy shares the cores with wrk and nginx.
-  const targets: Array<[string, (() => Promise<Running>) | undefined]> = [
-    ['direct (nginx)', undefined],
-    ['haproxy', () => startHaproxy(upstream.port)],
-    ['meshc sidecar, no filters', () => startSidecar(upstream.port, [], 'sidecar')],
-    ['meshc sidecar, compiled chain', () => startSidecar(upstream.port, ['--service', 'bench', '--filter', wasm], 'sidecar+chain')],
+  const targets: Array<[string, (() => Promise<Running>) | undefined, number]> = [
+    ['direct (nginx)', undefined, NATIVE_WARM_UP_SECONDS],
+    ['haproxy', () => startHaproxy(upstream.port), NATIVE_WARM_UP_SECONDS],
+    ['meshc sidecar, no filters', () => startSidecar(upstream.port, [], 'sidecar'), WARM_UP_SECONDS],
+    ['meshc sidecar, compiled chain', () => startSidecar(upstream.port, ['--service', 'bench', '--filter', wasm], 'sidecar+chain'), WARM_UP_SECONDS],
   ];
   try {
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [label, start] of targets) {
+      for (const [label, start, warmUp] of targets) {
         const proc = start ? await start() : undefined;
         try {
           const url = `http://127.0.0.1:${proc?.port ?? upstream.port}/items/1`;
-          await wrk({ url, seconds: WARM_UP_SECONDS, connections: options.connections }); // warm-up (JIT, pools)
+          await wrk({ url, seconds: warmUp, connections: options.connections }); // warm-up (JIT, pools)
           const r = await wrk({ url, seconds: roundSeconds, connections: options.connections });
           (raw[label] ??= []).push(r);
           process.stderr.write(`  round ${round + 1}, ${label}: ${r.requestsPerSec.toFixed(0)} req/s\n`);
@@ -90,7 +96,7 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
     rows,
     notes: [
       'Every process shares the same 2 cores with wrk; compare rows with each other, not with other machines.',
-      `Each round measures every target back to back, each in a fresh process warmed up for ${WARM_UP_SECONDS} s; a ratio is taken within its round (haproxy's own figure moves between minutes here). p50/p99 are from the median round.`,
+      `Each round measures every target back to back, each in a fresh process warmed up first (the sidecars ${WARM_UP_SECONDS} s, haproxy and nginx ${NATIVE_WARM_UP_SECONDS} s); a ratio is taken within its round (haproxy's own figure moves between minutes here). p50/p99 are from the median round.`,
       'The compiled chain is bench/policies/hop.meshpolicy: routes, a fault, allow/deny and a rate limit evaluated on every request.',
     ],
   };
