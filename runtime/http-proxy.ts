@@ -198,6 +198,18 @@ function isHopByHop(name: string, connection: string[] | undefined): boolean {
   return HOP_BY_HOP.has(name) || (connection !== undefined && connection.includes(name));
 }
 
+/** Appends to `list` the fields of `head` a proxy forwards: all but hop-by-hop ones and `skip` ('' for none). */
+function appendForwarded(list: HeaderList, head: { headers: HeaderList; connection: string[] | undefined }, skip: string): HeaderList {
+  const h = head.headers;
+  for (let i = 0; i < h.length; i++) {
+    const e = h[i]!;
+    const k = e[0];
+    if (k === skip || isHopByHop(k, head.connection)) continue;
+    list.push(e);
+  }
+  return list;
+}
+
 /** Request headers as a proxy-wasm map: pseudo-headers first (as Envoy presents them), no hop-by-hop fields. */
 export function requestHeaderList(head: RequestHead, scheme: string): HeaderList {
   let path = head.target;
@@ -216,14 +228,8 @@ export function requestHeaderList(head: RequestHead, scheme: string): HeaderList
     [':authority', authority],
     [':scheme', scheme],
   ];
-  const h = head.headers;
-  for (let i = 0; i < h.length; i++) {
-    const e = h[i]!;
-    const k = e[0];
-    if (k === 'host' || isHopByHop(k, head.connection)) continue;
-    list.push(e);
-  }
-  return list;
+  // Host travels as :authority.
+  return appendForwarded(list, head, 'host');
 }
 
 /**
@@ -253,25 +259,12 @@ function forwardedHeadBytes(head: ResponseHead): Buffer[] | undefined {
 
 /** Response fields to forward as they came, for when no filter sees the response: no hop-by-hop or framing fields. */
 function forwardedResponseFields(head: ResponseHead): HeaderList {
-  const out: HeaderList = [];
-  const h = head.headers;
-  for (let i = 0; i < h.length; i++) {
-    const e = h[i]!;
-    const k = e[0];
-    if (k === 'content-length' || isHopByHop(k, head.connection)) continue;
-    out.push(e);
-  }
-  return out;
+  // The codec frames the body itself (transfer-encoding is hop-by-hop).
+  return appendForwarded([], head, 'content-length');
 }
 
 function responseHeaderList(head: ResponseHead): HeaderList {
-  const list: HeaderList = [[':status', String(head.status)]];
-  const h = head.headers;
-  for (let i = 0; i < h.length; i++) {
-    const e = h[i]!;
-    if (!isHopByHop(e[0], head.connection)) list.push(e);
-  }
-  return list;
+  return appendForwarded([[':status', String(head.status)]], head, '');
 }
 
 /** The request head for the upstream, with framing fields for the body as it will be sent. */
