@@ -580,7 +580,7 @@ class ProxyRequest extends Expiring implements ExchangeListener, UpstreamHandler
       // No filter can see the response: it goes out as it came (less hop-by-hop fields), with no header map built.
       this.responseHead = head;
       const pieces = this.ex.writeHeadBytes ? forwardedHeadBytes(head) : undefined;
-      if (pieces !== undefined && this.ex.writeHeadBytes!(head.status, pieces, length)) this.headWritten = true;
+      if (pieces !== undefined && this.ex.writeHeadBytes!(head.status, pieces, length)) this.responseHeadWritten();
       else this.writeResponseHead(head.status, forwardedResponseFields(head), length);
       return;
     }
@@ -615,6 +615,10 @@ class ProxyRequest extends Expiring implements ExchangeListener, UpstreamHandler
 
   private writeResponseHead(status: number, fields: HeaderList, length: number): void {
     this.ex.writeHead(status, fields, length);
+    this.responseHeadWritten();
+  }
+
+  private responseHeadWritten(): void {
     this.headWritten = true;
     if (this.deadlineList && this.stream!.facts.protocol === 'HTTP/2' && isGrpc(this.ex.head.headers)) {
       // A gRPC stream lasts as long as its client wants (its deadline travels as grpc-timeout and
