@@ -22,6 +22,7 @@ import { fixedRoute, handleRequest, newRequestId, type DownstreamExchange, type 
 import type { ServiceTraffic } from '../protocol/traffic.ts';
 import { ServiceRouter } from './traffic/router.ts';
 import { OutboundRoute, type TargetMaker } from './traffic/outbound-route.ts';
+import type { EndpointState } from './traffic/balancer.ts';
 import { UpstreamPool } from './http1/client.ts';
 import { tlsConnectShared } from './http1/shared-read.ts';
 import { DEFAULT_LIMITS } from './http1/parse.ts';
@@ -635,13 +636,25 @@ export class Sidecar {
     return new OutboundRoute(router, policy, this.upstreamTimeoutMs, version, hashKey, this.targetPort.get(stream.facts), this.outboundTargets);
   }
 
+  /**
+   * An endpoint's target on its own port, made once: valid while the endpoint and the pools
+   * (replaced on certificate rotation) are the ones it was made with.
+   */
+  private readonly endpointTargets = new WeakMap<EndpointState, { endpoint: Endpoint; pools: Map<string, UpstreamPool>; target: UpstreamTarget }>();
+
   /** Where an outbound try to an endpoint goes: its mTLS pool (port overridden for intercepted requests to another app port). */
   private readonly outboundTargets: TargetMaker = {
     targetOf: (s, port, router) => {
       const material = this.tls;
       if (!material) throw new MeshError('no-certificate', 'this sidecar has no certificate yet');
+      if (port === undefined) {
+        const kept = this.endpointTargets.get(s);
+        if (kept !== undefined && kept.endpoint === s.endpoint && kept.pools === this.pools) return kept.target;
+      }
       const ep = port === undefined ? s.endpoint : { ...s.endpoint, port };
-      return { pool: this.poolFor(ep, material, router), version: ep.version, endpoint: ep.instance, address: `${ep.address}:${ep.port}` };
+      const target = { pool: this.poolFor(ep, material, router), version: ep.version, endpoint: ep.instance, address: `${ep.address}:${ep.port}` };
+      if (port === undefined) this.endpointTargets.set(s, { endpoint: s.endpoint, pools: this.pools, target });
+      return target;
     },
   };
 

@@ -150,6 +150,16 @@ describe('sidecar pair over mTLS', () => {
       s.on('error', reject);
     });
     expect(served).toBe(new X509Certificate(lastCatalogCert).serialNumber);
+
+    // Tries after the rotation use the new pools (the old ones keep no idle connection): 20 sequential
+    // requests open at most a couple of connections to catalog's inbound listener, not one each.
+    const opened = async (): Promise<number> => {
+      const text = (await request(mesh.catalog.addresses().admin.port, { path: '/metrics' })).body;
+      return [...text.matchAll(/^istio_tcp_connections_opened_total\{[^}]*reporter="destination"[^}]*\} (\d+)/gm)].reduce((a, m) => a + Number(m[1]), 0);
+    };
+    const before = await opened();
+    for (let i = 0; i < 20; i++) expect((await request(outboundPort(), { headers: { host: 'catalog' } })).status).toBe(200);
+    expect((await opened()) - before).toBeLessThanOrEqual(2);
   });
 });
 
