@@ -9,7 +9,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { compileBenchBundle, makePki, startHaproxyPair, startNginxPair, startSidecarPair, type RunningPair } from './lib/pairs.ts';
+import { writeHopBundle } from './lib/hop-policy.ts';
+import { makePki, startHaproxyPair, startNginxPair, startSidecarPair, type RunningPair } from './lib/pairs.ts';
 import { cpuSeconds, pssMiB, rssMiB } from './lib/procstat.ts';
 import { startNginx } from './lib/servers.ts';
 import { requireTools } from './lib/tools.ts';
@@ -49,7 +50,7 @@ async function openLoop(port: number, host: string, seconds: number): Promise<Op
 export async function run(options: SuiteOptions): Promise<SuiteResult> {
   requireTools(['wrk', 'nginx', 'haproxy']);
   const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-dataplane-'));
-  const bundleDir = await compileBenchBundle(dir);
+  const bundleDir = await writeHopBundle(dir);
   const pki = await makePki();
   const upstream = await startNginx();
   const openSeconds = Math.max(5, options.seconds);

@@ -17,7 +17,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { compileBenchBundle, makePki, runningPair, startProcess, startSidecarPair, type Child, type Pki, type RunningPair } from './lib/pairs.ts';
+import { writeHopBundle } from './lib/hop-policy.ts';
+import { makePki, runningPair, startProcess, startSidecarPair, type Child, type Pki, type RunningPair } from './lib/pairs.ts';
 import { freePort, nginxConf, waitForPort } from './lib/servers.ts';
 import { requireTools, which } from './lib/tools.ts';
 import type { Table } from './lib/report.ts';
@@ -120,7 +121,7 @@ async function hopClient(mode: 'h1' | 'h2', port: number, seconds: number, inFli
 export async function run(options: SuiteOptions): Promise<SuiteResult> {
   requireTools(['h2load', 'nginx', 'haproxy']);
   const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-h2-'));
-  const bundleDir = await compileBenchBundle(dir);
+  const bundleDir = await writeHopBundle(dir);
   const pki = await makePki();
   const upstream = await startUpstream(pki);
   // 10 connections × 10 streams: 100 requests in flight, as wrk's 50-100 connections elsewhere.

@@ -2,30 +2,16 @@
 // (direct), through haproxy (the reference), through the meshc sidecar with no
 // filters, and through the sidecar running the compiled policy chain; every
 // target once per round, the ratios to haproxy taken within each round.
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { compilePolicies, shutdownCompiler } from '../compiler/index.ts';
+import { writeHopFilter } from './lib/hop-policy.ts';
 import { startHaproxy, startNginx, startSidecar, type Running } from './lib/servers.ts';
 import { requireTools } from './lib/tools.ts';
 import { wrk, type WrkResult } from './lib/wrk.ts';
 import type { Table } from './lib/report.ts';
 import type { SuiteOptions, SuiteResult } from './run.ts';
 
-
-async function compileHopPolicy(dir: string): Promise<string> {
-  const path = new URL('./policies/hop.meshpolicy', import.meta.url).pathname;
-  const result = await compilePolicies([{ path, text: await readFile(path, 'utf8') }]);
-  await shutdownCompiler();
-  const bundle = result.bundle;
-  if (!bundle) throw new Error(`bench policy does not compile: ${JSON.stringify(result.diagnostics)}`);
-  const filter = bundle.manifest.filters[0];
-  const bytes = filter && bundle.modules.get(filter.file);
-  if (!bytes) throw new Error('bench bundle has no module');
-  const file = join(dir, filter.file);
-  await writeFile(file, bytes);
-  return file;
-}
 
 /**
  * Rounds per target: haproxy's figure drifts by up to 20% between minutes here, so each round
@@ -41,7 +27,7 @@ const NATIVE_WARM_UP_SECONDS = 1;
 export async function run(options: SuiteOptions): Promise<SuiteResult> {
   requireTools(['wrk', 'nginx', 'haproxy']);
   const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-hop-'));
-  const wasm = await compileHopPolicy(dir);
+  const wasm = await writeHopFilter(dir);
   const upstream = await startNginx();
   const roundSeconds = Math.max(3, Math.ceil(options.seconds / ROUNDS));
   const raw: Record<string, WrkResult[]> = {};

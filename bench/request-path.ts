@@ -9,9 +9,8 @@
 // filter; the floor it misses (Node's streams and the four syscalls) is what
 // http-hop adds.
 import { EventEmitter } from 'node:events';
-import { readFile } from 'node:fs/promises';
 import { Registry } from 'prom-client';
-import { compilePolicies, shutdownCompiler } from '../compiler/index.ts';
+import { hopFilterBytes } from './lib/hop-policy.ts';
 import { accessLogLine, type AccessLogEntry } from '../runtime/access-log.ts';
 import { FilterChain } from '../runtime/chain.ts';
 import { UpstreamPool } from '../runtime/http1/client.ts';
@@ -69,16 +68,6 @@ function upstreamSocket(): StandInSocket {
   return s;
 }
 
-async function compileHopFilter(): Promise<Uint8Array> {
-  const path = new URL('./policies/hop.meshpolicy', import.meta.url).pathname;
-  const result = await compilePolicies([{ path, text: await readFile(path, 'utf8') }]);
-  await shutdownCompiler();
-  const filter = result.bundle?.manifest.filters[0];
-  const bytes = filter && result.bundle!.modules.get(filter.file);
-  if (!bytes) throw new Error(`bench policy does not compile: ${JSON.stringify(result.diagnostics)}`);
-  return bytes;
-}
-
 /** Runs `count` requests one after another through a proxy; returns µs per request. */
 async function measure(chain: FilterChain | undefined, count: number): Promise<number> {
   const pool = new UpstreamPool({ connect: () => upstreamSocket() as never, secure: false, limits: DEFAULT_LIMITS, idleTimeoutMs: 4_000, maxIdle: 4 });
@@ -130,7 +119,7 @@ async function measure(chain: FilterChain | undefined, count: number): Promise<n
 
 export async function run(options: SuiteOptions): Promise<SuiteResult> {
   const env = createHostEnvironment(new Registry(), () => {});
-  const wasm = await compileHopFilter();
+  const wasm = await hopFilterBytes();
   const chain = await FilterChain.fromSpecs([{ name: 'bench', service: '*', rootId: 'bench', configuration: '', failurePolicy: 'closed', wasm }], env, 'bench');
   // Requests per measured round: about a second each; the first round of each case warms the JIT.
   const count = Math.max(10_000, Math.round(options.seconds * 10_000));

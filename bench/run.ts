@@ -20,6 +20,7 @@ const SUITES: Record<string, () => Promise<{ run(options: SuiteOptions): Promise
   'http-hop': () => import('./http-hop.ts'),
   dataplane: () => import('./dataplane.ts'),
   'request-path': () => import('./request-path.ts'),
+  instructions: () => import('./instructions.ts'),
   tcp: () => import('./tcp.ts'),
   h2: () => import('./h2.ts'),
   host: () => import('./host.ts'),

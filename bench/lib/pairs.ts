@@ -6,11 +6,9 @@
 // In:  the upstream port, a directory for certificates and configs.
 // Out: a RunningPair: the client-facing port, the pids to measure, stop().
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { compilePolicies, shutdownCompiler } from '../../compiler/index.ts';
-import { writeBundle } from '../../protocol/bundle.ts';
 import type { EndpointsPayload } from '../../protocol/wire.ts';
 import { createCa, issueLeaf, spiffeIdFor, type IssuedCert, type TestCa } from '../../test/runtime/pki.ts';
 import { freePort, nginxConf, waitForPort } from './servers.ts';
@@ -49,17 +47,6 @@ export function runningPair(name: string, port: number, a: Child, b: Child, dir:
       await rm(dir, { recursive: true, force: true });
     },
   };
-}
-
-/** Compiles bench/policies/hop.meshpolicy into a bundle directory under `dir`; returns its path. */
-export async function compileBenchBundle(dir: string): Promise<string> {
-  const path = new URL('../policies/hop.meshpolicy', import.meta.url).pathname;
-  const result = await compilePolicies([{ path, text: await readFile(path, 'utf8') }]);
-  await shutdownCompiler();
-  if (!result.bundle) throw new Error(`bench policy does not compile: ${JSON.stringify(result.diagnostics)}`);
-  const out = join(dir, 'bundle');
-  await writeBundle(out, result.bundle);
-  return out;
 }
 
 export async function makePki(): Promise<Pki> {

@@ -43,14 +43,30 @@ export async function waitForPort(port: number, timeoutMs = 15_000): Promise<voi
   throw new Error(`nothing listened on 127.0.0.1:${port} within ${timeoutMs} ms`);
 }
 
+/**
+ * How a proxy is started: `wrap` runs it under another program (e.g. valgrind), which may take
+ * `readyTimeoutMs` to listen; `nodeFlags` go to node before the sidecar's script.
+ */
+export interface StartOptions {
+  wrap?: string[];
+  readyTimeoutMs?: number;
+  nodeFlags?: string[];
+}
+
+/** Spawns `cmd args`, under `options.wrap` if given. */
+function spawnWrapped(cmd: string, args: string[], options: StartOptions): ChildProcess {
+  const [first, ...rest] = options.wrap ?? [];
+  return first === undefined ? spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] }) : spawn(first, [...rest, cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
 /** Watches a started process and waits for its port; a process that exits first fails with its stderr. */
-async function track(name: string, port: number, child: ChildProcess, dir: string): Promise<Running> {
+async function track(name: string, port: number, child: ChildProcess, dir: string, readyTimeoutMs?: number): Promise<Running> {
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const exited = new Promise<never>((_, reject) =>
     child.once('exit', (code) => reject(new Error(`${name} exited with ${String(code)} before listening: ${stderr}`))),
   );
-  await Promise.race([waitForPort(port), exited]);
+  await Promise.race([waitForPort(port, readyTimeoutMs), exited]);
   exited.catch(() => undefined);
   return {
     name,
@@ -103,7 +119,7 @@ export async function startNginx(): Promise<Running> {
 }
 
 /** haproxy, one thread, HTTP mode with keep-alive to the upstream: the reference proxy. */
-export async function startHaproxy(upstreamPort: number): Promise<Running> {
+export async function startHaproxy(upstreamPort: number, options: StartOptions = {}): Promise<Running> {
   const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-haproxy-'));
   const port = await freePort();
   const conf = `global
@@ -123,17 +139,17 @@ backend be
   server up 127.0.0.1:${upstreamPort}
 `;
   await writeFile(join(dir, 'haproxy.cfg'), conf);
-  const child = spawn(which('haproxy') ?? 'haproxy', ['-f', join(dir, 'haproxy.cfg'), '-db'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  return track('haproxy', port, child, dir);
+  const child = spawnWrapped(which('haproxy') ?? 'haproxy', ['-f', join(dir, 'haproxy.cfg'), '-db'], options);
+  return track('haproxy', port, child, dir, options.readyTimeoutMs);
 }
 
 /** The meshc sidecar in standalone mode (`meshc proxy --listen --upstream [--filter ...]`). */
-export async function startSidecar(upstreamPort: number, filterArgs: string[], label: string): Promise<Running> {
+export async function startSidecar(upstreamPort: number, filterArgs: string[], label: string, options: StartOptions = {}): Promise<Running> {
   const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-sidecar-'));
   const port = await freePort();
   const bin = new URL('../../bin/meshc', import.meta.url).pathname;
-  const args = [bin, 'proxy', '--listen', `127.0.0.1:${port}`, '--upstream', `http://127.0.0.1:${upstreamPort}`, ...filterArgs];
+  const args = [...(options.nodeFlags ?? []), bin, 'proxy', '--listen', `127.0.0.1:${port}`, '--upstream', `http://127.0.0.1:${upstreamPort}`, ...filterArgs];
   // Access log on, as in production; it goes to /dev/null here.
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  return track(label, port, child, dir);
+  const child = spawnWrapped(process.execPath, args, options);
+  return track(label, port, child, dir, options.readyTimeoutMs);
 }

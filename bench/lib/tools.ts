@@ -2,7 +2,7 @@
 // explained: a benchmark that cannot run says which package to install.
 import { execFileSync } from 'node:child_process';
 
-const PACKAGES: Record<string, string> = { wrk: 'wrk', haproxy: 'haproxy', nginx: 'nginx', h2load: 'nghttp2-client' };
+const PACKAGES: Record<string, string> = { wrk: 'wrk', haproxy: 'haproxy', nginx: 'nginx', h2load: 'nghttp2-client', valgrind: 'valgrind', callgrind_control: 'valgrind' };
 
 export function requireTools(names: string[]): void {
   const missing = names.filter((name) => !which(name));
