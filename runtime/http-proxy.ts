@@ -27,7 +27,7 @@ import type { RequestFraming } from './http1/client.ts';
 import type { RetryPolicy } from '../protocol/traffic.ts';
 import { backoffMs, retriable, type TryOutcome } from './traffic/retry.ts';
 import { Deadlines, Expiring } from './traffic/deadlines.ts';
-import { HOP_BY_HOP as CODEC_HOP_BY_HOP, type RequestHead, type ResponseHead } from './http1/parse.ts';
+import { HOP_BY_HOP as CODEC_HOP_BY_HOP, keptHeadBytes, type RequestHead, type ResponseHead } from './http1/parse.ts';
 import type { ConnectionInfo, ExchangeListener } from './http1/server.ts';
 import { HttpStream, getHeader, type HeaderList, type LocalResponse, type StreamFacts } from './wasm/stream.ts';
 
@@ -55,7 +55,7 @@ export interface DownstreamExchange {
   /** `length`: body length, -1 unknown; headers carry no framing or connection fields. */
   writeHead(status: number, headers: HeaderList, length: number): void;
   /** An upstream head forwarded as received (HTTP/1.1 only); false when it must be rebuilt with writeHead. */
-  writeHeadBytes?(status: number, pieces: Buffer[], length: number): boolean;
+  writeHeadBytes?(status: number, head: Buffer, length: number): boolean;
   /** False: wait for onDrain. */
   write(chunk: Buffer): boolean;
   respond(status: number, headers: HeaderList, body: Buffer): void;
@@ -233,28 +233,16 @@ export function requestHeaderList(head: RequestHead, scheme: string): HeaderList
 }
 
 /**
- * The received head's bytes less its hop-by-hop field lines, for writeHeadBytes:
- * the status line, the kept fields (Content-Length among them) and the final
- * empty line. Undefined when the head cannot be forwarded as received.
+ * The received head's bytes less its hop-by-hop field lines, for writeHeadBytes
+ * (parse.ts keptHeadBytes). Undefined when the head cannot be forwarded as received.
  */
-function forwardedHeadBytes(head: ResponseHead): Buffer[] | undefined {
+function forwardedHeadBytes(head: ResponseHead): Buffer | undefined {
   const wire = head.wire;
   if (wire === undefined || head.chunked || head.contentLength < 0) return undefined;
   // The sidecars' own hop header is not one the codec drops: rebuild instead.
   const h = head.headers;
   for (let i = 0; i < h.length; i++) if (h[i]![0] === ORIG_PROTO_HEADER) return undefined;
-  const { buffer, start, end } = wire;
-  const drop = wire.hopByHop;
-  if (drop.length === 0) return [buffer.subarray(start, end)];
-  const pieces: Buffer[] = [];
-  // The run of bytes being kept starts here (the status line is always kept).
-  let from = start;
-  for (let i = 0; i < drop.length; i += 2) {
-    if (start + drop[i]! > from) pieces.push(buffer.subarray(from, start + drop[i]!));
-    from = start + drop[i + 1]!;
-  }
-  pieces.push(buffer.subarray(from, end));
-  return pieces;
+  return keptHeadBytes(wire);
 }
 
 /** Response fields to forward as they came, for when no filter sees the response: no hop-by-hop or framing fields. */
@@ -579,8 +567,8 @@ class ProxyRequest extends Expiring implements ExchangeListener, UpstreamHandler
     if (!exported?.seesResponse) {
       // No filter can see the response: it goes out as it came (less hop-by-hop fields), with no header map built.
       this.responseHead = head;
-      const pieces = this.ex.writeHeadBytes ? forwardedHeadBytes(head) : undefined;
-      if (pieces !== undefined && this.ex.writeHeadBytes!(head.status, pieces, length)) this.responseHeadWritten();
+      const bytes = this.ex.writeHeadBytes ? forwardedHeadBytes(head) : undefined;
+      if (bytes !== undefined && this.ex.writeHeadBytes!(head.status, bytes, length)) this.responseHeadWritten();
       else this.writeResponseHead(head.status, forwardedResponseFields(head), length);
       return;
     }

@@ -71,6 +71,29 @@ export interface HeadWire {
   hopByHop: number[];
 }
 
+/**
+ * The head's bytes less its HOP_BY_HOP lines, as one Buffer: the dropped
+ * lines are closed up in place (the buffer is the receiver's own), the kept
+ * bytes before each one moving towards the end, so the kept head ends where
+ * the head did. One Buffer is one write; a piece per run of kept lines cost
+ * ~2% of a hop's instructions.
+ */
+export function keptHeadBytes(wire: HeadWire): Buffer {
+  const { buffer, start, end } = wire;
+  const drop = wire.hopByHop;
+  // Runs of kept bytes, last first: [start + drop[i], keptTo) for odd i, then [start, start + drop[0]).
+  let to = end;
+  let keptTo = end;
+  for (let i = drop.length - 1; i >= -1; i -= 2) {
+    const keptFrom = i >= 0 ? start + drop[i]! : start;
+    const n = keptTo - keptFrom;
+    if (to !== keptTo) buffer.copyWithin(to - n, keptFrom, keptTo);
+    to -= n;
+    if (i >= 1) keptTo = start + drop[i - 1]!;
+  }
+  return buffer.subarray(to, end);
+}
+
 
 // tchar (RFC 9110 5.6.2)
 const TOKEN = new Uint8Array(256);

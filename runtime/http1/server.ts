@@ -572,28 +572,26 @@ export class ServerExchange implements BodySink {
   }
 
   /**
-   * Writes an upstream's response head as it was received: `pieces` are its
-   * bytes from the status line to the empty line that ends it, less the
-   * fields a proxy drops (framing fields stay). The codec adds only
+   * Writes an upstream's response head as it was received: `bytes` run
+   * from the status line to the empty line that ends it, less the fields a
+   * proxy drops (framing fields stay). The codec adds only
    * `connection: close` when this connection will close. Returns false,
    * writing nothing, where the head must be rebuilt instead: an HTTP/1.0
    * client, a response without a body, or one whose length is not in
    * `length` (the codec would frame it).
    */
-  writeHeadBytes(status: number, pieces: Buffer[], length: number): boolean {
+  writeHeadBytes(status: number, bytes: Buffer, length: number): boolean {
     if (this.headersSent || this.head.minor !== 1 || length < 0 || this.head.method === 'HEAD' || status < 200 || status === 204 || status === 304) return false;
     this.headersSent = true;
     this.status = status;
     if (this.conn.draining) this.keepAlive = false;
     const socket = this.conn.socket;
     holdForBatch(socket);
-    const last = pieces.length - 1;
-    for (let i = 0; i < last; i++) socket.write(pieces[i]!);
     if (this.keepAlive) {
-      socket.write(pieces[last]!);
+      socket.write(bytes);
     } else {
       // In place of the empty line: this connection's own Connection field, then the empty line.
-      socket.write(pieces[last]!.subarray(0, pieces[last]!.length - 2));
+      socket.write(bytes.subarray(0, bytes.length - 2));
       socket.write('connection: close\r\n\r\n', 'latin1');
     }
     return true;

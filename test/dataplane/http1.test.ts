@@ -117,6 +117,17 @@ describe('HTTP/1.1 codec: correct traffic', () => {
     }
   });
 
+  it('forwards a response head as received less its hop-by-hop lines, on a kept-alive and a closing connection', async () => {
+    const r = await raw(px.port, [GET('/hop-plain') + GET('/hop-plain')], { until: (t) => t.split('\r\n\r\nok').length === 3 });
+    const heads = r.text.split('ok').slice(0, 2).map((t) => t.replace(/\r\ndate: [^\r]*/i, ''));
+    const expected = 'HTTP/1.1 200 OK\r\nx-app-first: 1\r\nx-app-kept: 1\r\ncontent-length: 2\r\n\r\n';
+    expect(heads.map((h) => h.toLowerCase())).toEqual([expected.toLowerCase(), expected.toLowerCase()]);
+    expect(r.closed).toBe(false);
+    const c = await raw(px.port, [GET('/hop-plain', 'Connection: close\r\n')]);
+    expect(c.text.replace(/\r\ndate: [^\r]*/i, '').toLowerCase()).toBe('http/1.1 200 ok\r\nx-app-first: 1\r\nx-app-kept: 1\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok');
+    expect(c.closed).toBe(true);
+  });
+
   it('honours Connection: close and HTTP/1.0 without keep-alive', async () => {
     const c = await raw(px.port, [GET('/bye', 'Connection: close\r\n')]);
     expect(statuses(c.text)).toEqual([200]);

@@ -76,6 +76,10 @@ export async function startApp(): Promise<TestApp> {
         // Hop-by-hop fields the proxy must not pass on: Keep-Alive, and one the Connection field names.
         res.writeHead(200, { connection: 'keep-alive, x-app-private', 'x-app-private': 'secret', 'keep-alive': 'timeout=5', 'x-app-kept': '1', 'content-length': '2' });
         res.end('ok');
+      } else if (url === '/hop-plain') {
+        // Hop-by-hop fields around kept ones, Connection naming no other field: the proxy forwards this head as received, less those lines.
+        res.writeHead(200, { 'keep-alive': 'timeout=5', 'x-app-first': '1', connection: 'keep-alive', 'x-app-kept': '1', 'content-length': '2' });
+        res.end('ok');
       } else if (url.startsWith('/slow/')) {
         setTimeout(() => res.end('slow'), Number(url.slice(6)));
       } else {
