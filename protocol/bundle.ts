@@ -6,6 +6,7 @@
 //
 // Shared by the compiler (writes), the controller (writes and ships) and the
 // sidecar (verifies and loads). Nothing here compiles or runs Wasm.
+import { Buffer } from 'node:buffer';
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

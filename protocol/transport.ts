@@ -13,6 +13,7 @@
 // handshake, before any byte; the header carries what ALPN cannot (the port),
 // as Linkerd's opaque transport header does.
 
+import { Buffer } from 'node:buffer';
 /** ALPN protocol id of sidecar-to-sidecar opaque TCP. */
 export const MESH_TCP_ALPN = 'meshc-tcp/1';
 

@@ -6,6 +6,7 @@
 // Out: a running proxy; a JSON line {"event":"listening",...} on stdout once
 //      bound; graceful stop on SIGINT/SIGTERM; exit code 2 on bad arguments
 //      or a refused filter.
+import process from 'node:process';
 import type { Command } from 'commander';
 import { registerInitCommand } from './interception/cli.ts';
 

@@ -7,6 +7,7 @@
 //      certificate are persisted so a restart while the controller is down still
 //      serves; the private key is generated once, kept in the state dir, and only
 //      its CSR leaves the process. Reconnects with capped exponential backoff + jitter.
+import process from 'node:process';
 import { generateKeyPairSync, createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -4,6 +4,7 @@
 //
 // In:  a MeshError (or any thrown value, treated as internal-error).
 // Out: the response (status, headers, body) the codec writes.
+import { Buffer } from 'node:buffer';
 import { REASON_HEADER } from '../protocol/properties.ts';
 
 /** Stable reason codes, their status and the Envoy-style response flag used in metrics. */

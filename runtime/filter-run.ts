@@ -9,6 +9,7 @@
 // Out: per phase, a StepOutcome; body phases also return the (possibly
 //      changed or buffered) bytes to pass on; trailer phases leave the
 //      (possibly changed) trailers in stream.requestTrailers/responseTrailers.
+import { Buffer } from 'node:buffer';
 import type { FailurePolicy } from '../protocol/bundle.ts';
 import { RULE_HEADER } from '../protocol/properties.ts';
 import { Action } from './wasm/abi.ts';

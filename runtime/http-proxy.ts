@@ -12,6 +12,8 @@
 // One ProxyRequest object per request holds all of its state; callbacks are
 // its methods, so the hot path allocates no closures. Bodies stream unless a
 // filter exports a body callback.
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import { ORIG_PROTO_HEADER, RULE_HEADER, RULES } from '../protocol/properties.ts';
 import type { ChainFilter, FilterChain } from './chain.ts';
 import { MeshError, REASONS, renderError, toMeshError } from './errors.ts';

@@ -15,6 +15,8 @@
 // has a server-first timeout, silence until then means opaque TCP. A port
 // declared as TCP (an accept hook or the listener setting `conn.protocol`)
 // skips detection and that delay.
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { ConnectionInfo } from './http1/server.ts';

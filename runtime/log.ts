@@ -11,6 +11,8 @@
 // Out: JSON lines on fd 1;
 //      whatever is pending is written synchronously when the process exits.
 //      logTime(): the current time as an ISO string, computed once per millisecond.
+import { Buffer } from 'node:buffer';
+import process from 'node:process';
 import { writeSync } from 'node:fs';
 
 /** Bytes gathered before a write; also the most a burst can hold back. */

@@ -6,6 +6,7 @@
 // Out: the response (headers with :status, body, trailers), or a rejection
 //      (unknown service, timeout, connect failure, oversized response) that
 //      the host turns into a failed call.
+import { Buffer } from 'node:buffer';
 import { MeshError } from './errors.ts';
 import type { UpstreamPool, ResponseHandler } from './http1/client.ts';
 import type { ResponseHead } from './http1/parse.ts';

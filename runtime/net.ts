@@ -2,6 +2,7 @@
 //
 // In:  a net/tls/http server and an Address; a socket whose first bytes decide something.
 // Out: a bound server, its address; what those first bytes said.
+import { Buffer } from 'node:buffer';
 import type { AddressInfo, Server, Socket } from 'node:net';
 
 export interface Address {

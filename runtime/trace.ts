@@ -7,6 +7,7 @@
 // In:  a request's header list (proxy-wasm shape, lower-case names).
 // Out: the same list with exactly one `traceparent` naming this hop's span,
 //      and the ids for the access log.
+import { Buffer } from 'node:buffer';
 import { randomFillSync } from 'node:crypto';
 import type { HeaderList } from './wasm/stream.ts';
 

@@ -9,6 +9,7 @@
 // Out: `200 Connection Established` then raw bytes both ways; a refusal with
 //      a status and `x-mesh-reason`; or the socket handed to the HTTP codec,
 //      which hands it back (`tunnel`) when a later request is a CONNECT.
+import { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
 import { MeshError, renderError } from '../errors.ts';
 import { readPrefix } from '../net.ts';

@@ -7,6 +7,7 @@
 //      reason bad-chunk / upstream-protocol-error on malformed framing.
 //
 // Payload chunks are subarrays of the socket's buffers: no copy is made.
+import { Buffer } from 'node:buffer';
 import { MeshError } from '../errors.ts';
 import type { HeaderList } from '../wasm/stream.ts';
 import { CRLFCRLF, parseTrailers, type HeadLimits } from './parse.ts';

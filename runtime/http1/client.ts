@@ -11,6 +11,8 @@
 // A request without a body that meets a pooled connection the upstream had
 // just closed is sent again on a fresh connection (the race every keep-alive
 // client has); anything else that fails is reported, never replayed here.
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import type { OnReadOpts, Socket } from 'node:net';
 import { SHARED_READ, setReader } from './shared-read.ts';
 import { MeshError } from '../errors.ts';

@@ -9,6 +9,7 @@
 // Strictness is the point: everything a smuggling or desync attack relies on
 // (CL+TE, duplicate lengths, obs-fold, bare CR/LF, whitespace before the
 // colon, odd transfer codings) is refused, never "repaired".
+import { Buffer } from 'node:buffer';
 import { MeshError } from '../errors.ts';
 import type { HeaderList } from '../wasm/stream.ts';
 

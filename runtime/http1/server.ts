@@ -11,6 +11,8 @@
 // pauses) and parsed only once the response is complete, so responses always
 // leave in request order. Timeouts are checked by one sweep per server rather
 // than a timer per request, which keeps them off the hot path.
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import type { Socket } from 'node:net';
 import { MeshError, renderError } from '../errors.ts';
 import type { HeaderList } from '../wasm/stream.ts';

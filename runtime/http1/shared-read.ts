@@ -13,6 +13,7 @@
 //
 // A socket whose reader is unset (after an upgrade, or a CONNECT hand-over)
 // gets its bytes pushed back into its stream, for whoever took it over.
+import { Buffer } from 'node:buffer';
 import type { OnReadOpts, Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 

@@ -14,6 +14,7 @@
 // Gathering turns that each held one socket, QUIET_TURNS in a row, make the
 // batches prompt; in prompt mode every PROBE_EVERY batches one immediate
 // counts the batches of its turn, and two or more make them gather again.
+import process from 'node:process';
 import type { Socket } from 'node:net';
 
 /** Consecutive one-socket gathering turns after which batches become prompt. */

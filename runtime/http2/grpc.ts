@@ -11,6 +11,7 @@
 // 429 → UNAVAILABLE (14, Envoy's local and global rate limit default),
 // 401 → UNAUTHENTICATED (16). Failures of the mesh itself (MeshError) are
 // UNAVAILABLE (14), so clients retry them as they retry a lost connection.
+import { Buffer } from 'node:buffer';
 import type { HeaderList } from '../wasm/stream.ts';
 
 export const GRPC_STATUS = {

@@ -16,6 +16,7 @@
 // streams not yet answered are counted per connection, and above
 // `maxResetsPerInterval` in `resetIntervalMs` the connection gets GOAWAY
 // ENHANCE_YOUR_CALM (CVE-2023-44487, rapid reset) and is closed.
+import { performance } from 'node:perf_hooks';
 import http2, { type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import { Counter, type Registry } from 'prom-client';

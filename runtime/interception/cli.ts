@@ -7,6 +7,7 @@
 //      too); --clean removes them. Exit 2 with
 //      `meshc init: CODE: message` on stderr for bad flags (INIT_ARGS) or a
 //      failing iptables command (IPTABLES_FAILED).
+import process from 'node:process';
 import type { Command } from 'commander';
 import type { InitFlags } from './iptables.ts';
 

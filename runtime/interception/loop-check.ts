@@ -13,6 +13,7 @@
 // fails (no route) or waits for an answer that never comes, and the check
 // ends after `timeoutMs`. Destinations excluded from capture (--outbound-cidrs,
 // --exclude-outbound-cidrs) hide a loop from this probe.
+import process from 'node:process';
 import net from 'node:net';
 import { InterceptionError } from './original-dst.ts';
 import { plain } from './transparent.ts';

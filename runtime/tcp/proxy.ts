@@ -11,6 +11,7 @@
 //      a connection the destination's authorization denies is reset before
 //      the app is dialed, logged with reason rbac-denied and the rule, and
 //      counted with response_flags UAEX.
+import { performance } from 'node:perf_hooks';
 import net, { type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { Direction } from '../../protocol/properties.ts';

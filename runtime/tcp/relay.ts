@@ -8,6 +8,8 @@
 //      that opens the upstream socket (allowHalfOpen), labels for the log.
 // Out: the relay; when both sides are closed, one log line (bytes each way,
 //      duration, how it ended) and the TCP metrics of the connection.
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import net, { type Socket } from 'node:net';
 import type { SidecarMetrics, TcpLabels } from '../metrics.ts';
 import type { DataOutcome, DataSide } from '../wasm/network.ts';

@@ -6,6 +6,7 @@
 // In:  the endpoints eligible for this request (healthy ones of the version
 //      a filter chose), per-endpoint load and latency, a hash key.
 // Out: one EndpointState. Nothing here does I/O.
+import { performance } from 'node:perf_hooks';
 import type { LoadBalancer } from '../../protocol/traffic.ts';
 import type { Endpoint } from '../../protocol/wire.ts';
 

@@ -9,6 +9,7 @@
 // In:  add(item, ms) / remove(item) from the request path.
 // Out: item.expired() once its deadline passed (never early), unless removed before.
 
+import { performance } from 'node:perf_hooks';
 /** Something with a deadline. Extend it: the links live on the item itself. */
 export abstract class Expiring {
   /** performance.now() at which the item expires. */

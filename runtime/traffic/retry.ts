@@ -6,6 +6,7 @@
 //
 // In:  a try's outcome (status, or the MeshError reason), the policy.
 // Out: yes/no and a delay. Pure apart from the budget's counters.
+import { performance } from 'node:perf_hooks';
 import type { RetryBudget, RetryPolicy } from '../../protocol/traffic.ts';
 
 /** How one try ended, as far as retrying is concerned. */

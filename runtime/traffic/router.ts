@@ -9,6 +9,7 @@
 //      (from the bundle manifest); per try, its outcome.
 // Out: EndpointStates to send to, MeshErrors (no-healthy-endpoint,
 //      circuit-open), log events endpoint-ejected / endpoint-readmitted.
+import { performance } from 'node:perf_hooks';
 import type { RouteTraffic, ServiceTraffic } from '../../protocol/traffic.ts';
 import type { Endpoint } from '../../protocol/wire.ts';
 import { MeshError } from '../errors.ts';

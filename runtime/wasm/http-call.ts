@@ -7,6 +7,7 @@
 // Out: the response (headers with `:status`, body, trailers), or a rejection
 //      (timeout, connect failure, oversized body) that the host reports to the
 //      filter as a failed call (zero headers).
+import { Buffer } from 'node:buffer';
 import http from 'node:http';
 import https from 'node:https';
 import type { HeaderList } from './stream.ts';

@@ -5,6 +5,7 @@
 // In:  the instance's exported memory and allocator.
 // Out: byte/string/integer access that never throws on a bad pointer (callers
 //      turn `undefined`/`false` into InvalidMemoryAccess or FAULT).
+import { Buffer } from 'node:buffer';
 import { decodeUtf8, encodeUtf8 } from './text.ts';
 import type { WasmMemory } from './webassembly.ts';
 

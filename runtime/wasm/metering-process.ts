@@ -9,6 +9,7 @@
 //
 // In:  { id, bytes, limits } messages over the IPC channel (advanced serialization).
 // Out: { id, bytes } or { id, error: { code, message } }. Exits when the parent goes.
+import process from 'node:process';
 import { instrumentModule } from './metering.ts';
 import type { FilterLimits } from './limits.ts';
 

@@ -5,6 +5,7 @@
 //
 // In:  module bytes and FilterLimits.
 // Out: a PreparedModule, or a CodedError (FILTER_COMPILE, FILTER_METERING, FILTER_MEMORY).
+import process from 'node:process';
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { sha256Hex } from '../../protocol/bundle.ts';

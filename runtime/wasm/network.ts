@@ -22,6 +22,7 @@
 //      connection facts, failure hooks.
 // Out: a verdict: allowed (with a session to end when the connection
 //      closes), denied by a filter and rule, or refused because a filter failed.
+import { Buffer } from 'node:buffer';
 import type { FailurePolicy, SourceSpan } from '../../protocol/bundle.ts';
 import { CONNECTION_RULE } from '../../protocol/properties.ts';
 import type { ChainFilter, FilterChain } from '../chain.ts';

@@ -7,6 +7,7 @@
 // Out: the same object, mutated by filters; the chain reads it to decide what
 //      to forward or answer.
 
+import { Buffer } from 'node:buffer';
 export type HeaderList = Array<[string, string]>;
 
 /** Values filters set on every request (route versions and ids) repeat: the last few decoded, by content. */

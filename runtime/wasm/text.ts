@@ -5,6 +5,7 @@
 //
 // In/Out: bytes ⇄ strings, exactly as UTF-8 would decode and encode them.
 
+import { Buffer } from 'node:buffer';
 const SHORT = 64;
 
 /** Decodes bytes[start, end) as UTF-8 without copying them. */

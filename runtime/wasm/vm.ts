@@ -8,6 +8,7 @@
 //      finishStream). Any trap, exhausted fuel or host failure during a
 //      callback surfaces as a FilterTrapError and marks the VM broken; the
 //      process never dies of it.
+import { Buffer } from 'node:buffer';
 import { ABI_MARKER, ABI_MARKER_COMPATIBLE, BufferType, Errno, LOG_LEVEL_NAMES, MapType, StreamType, WasmResult } from './abi.ts';
 import type { HostEnvironment } from './environment.ts';
 import { callForeignFunction } from './foreign.ts';

@@ -6,6 +6,9 @@
 //
 // In:  the filter's GuestMemory (once instantiated) and a log function.
 // Out: the import table; unknown WASI names get ENOSYS from the caller.
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
+import process from 'node:process';
 import { randomFillSync } from 'node:crypto';
 import { ClockId, Errno } from './abi.ts';
 import type { GuestMemory } from './memory.ts';
