@@ -12,8 +12,10 @@
 // `callgrind_control -i on` counts MEASURED requests. The sidecar runs with
 // --single-threaded so its JIT compiles in the counted thread as it would on a
 // quiet machine, not racing the load. Under valgrind V8 emits different code
-// for some JavaScript than natively: compare counts with each other, not with
-// native timings.
+// for some JavaScript than natively, and some native paths (hex and UTF-8
+// encoding, random bytes, string flattening) count heavier than they run:
+// compare counts of builds that do the same work, not with native timings, and
+// do not apportion a count between features with it.
 import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
