@@ -8,7 +8,7 @@
 // Out: the same list with exactly one `traceparent` naming this hop's span,
 //      and the ids for the access log.
 import { Buffer } from 'node:buffer';
-import { randomFillSync } from 'node:crypto';
+import { randomPool, takeRandom } from './random-pool.ts';
 import type { HeaderList } from './wasm/stream.ts';
 
 export interface TraceHop {
@@ -20,21 +20,12 @@ export interface TraceHop {
   parentSpanId: string | undefined;
 }
 
-/** Random bytes drawn in bulk: one getrandom call per 512 ids instead of one per id. */
-const POOL_SIZE = 8192;
-const pool = Buffer.allocUnsafe(POOL_SIZE);
-let offset = POOL_SIZE;
-
 /** `bytes` random bytes as lower-case hex, never all zeros (the spec's invalid value). */
 function randomHex(bytes: number): string {
   for (;;) {
-    if (offset + bytes > POOL_SIZE) {
-      randomFillSync(pool);
-      offset = 0;
-    }
-    const start = offset;
-    offset += bytes;
-    for (let i = start; i < offset; i++) if (pool[i] !== 0) return pool.toString('hex', start, offset);
+    const start = takeRandom(bytes);
+    const end = start + bytes;
+    for (let i = start; i < end; i++) if (randomPool[i] !== 0) return randomPool.toString('hex', start, end);
   }
 }
 
@@ -42,25 +33,21 @@ const HEX = Buffer.from('0123456789abcdef', 'latin1');
 const uuidScratch = Buffer.allocUnsafe(36);
 
 /**
- * A random (version 4) UUID for x-request-id, from the same pool: the string
+ * A random (version 4) UUID for x-request-id, from the random pool: the string
  * is built in a scratch buffer and decoded once (crypto.randomUUID concatenates
  * a dozen pieces per id).
  */
 export function newRequestId(): string {
-  if (offset + 16 > POOL_SIZE) {
-    randomFillSync(pool);
-    offset = 0;
-  }
+  const at = takeRandom(16);
   let j = 0;
   for (let i = 0; i < 16; i++) {
-    let b = pool[offset + i]!;
+    let b = randomPool[at + i]!;
     if (i === 6) b = (b & 0x0f) | 0x40; // version 4
     else if (i === 8) b = (b & 0x3f) | 0x80; // RFC 9562 variant
     if (i === 4 || i === 6 || i === 8 || i === 10) uuidScratch[j++] = 0x2d;
     uuidScratch[j++] = HEX[b >> 4]!;
     uuidScratch[j++] = HEX[b & 15]!;
   }
-  offset += 16;
   return uuidScratch.toString('latin1', 0, 36);
 }
 

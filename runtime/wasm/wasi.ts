@@ -12,6 +12,7 @@ import process from 'node:process';
 import { randomFillSync } from 'node:crypto';
 import { ClockId, Errno } from './abi.ts';
 import type { GuestMemory } from './memory.ts';
+import { randomPool, takeRandom } from '../random-pool.ts';
 
 export type ImportFn = (...args: never[]) => number | bigint | undefined | void;
 
@@ -106,18 +107,3 @@ export function realtimeNanosNumber(): number {
   return Math.round((performance.timeOrigin + performance.now()) * 1e6);
 }
 
-// Filters ask for a few random bytes per request (weights, percentages); one
-// syscall-backed fill per 4 KiB instead of one per call keeps that cheap.
-const randomPool = Buffer.alloc(4096);
-let randomPoolUsed = randomPool.length;
-
-/** Where `len` (at most the pool's size) fresh bytes start in randomPool; bytes handed out are never handed out again. */
-function takeRandom(len: number): number {
-  if (randomPoolUsed + len > randomPool.length) {
-    randomFillSync(randomPool);
-    randomPoolUsed = 0;
-  }
-  const at = randomPoolUsed;
-  randomPoolUsed += len;
-  return at;
-}
