@@ -1,9 +1,11 @@
 // User-space instructions per request on one hop, counted by callgrind:
 // haproxy (the reference), the meshc sidecar without filters and with the
-// compiled chain, side by side in one run. Unlike CPU time, the count does not
-// move with whatever else the machine runs (it repeats to about ±1.5%), so it
-// resolves changes of a few percent that wall-clock runs on a shared 2-core
-// machine cannot. What it leaves out: kernel time (the sidecar's is close to a
+// compiled chain, side by side in one run. Unlike CPU time, the count barely
+// moves with the background noise of a shared machine (it repeats to about
+// ±1.5%), so it resolves changes of a few percent that wall-clock runs on a
+// shared 2-core machine cannot. Heavy load is another matter: with the test
+// suite running on both cores, the sidecar's JIT tiered at other points and one
+// run counted 28% more. Run it on an otherwise idle machine. What it leaves out: kernel time (the sidecar's is close to a
 // bare node relay's, docs/runtime.md) and cache misses (the same instructions
 // cost more when each request runs alone, at a low rate).
 //
@@ -124,7 +126,7 @@ export async function run(_options: SuiteOptions): Promise<SuiteResult> {
     columns: ['target', 'instructions per request', '× haproxy'],
     rows: Object.entries(raw).map(([label, n]) => [label, Math.round(n), (n / haproxy).toFixed(2)]),
     notes: [
-      'Counts repeat to about ±1.5% whatever else the machine runs; kernel time is not counted.',
+      'Counts repeat to about ±1.5% on an otherwise idle machine (heavy load moves when the JIT tiers up: one run beside the test suite counted 28% more); kernel time is not counted.',
       'The sidecar runs with --single-threaded (its JIT compiles in the counted thread). V8 emits different code for some JavaScript under valgrind: compare rows with each other.',
       'The compiled chain is bench/policies/hop.meshpolicy.',
     ],
