@@ -77,7 +77,7 @@ export interface HeadWire {
  * lines are closed up in place (the buffer is the receiver's own), the kept
  * bytes before each one moving towards the end, so the kept head ends where
  * the head did. One Buffer is one write; a piece per run of kept lines cost
- * ~2% of a hop's instructions.
+ * ~1–2% of a hop's instructions.
  */
 export function keptHeadBytes(wire: HeadWire): Buffer {
   const { buffer, start, end } = wire;
@@ -94,7 +94,6 @@ export function keptHeadBytes(wire: HeadWire): Buffer {
   }
   return buffer.subarray(to, end);
 }
-
 
 // tchar (RFC 9110 5.6.2)
 const TOKEN = new Uint8Array(256);
