@@ -23,6 +23,7 @@ import { createHostEnvironment, type HostEnvironment } from '../runtime/wasm/env
 import { shutdownMeteringProcess } from '../runtime/wasm/module-cache.ts';
 import { HttpStream, type StreamFacts } from '../runtime/wasm/stream.ts';
 import type { Table } from './lib/report.ts';
+import { median, range } from './lib/stats.ts';
 import type { SuiteOptions, SuiteResult } from './run.ts';
 
 const POLICIES = ['examples/catalog.meshpolicy', 'examples/frontend.meshpolicy', 'examples/ratings.meshpolicy', 'bench/policies/hop.meshpolicy'];
@@ -105,17 +106,6 @@ function withFreshDigest(bytes: Uint8Array, tag: number): Uint8Array {
   const name = new TextEncoder().encode(`meshc-bench-${tag}`);
   const payload = [name.length, ...name];
   return new Uint8Array([...bytes, 0, payload.length, ...payload]);
-}
-
-function range(xs: number[]): string {
-  const lo = Math.min(...xs);
-  const hi = Math.max(...xs);
-  return lo === hi ? String(lo) : `${lo}–${hi}`;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 function p99(xs: number[]): number {

@@ -10,6 +10,7 @@ import { startHaproxy, startNginx, startSidecar, type Running } from './lib/serv
 import { requireTools } from './lib/tools.ts';
 import { wrk, type WrkResult } from './lib/wrk.ts';
 import type { Table } from './lib/report.ts';
+import { median, range } from './lib/stats.ts';
 import type { SuiteOptions, SuiteResult } from './run.ts';
 
 
@@ -58,7 +59,6 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
     await upstream.stop();
     await rm(dir, { recursive: true, force: true });
   }
-  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const haproxy = raw['haproxy']!;
   const rows = Object.entries(raw).map(([label, rounds]) => {
     const rps = rounds.map((r) => r.requestsPerSec);
@@ -68,12 +68,12 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
     return [
       label,
       Math.round(median(rps)),
-      `${Math.round(Math.min(...rps))}–${Math.round(Math.max(...rps))}`,
+      range(rps, (x) => String(Math.round(x))),
       mid.p50Ms,
       mid.p99Ms,
       rounds.reduce((a, r) => a + r.errors, 0),
       direct ? '-' : median(ratios).toFixed(2),
-      direct ? '-' : `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`,
+      direct ? '-' : range(ratios, (x) => x.toFixed(2)),
     ];
   });
   const table: Table = {

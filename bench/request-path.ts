@@ -21,6 +21,7 @@ import { SidecarMetrics } from '../runtime/metrics.ts';
 import { standaloneFacts } from '../runtime/standalone.ts';
 import { createHostEnvironment } from '../runtime/wasm/environment.ts';
 import type { Table } from './lib/report.ts';
+import { median } from './lib/stats.ts';
 import type { SuiteOptions, SuiteResult } from './run.ts';
 
 const REQUEST = Buffer.from('GET /items/1 HTTP/1.1\r\nHost: 127.0.0.1:18080\r\nUser-Agent: bench\r\n\r\n');
@@ -136,7 +137,6 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
     }
   }
   chain.retire();
-  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const base = median(raw['no filters']!);
   const table: Table = {
     title: `The request path in process (no sockets), ${count} requests a round, ${rounds} rounds alternating`,

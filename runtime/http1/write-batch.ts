@@ -7,20 +7,25 @@
 //   so the kernel wakes each peer once for a burst of responses instead of
 //   once per response. Under load that is worth a fifth of the proxy's CPU
 //   per request (docs/runtime.md, Performance).
-// - Quiet (prompt): right after the callback that wrote (process.nextTick).
-//   A quiet proxy has one request per turn, and the immediate's own trip into
-//   JavaScript cost ~12% of a request's instructions at a low rate.
+// - Quiet (prompt): right after the callback that wrote (a microtask of a
+//   settled promise). A quiet proxy has one request per turn, and the
+//   immediate's own trip into JavaScript cost ~12% of a request's
+//   instructions at a low rate. Not process.nextTick: its tick object has
+//   computed (symbol) keys, and with our calls added to Node's own V8 kept
+//   building it in the runtime, ~10k instructions a request (docs/runtime.md).
 //
 // Gathering turns that each held one socket, QUIET_TURNS in a row, make the
 // batches prompt; in prompt mode every PROBE_EVERY batches one immediate
 // counts the batches of its turn, and two or more make them gather again.
-import process from 'node:process';
 import type { Socket } from 'node:net';
 
 /** Consecutive one-socket gathering turns after which batches become prompt. */
 const QUIET_TURNS = 8;
 /** In prompt mode, one turn in this many batches is checked for other batches. */
 const PROBE_EVERY = 16;
+
+/** Settled once: `.then` on it queues a microtask, the cheapest way to run after the current callback. */
+const SETTLED = Promise.resolve();
 
 const held: Socket[] = [];
 let flushScheduled = false;
@@ -74,7 +79,7 @@ export function holdForBatch(socket: Socket): void {
   if (!flushScheduled) {
     flushScheduled = true;
     if (gathering) setImmediate(endGatheredBatch);
-    else process.nextTick(endPromptBatch);
+    else void SETTLED.then(endPromptBatch);
   }
 }
 
