@@ -47,6 +47,8 @@ interface OpenRound extends OpenLoop {
 
 interface Target {
   label: string;
+  /** direct: nginx itself; native: the haproxy or nginx pair; sidecar: a meshc pair. */
+  kind: 'direct' | 'native' | 'sidecar';
   port: number;
   host: string;
   /** The proxies' pids; none for direct. */
@@ -92,26 +94,26 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
   // Every pair runs for the whole suite (an idle proxy costs the others nothing) so the rounds can alternate.
   const pairs: RunningPair[] = [];
   const targets: Target[] = [];
-  const add = (label: string, port: number, host: string, pids: () => number[]) => targets.push({ label, port, host, pids, closed: [], open: [], besideHaproxy: [], rssMiB: 0, pssMiB: 0 });
+  const add = (label: string, kind: Target['kind'], port: number, host: string, pids: () => number[]) =>
+    targets.push({ label, kind, port, host, pids, closed: [], open: [], besideHaproxy: [], rssMiB: 0, pssMiB: 0 });
+  const closedLoop = (t: Target, seconds: number) =>
+    wrk({ url: `http://127.0.0.1:${t.port}/items/1`, seconds, connections: options.connections, headers: { Host: t.host } });
   try {
-    add('direct (nginx)', upstream.port, 'bench', () => []);
-    for (const start of [
-      () => startHaproxyPair(upstream.port, pki),
-      () => startNginxPair(upstream.port, pki),
-      () => startSidecarPair(upstream.port, pki, undefined, 'meshc pair, no filters'),
-      () => startSidecarPair(upstream.port, pki, bundleDir, 'meshc pair, compiled chain'),
-    ]) {
+    add('direct (nginx)', 'direct', upstream.port, 'bench', () => []);
+    for (const [kind, start] of [
+      ['native', () => startHaproxyPair(upstream.port, pki)],
+      ['native', () => startNginxPair(upstream.port, pki)],
+      ['sidecar', () => startSidecarPair(upstream.port, pki, undefined, 'meshc pair, no filters')],
+      ['sidecar', () => startSidecarPair(upstream.port, pki, bundleDir, 'meshc pair, compiled chain')],
+    ] as const) {
       const p = await start();
       pairs.push(p);
-      add(p.name, p.port, p.host, () => p.pids());
+      add(p.name, kind, p.port, p.host, () => p.pids());
     }
-    for (const t of targets) {
-      const warmUp = t.label.startsWith('meshc') ? WARM_UP_SECONDS : 1;
-      await wrk({ url: `http://127.0.0.1:${t.port}/items/1`, seconds: warmUp, connections: options.connections, headers: { Host: t.host } });
-    }
+    for (const t of targets) await closedLoop(t, t.kind === 'sidecar' ? WARM_UP_SECONDS : 1);
     for (let round = 0; round < ROUNDS; round++) {
       for (const t of targets) {
-        const r = await wrk({ url: `http://127.0.0.1:${t.port}/items/1`, seconds: closedSeconds, connections: options.connections, headers: { Host: t.host } });
+        const r = await closedLoop(t, closedSeconds);
         t.closed.push(r);
         process.stderr.write(`  closed round ${round + 1}, ${t.label}: ${r.requestsPerSec.toFixed(0)} req/s\n`);
       }
@@ -124,7 +126,7 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
       }
     }
     const haproxy = targets.find((t) => t.label === HAPROXY)!;
-    const sidecars = targets.filter((t) => t.label.startsWith('meshc'));
+    const sidecars = targets.filter((t) => t.kind === 'sidecar');
     for (let round = 0; round < ROUNDS; round++) {
       for (const t of sidecars) {
         const [mine, theirs] = await openRounds([t, haproxy], openSeconds);
@@ -163,7 +165,7 @@ function closedTable(targets: Target[], options: SuiteOptions, seconds: number):
     rows: targets.map((t) => {
       const rps = t.closed.map((r) => r.requestsPerSec);
       const mid = t.closed.find((r) => r.requestsPerSec === median(rps))!;
-      const direct = t.pids().length === 0;
+      const direct = t.kind === 'direct';
       const ratios = ratiosToHaproxy(targets, t, (x, i) => x.closed[i]!.requestsPerSec);
       return [t.label, Math.round(median(rps)), range(rps, (x) => String(Math.round(x))), mid.p50Ms, mid.p99Ms, t.closed.reduce((a, r) => a + r.errors, 0), direct ? '-' : fixed2(median(ratios)), direct ? '-' : range(ratios, fixed2)];
     }),
@@ -176,7 +178,7 @@ function closedTable(targets: Target[], options: SuiteOptions, seconds: number):
 }
 
 function openTable(targets: Target[], seconds: number): Table {
-  const direct = targets[0]!;
+  const direct = targets.find((t) => t.kind === 'direct')!;
   const med = (t: Target, k: 'p50' | 'p99' | 'p999') => median(t.open.map((r) => r[k]));
   return {
     title: `Open loop at a fixed ${OPEN_RPS} req/s, ${ROUNDS} rounds of ${seconds}s, every target in each round: latency the proxies add over direct, their CPU and memory`,
