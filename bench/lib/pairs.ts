@@ -200,8 +200,14 @@ export async function startSidecarProcesses(pki: Pki, spec: SidecarPairSpec): Pr
   const main = new URL('./sidecar-main.ts', import.meta.url).pathname;
   // The access log goes to stdout, which is ignored here.
   const b = await startProcess(process.execPath, [main, join(dir, 'in.json')], ports.in);
-  const a = await startProcess(process.execPath, [main, join(dir, 'out.json')], spec.readyPort ?? ports.out);
-  return { dir, outboundPort: ports.out, a, b };
+  try {
+    const a = await startProcess(process.execPath, [main, join(dir, 'out.json')], spec.readyPort ?? ports.out);
+    return { dir, outboundPort: ports.out, a, b };
+  } catch (err) {
+    // Nothing else holds the inbound sidecar: stop it rather than leave it running.
+    await b.stop();
+    throw err;
+  }
 }
 
 /** The HTTP sidecar pair, as a RunningPair on the outbound sidecar's listener. */
