@@ -106,6 +106,8 @@ for (let c = 0x61; c <= 0x7a; c++) TOKEN[c] = 1;
 function isValueChar(c: number): boolean {
   return c === 9 || (c >= 0x20 && c !== 0x7f);
 }
+/** isValueChar as a table, for the loops over every byte of a value. */
+const VALUE = Uint8Array.from({ length: 256 }, (_, c) => (isValueChar(c) ? 1 : 0));
 
 export const CRLFCRLF = Buffer.from('\r\n\r\n');
 
@@ -136,24 +138,42 @@ COMMON_NAMES.forEach((n, i) => (NAMES_BY_LENGTH[n.length] ??= []).push(i));
 /** 1 where COMMON_NAMES[i] is in HOP_BY_HOP (all of which are common names). */
 const COMMON_HOP_BY_HOP = Uint8Array.from(COMMON_NAMES, (n) => (HOP_BY_HOP.has(n) ? 1 : 0));
 
-/** The index in COMMON_NAMES of the name `s[start, end)` (a valid token) spells in any case, or -1. */
-function commonName(s: string, start: number, end: number): number {
+/** Indexes of the names FieldReader acts on (COMMON_NAMES order). */
+const CONTENT_LENGTH = COMMON_NAMES.indexOf('content-length');
+const TRANSFER_ENCODING = COMMON_NAMES.indexOf('transfer-encoding');
+const CONNECTION = COMMON_NAMES.indexOf('connection');
+const HOST = COMMON_NAMES.indexOf('host');
+const UPGRADE = COMMON_NAMES.indexOf('upgrade');
+const EXPECT = COMMON_NAMES.indexOf('expect');
+
+/** COMMON_NAMES as bytes: comparing bytes with bytes is cheaper than with a string's characters. */
+const COMMON_NAME_BYTES = COMMON_NAMES.map((n) => Buffer.from(n, 'latin1'));
+
+/** The index in COMMON_NAMES of the name `b[start, end)` (a valid token) spells in any case, or -1. */
+function commonName(b: Uint8Array, start: number, end: number): number {
   const candidates = NAMES_BY_LENGTH[end - start];
   if (candidates === undefined) return -1;
   next: for (let k = 0; k < candidates.length; k++) {
     const index = candidates[k]!;
-    const name = COMMON_NAMES[index]!;
+    const name = COMMON_NAME_BYTES[index]!;
     for (let i = 0; i < name.length; i++) {
-      let c = s.charCodeAt(start + i);
+      // Token characters: setting 0x20 lower-cases a letter and leaves digits and '-' as they are.
+      let c = b[start + i]!;
       if (c >= 0x41 && c <= 0x5a) c |= 0x20;
-      if (c !== name.charCodeAt(i)) continue next;
+      if (c !== name[i]) continue next;
     }
     return index;
   }
   return -1;
 }
 
-/** A head in the making, checked line by line. */
+/**
+ * A head in the making, checked line by line. The checks read the head's
+ * bytes; its Latin-1 text `s` (one character per byte, `s[k]` is byte
+ * `offset + k`) is only sliced for names and values. Reading a string
+ * character by character cost several times as much: each `charCodeAt`
+ * dispatches on the string's representation.
+ */
 class FieldReader {
   readonly headers: HeaderList = [];
   contentLength = -1;
@@ -173,53 +193,52 @@ class FieldReader {
     this.hopByHop = recordHopByHop ? [] : undefined;
   }
 
-  /** Reads `s` from `pos` to `end`: field lines separated by CRLF (no final empty line). */
-  read(s: string, pos: number, end: number): void {
-    while (pos < end) {
-      let eol = s.indexOf('\r\n', pos);
-      if (eol === -1 || eol > end) eol = end;
-      this.line(s, pos, eol);
-      pos = eol + 2;
-    }
+  /** Reads `s` from `pos` to `end`: field lines separated by CRLF (no final empty line). `s[k]` is `b[offset + k]`. */
+  read(b: Uint8Array, offset: number, s: string, pos: number, end: number): void {
+    while (pos < end) pos = this.line(b, offset, s, pos, end);
   }
 
-  private line(s: string, start: number, end: number): void {
+  /** Reads the field line at `start`; returns where the next one starts. */
+  private line(b: Uint8Array, offset: number, s: string, start: number, end: number): number {
     if (this.headers.length >= this.limits.maxHeaderCount) {
       throw new MeshError(this.isRequest ? 'headers-too-large' : 'upstream-protocol-error', `more than ${this.limits.maxHeaderCount} header fields`);
     }
-    const first = s.charCodeAt(start);
+    const first = b[offset + start];
     if (first === 0x20 || first === 0x09) throw this.malformed('obs-fold (a field line starting with whitespace) is not accepted');
     let i = start;
-    while (i < end && TOKEN[s.charCodeAt(i)] === 1) i++;
-    if (i === start || i >= end || s.charCodeAt(i) !== 0x3a) {
-      const c = i < end ? s.charCodeAt(i) : -1;
+    while (i < end && TOKEN[b[offset + i]!] === 1) i++;
+    if (i === start || i >= end || b[offset + i] !== 0x3a) {
+      const c = i < end ? b[offset + i]! : -1;
       if (c === 0x20 || c === 0x09) throw this.malformed('whitespace between a field name and the colon');
+      if (c === -1 || (c === 0x0d && i + 1 < end && b[offset + i + 1] === 0x0a)) throw this.malformed('a field line without a colon');
       if (c === 0x0d || c === 0x0a) throw this.malformed('bare CR or LF in the header section');
       throw this.malformed(i === start ? 'empty or invalid field name' : `invalid character 0x${c.toString(16)} in a field name`);
     }
-    const common = commonName(s, start, i);
+    const common = commonName(b, offset + start, offset + i);
     const name = common >= 0 ? COMMON_NAMES[common]! : s.slice(start, i).toLowerCase();
     let vs = i + 1;
-    while (vs < end && (s.charCodeAt(vs) === 0x20 || s.charCodeAt(vs) === 0x09)) vs++;
-    let ve = end;
-    while (ve > vs && (s.charCodeAt(ve - 1) === 0x20 || s.charCodeAt(ve - 1) === 0x09)) ve--;
-    for (let j = vs; j < ve; j++) {
-      const c = s.charCodeAt(j);
-      if (!isValueChar(c)) {
-        throw this.malformed(c === 0x0d || c === 0x0a ? `bare CR or LF in the value of ${name}` : `control character 0x${c.toString(16)} in the value of ${name}`);
-      }
+    while (vs < end && (b[offset + vs] === 0x20 || b[offset + vs] === 0x09)) vs++;
+    // The value runs to the line's CR, which must be followed by LF; any other control character is refused.
+    let eol = vs;
+    while (eol < end && VALUE[b[offset + eol]!] === 1) eol++;
+    if (eol < end && !(b[offset + eol] === 0x0d && eol + 1 < end && b[offset + eol + 1] === 0x0a)) {
+      const c = b[offset + eol]!;
+      throw this.malformed(c === 0x0d || c === 0x0a ? `bare CR or LF in the value of ${name}` : `control character 0x${c.toString(16)} in the value of ${name}`);
     }
+    let ve = eol;
+    while (ve > vs && (b[offset + ve - 1] === 0x20 || b[offset + ve - 1] === 0x09)) ve--;
     const value = s.slice(vs, ve);
     this.headers.push([name, value]);
-    if (this.hopByHop !== undefined && common >= 0 && COMMON_HOP_BY_HOP[common] === 1) this.hopByHop.push(start, end + 2);
-    switch (name) {
-      case 'content-length':
+    if (common < 0) return eol + 2;
+    if (this.hopByHop !== undefined && COMMON_HOP_BY_HOP[common] === 1) this.hopByHop.push(start, eol + 2);
+    switch (common) {
+      case CONTENT_LENGTH:
         this.setLength(value);
         break;
-      case 'transfer-encoding':
+      case TRANSFER_ENCODING:
         this.transferEncoding = this.transferEncoding === undefined ? value : `${this.transferEncoding}, ${value}`;
         break;
-      case 'connection': {
+      case CONNECTION: {
         const tokens = (this.connection ??= []);
         // One token, as nearly every peer sends (keep-alive, close, upgrade): no split, no copies.
         if (value.indexOf(',') === -1) {
@@ -230,17 +249,18 @@ class FieldReader {
         }
         break;
       }
-      case 'host':
+      case HOST:
         if (this.host !== undefined) throw this.malformed('more than one Host field');
         this.host = value;
         break;
-      case 'upgrade':
+      case UPGRADE:
         this.upgrade = value;
         break;
-      case 'expect':
+      case EXPECT:
         this.expect = value.toLowerCase();
         break;
     }
+    return eol + 2;
   }
 
   private setLength(value: string): void {
@@ -328,22 +348,22 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limits
   if (eol > limits.maxRequestLineBytes) throw new MeshError('uri-too-long', `request line longer than ${limits.maxRequestLineBytes} bytes`);
   // method SP request-target SP HTTP-version
   let i = 0;
-  while (i < eol && TOKEN[s.charCodeAt(i)] === 1) i++;
-  if (i === 0 || s.charCodeAt(i) !== 0x20) throw new MeshError('malformed-request', 'invalid request line (method)');
+  while (i < eol && TOKEN[buf[start + i]!] === 1) i++;
+  if (i === 0 || buf[start + i] !== 0x20) throw new MeshError('malformed-request', 'invalid request line (method)');
   const method = s.slice(0, i);
   const ts = i + 1;
   let j = ts;
   while (j < eol) {
-    const c = s.charCodeAt(j);
+    const c = buf[start + j]!;
     if (c <= 0x20 || c >= 0x7f) break;
     j++;
   }
-  if (j === ts || j >= eol || s.charCodeAt(j) !== 0x20) throw new MeshError('malformed-request', 'invalid request line (request target)');
+  if (j === ts || j >= eol || buf[start + j] !== 0x20) throw new MeshError('malformed-request', 'invalid request line (request target)');
   if (eol - (j + 1) !== 8) throw new MeshError('malformed-request', 'invalid request line (version)');
   const minor = version(s, j + 1, true);
   const target = s.slice(ts, j);
   const fields = new FieldReader(true, limits);
-  fields.read(s, eol + 2, s.length);
+  fields.read(buf, start, s, eol + 2, s.length);
   const chunked = fields.framing(minor);
   if (minor === 1 && fields.host === undefined) throw new MeshError('malformed-request', 'HTTP/1.1 request without a Host field');
   const connection = fields.connection;
@@ -378,11 +398,11 @@ export function parseResponseHead(buf: Buffer, start: number, end: number, limit
   }
   const status = d0 * 100 + d1 * 10 + d2;
   const reason = eol > 13 ? s.slice(13, eol) : '';
-  for (let k = 0; k < reason.length; k++) {
-    if (!isValueChar(reason.charCodeAt(k))) throw new MeshError('upstream-protocol-error', 'control character in the reason phrase');
+  for (let k = start + 13; k < start + eol; k++) {
+    if (VALUE[buf[k]!] !== 1) throw new MeshError('upstream-protocol-error', 'control character in the reason phrase');
   }
   const fields = new FieldReader(false, limits, minor === 1);
-  fields.read(s, eol + 2, s.length);
+  fields.read(buf, start, s, eol + 2, s.length);
   const chunked = fields.framing(minor);
   return {
     status,
@@ -424,6 +444,6 @@ export function findHeadEnd(buf: Buffer, from: number, scanFrom: number, limits:
 export function parseTrailers(buf: Buffer, start: number, end: number, limits: HeadLimits, isRequest: boolean): HeaderList {
   const s = buf.toString('latin1', start, end);
   const fields = new FieldReader(isRequest, limits);
-  fields.read(s, 0, s.length);
+  fields.read(buf, start, s, 0, s.length);
   return fields.headers;
 }

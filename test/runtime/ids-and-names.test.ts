@@ -1,8 +1,10 @@
-// Two hot-path shortcuts that must not change results: request ids built from
+// Hot-path shortcuts that must not change results: request ids built from
 // the pooled random bytes are valid, distinct version-4 UUIDs; field names that
-// match the codec's shared common names come out exactly as lower-casing them would.
+// match the codec's shared common names come out exactly as lower-casing them
+// would; the field reader, which checks bytes and slices text, reads a head
+// anywhere in a buffer and refuses what the text-based reader refused.
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_LIMITS, keptHeadBytes, parseRequestHead, parseResponseHead } from '../../runtime/http1/parse.ts';
+import { DEFAULT_LIMITS, keptHeadBytes, parseRequestHead, parseResponseHead, parseTrailers } from '../../runtime/http1/parse.ts';
 import { newRequestId } from '../../runtime/trace.ts';
 
 describe('newRequestId', () => {
@@ -38,6 +40,60 @@ describe('field names', () => {
     expect(r.keepAlive).toBe(false);
     const dup = Buffer.from('POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\ncontent-LENGTH: 1\r\n\r\n', 'latin1');
     expect(() => parseRequestHead(dup, 0, dup.length - 4, DEFAULT_LIMITS)).toThrow(/more than one Content-Length/);
+  });
+});
+
+describe('the field reader', () => {
+  /** `text` placed after `before` bytes of other traffic (a pipelined request, a previous response), with more after it. */
+  const at = (before: string, text: string) => {
+    const buf = Buffer.from(`${before}${text}\r\n\r\nNEXT`, 'latin1');
+    return { buf, start: before.length, end: before.length + text.length };
+  };
+
+  it('reads a head anywhere in its buffer', () => {
+    const req = at('GET /first HTTP/1.1\r\nHost: a\r\n\r\n', 'POST /second HTTP/1.1\r\nHost: b\r\nContent-Length: 3\r\nX-Val: \t spaced\tout \t');
+    const h = parseRequestHead(req.buf, req.start, req.end, DEFAULT_LIMITS);
+    expect([h.method, h.target, h.host, h.contentLength]).toEqual(['POST', '/second', 'b', 3]);
+    expect(h.headers).toEqual([['host', 'b'], ['content-length', '3'], ['x-val', 'spaced\tout']]);
+
+    const res = at('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok', 'HTTP/1.1 404 Not Found\r\nConnection: keep-alive\r\nContent-Length: 0\r\nServer: s');
+    const r = parseResponseHead(res.buf, res.start, res.end, DEFAULT_LIMITS);
+    expect([r.status, r.reason, r.contentLength]).toEqual([404, 'Not Found', 0]);
+    expect(keptHeadBytes(r.wire!).toString('latin1')).toBe('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nServer: s\r\n\r\n');
+
+    const trailers = at('0\r\n', 'Grpc-Status: 0\r\nX-T: t');
+    expect(parseTrailers(trailers.buf, trailers.start, trailers.end, DEFAULT_LIMITS, false)).toEqual([['grpc-status', '0'], ['x-t', 't']]);
+  });
+
+  it('keeps obs-text in values and refuses every control character but tab', () => {
+    const ok = at('', 'GET / HTTP/1.1\r\nHost: a\r\nX-Latin: caf\xe9');
+    expect(parseRequestHead(ok.buf, ok.start, ok.end, DEFAULT_LIMITS).headers[1]).toEqual(['x-latin', 'caf\xe9']);
+    for (const [value, message] of [
+      ['a\rb', /bare CR or LF in the value of x-a/],
+      ['a\nb', /bare CR or LF in the value of x-a/],
+      ['a\u0000b', /control character 0x0 in the value of x-a/],
+      ['a\u007fb', /control character 0x7f in the value of x-a/],
+      ['ends in CR\r', /bare CR or LF in the value of x-a/],
+    ] as const) {
+      const bad = at('GET / HTTP/1.1\r\nHost: z\r\n\r\n', `GET / HTTP/1.1\r\nHost: a\r\nX-A: ${value}`);
+      expect(() => parseRequestHead(bad.buf, bad.start, bad.end, DEFAULT_LIMITS)).toThrow(message);
+    }
+  });
+
+  it('names what is wrong with a field line', () => {
+    const cases = [
+      ['No-Colon', /a field line without a colon/],
+      ['No-Colon\r\nHost: a', /a field line without a colon/],
+      ['X-A : 1', /whitespace between a field name and the colon/],
+      [' X-A: 1', /obs-fold/],
+      [': 1', /empty or invalid field name/],
+      ['X(A): 1', /invalid character 0x28 in a field name/],
+      ['X-A\r: 1', /bare CR or LF in the header section/],
+    ] as const;
+    for (const [line, message] of cases) {
+      const bad = at('', `GET / HTTP/1.1\r\nHost: a\r\n${line}`);
+      expect(() => parseRequestHead(bad.buf, bad.start, bad.end, DEFAULT_LIMITS)).toThrow(message);
+    }
   });
 });
 
