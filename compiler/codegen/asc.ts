@@ -13,12 +13,14 @@ const FILTERS_DIR = new URL('../../filters/', import.meta.url);
  * 100-rule module at -O2, a third of that at -O1), while a decision costs the
  * same at -O1, -O2 and -O3: V8 optimizes the Wasm again when it tiers up,
  * and host calls dominate (bench/decisions.ts; docs/compiler.md has the
- * comparison). The module is as small as at -O2. The incremental GC runtime
- * because filters live as long as the VM and allocate per request, and abort
+ * comparison). The module is as small as at -O2. The minimal runtime: its
+ * collector runs only when called, and filters/abi.ts calls it at the end of
+ * outermost callbacks (the incremental one, collecting from inside every
+ * allocation, cost a decision ~18%); abort
  * routed to the library's handler so the module imports nothing outside
  * env/wasi_snapshot_preview1.
  */
-export const ASC_FLAGS = ['--outFile', OUTPUT_FILE, '-O1', '--runtime', 'incremental', '--use', 'abort=filters/abort/meshAbort'];
+export const ASC_FLAGS = ['--outFile', OUTPUT_FILE, '-O1', '--runtime', 'minimal', '--use', 'abort=filters/abort/meshAbort'];
 
 export class AssemblyScriptError extends Error {
   readonly code = 'MESHC_CODEGEN';
