@@ -20,7 +20,7 @@ import { configureTrace } from "./request";
 
 export function proxy_abi_version_0_2_1(): void {}
 
-/** Outermost callbacks in progress: more than one while the host calls back in (a local response, say). */
+/** Callbacks in progress: more than one only if the host starts a callback while another runs; only the outermost may collect. */
 let depth = 0;
 let sinceCollect = 0;
 /** Outermost callbacks between collections: each request's garbage is a few hundred bytes. */
