@@ -205,8 +205,11 @@ class FieldReader {
     }
     const first = b[offset + start];
     if (first === 0x20 || first === 0x09) throw this.malformed('obs-fold (a field line starting with whitespace) is not accepted');
-    let i = start;
-    while (i < end && TOKEN[b[offset + i]!] === 1) i++;
+    // The two loops over every byte run on positions in `b`, not in `s`: no offset added per byte.
+    const stop = offset + end;
+    let p = offset + start;
+    while (p < stop && TOKEN[b[p]!] === 1) p++;
+    const i = p - offset;
     if (i === start || i >= end || b[offset + i] !== 0x3a) {
       const c = i < end ? b[offset + i]! : -1;
       if (c === 0x20 || c === 0x09) throw this.malformed('whitespace between a field name and the colon');
@@ -219,8 +222,9 @@ class FieldReader {
     let vs = i + 1;
     while (vs < end && (b[offset + vs] === 0x20 || b[offset + vs] === 0x09)) vs++;
     // The value runs to the line's CR, which must be followed by LF; any other control character is refused.
-    let eol = vs;
-    while (eol < end && VALUE[b[offset + eol]!] === 1) eol++;
+    p = offset + vs;
+    while (p < stop && VALUE[b[p]!] === 1) p++;
+    const eol = p - offset;
     if (eol < end && !(b[offset + eol] === 0x0d && eol + 1 < end && b[offset + eol + 1] === 0x0a)) {
       const c = b[offset + eol]!;
       throw this.malformed(c === 0x0d || c === 0x0a ? `bare CR or LF in the value of ${name}` : `control character 0x${c.toString(16)} in the value of ${name}`);
