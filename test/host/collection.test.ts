@@ -15,6 +15,7 @@ import { FilterChain } from '../../runtime/chain.ts';
 import { createHostEnvironment } from '../../runtime/wasm/environment.ts';
 import { HttpStream, type HeaderList, type StreamFacts } from '../../runtime/wasm/stream.ts';
 import type { WasmMemory } from '../../runtime/wasm/webassembly.ts';
+import { inboundFacts } from '../support/stream-facts.ts';
 
 const POLICY = new URL('../../bench/policies/hop.meshpolicy', import.meta.url).pathname;
 
@@ -22,19 +23,8 @@ afterAll(async () => {
   await shutdownCompiler();
 });
 
-const facts: StreamFacts = {
-  direction: Direction.Unspecified,
-  sourcePrincipal: 'spiffe://mesh.local/ns/default/sa/client',
-  sourceAddress: '127.0.0.1',
-  sourcePort: 40000,
-  destinationAddress: '127.0.0.1',
-  destinationPort: 8080,
-  destinationService: 'bench',
-  peerUriSan: 'spiffe://mesh.local/ns/default/sa/client',
-  requestId: 'r',
-  scheme: 'http',
-  protocol: 'HTTP/1.1',
-};
+// The standalone direction, where all four rule kinds run.
+const facts: StreamFacts = { ...inboundFacts('spiffe://mesh.local/ns/default/sa/client', 'r'), direction: Direction.Unspecified, destinationService: 'bench', scheme: 'http' };
 
 describe('compiled filters collect their garbage', () => {
   it('decide 30,000 requests correctly with memory that stops growing', async () => {
