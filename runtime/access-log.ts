@@ -6,7 +6,7 @@
 //
 // In:  an AccessLogEntry. Out: the same JSON text JSON.stringify would give
 //      (same field order, absent fields left out; test/runtime/access-log.test.ts).
-import { writeLogLine } from './log.ts';
+import { logLater } from './log.ts';
 
 export interface AccessLogEntry {
   time: string;
@@ -99,8 +99,9 @@ export function accessLogLine(e: AccessLogEntry): string {
 
 /**
  * Where a proxy's access log goes: a log sink given to the proxy (tests)
- * receives each entry as an object; the default, stdout, gets the hand-built line.
+ * receives each entry as an object; the default, stdout, gets the hand-built line
+ * (made when the log is next written out).
  */
 export function accessLogSink(log: ((entry: Record<string, unknown>) => void) | undefined): (entry: AccessLogEntry) => void {
-  return log ? (entry) => log({ ...entry }) : (entry) => writeLogLine(accessLogLine(entry));
+  return log ? (entry) => log({ ...entry }) : (entry) => logLater(entry, accessLogLine);
 }

@@ -7,8 +7,14 @@
 // one string made a long chain that had to be flattened and encoded again at
 // every flush (a few percent of a busy proxy's CPU).
 //
-// In:  log entries (events; access-log lines come as text, runtime/access-log.ts).
-// Out: JSON lines on fd 1;
+// Access-log entries are kept as objects and made into text only when the
+// lines before them are written out (logLater): at a low request rate each
+// request wakes a cold process, and formatting its line then ran with the
+// formatter's code and data out of cache; formatting the interval's entries
+// together runs it warm (docs/runtime.md, Ninth round).
+//
+// In:  log entries (events as objects, lines as text, access-log entries with their formatter).
+// Out: JSON lines on fd 1, in the order they were given;
 //      whatever is pending is written synchronously when the process exits.
 //      logTime(): the current time as an ISO string, computed once per millisecond.
 import { Buffer } from 'node:buffer';
@@ -19,16 +25,18 @@ import { writeSync } from 'node:fs';
 const BUFFER_BYTES = 64 * 1024;
 /** Longest a line waits in the buffer. */
 const FLUSH_MS = 50;
+/** Entries held for formatting before they are formatted at once: bounds what they keep alive. */
+const LATER_MAX = 128;
 
 let buffer = Buffer.allocUnsafe(BUFFER_BYTES);
 let used = 0;
 let timer: NodeJS.Timeout | undefined;
+/** Entries given to logLater and not yet formatted, each with its formatter at the same index. */
+const laterEntries: unknown[] = [];
+const laterFormats: Array<(entry: unknown) => string> = [];
 
+/** Writes what the buffer holds (not the entries waiting to be formatted: see flushAll). */
 function flush(): void {
-  if (timer) {
-    clearTimeout(timer);
-    timer = undefined;
-  }
   if (used === 0) return;
   // The stream may keep the bytes until they are written: the next lines go to a new buffer.
   const out = buffer.subarray(0, used);
@@ -37,7 +45,30 @@ function flush(): void {
   process.stdout.write(out);
 }
 
+/** Formats the waiting entries into the buffer, in order. */
+function formatLater(): void {
+  // appendLine may flush the buffer, never format: nothing joins these lists meanwhile.
+  for (let i = 0; i < laterEntries.length; i++) appendLine(laterFormats[i]!(laterEntries[i]));
+  laterEntries.length = 0;
+  laterFormats.length = 0;
+}
+
+/** The timer's flush: everything given so far goes out. */
+function flushAll(): void {
+  timer = undefined;
+  formatLater();
+  flush();
+}
+
+function armTimer(): void {
+  if (timer) return;
+  timer = setTimeout(flushAll, FLUSH_MS);
+  // A pending line never keeps the process alive; 'exit' writes it.
+  timer.unref();
+}
+
 process.once('exit', () => {
+  formatLater();
   if (used === 0) return;
   try {
     writeSync(1, buffer.subarray(0, used));
@@ -53,6 +84,24 @@ export function jsonLineLog(entry: Record<string, unknown>): void {
 
 /** Appends one line of JSON text (without its newline) to the log. */
 export function writeLogLine(line: string): void {
+  if (laterEntries.length > 0) formatLater();
+  appendLine(line);
+  armTimer();
+}
+
+/**
+ * Logs `entry` as the line `format(entry)` makes, formatted when the log is
+ * next written out (or at once when LATER_MAX are waiting). `entry` must not
+ * change afterwards, and `format` must not log.
+ */
+export function logLater<T>(entry: T, format: (entry: T) => string): void {
+  laterEntries.push(entry);
+  laterFormats.push(format as (entry: unknown) => string);
+  if (laterEntries.length >= LATER_MAX) formatLater();
+  armTimer();
+}
+
+function appendLine(line: string): void {
   // UTF-8 takes at most 3 bytes per UTF-16 unit: room for the worst case, or flush first.
   const worst = line.length * 3 + 1;
   if (used + worst > buffer.length) {
@@ -64,11 +113,6 @@ export function writeLogLine(line: string): void {
   }
   used += buffer.write(line, used, 'utf8');
   buffer[used++] = 0x0a;
-  if (!timer) {
-    timer = setTimeout(flush, FLUSH_MS);
-    // A pending line never keeps the process alive; 'exit' writes it.
-    timer.unref();
-  }
 }
 
 let isoSecond = -1;

@@ -1,6 +1,8 @@
 // The stdout log sink in a real process: lines in order and intact across
 // buffer-full flushes, the 50 ms timer, a line larger than the buffer,
-// multi-byte characters, and the synchronous write at exit.
+// multi-byte characters, entries formatted later (logLater) among lines
+// written at once, more of them than wait unformatted, and the synchronous
+// write at exit.
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -9,20 +11,26 @@ import { describe, expect, it, vi } from 'vitest';
 const logModule = fileURLToPath(new URL('../../runtime/log.ts', import.meta.url));
 
 const script = `
-import { jsonLineLog, writeLogLine } from ${JSON.stringify(logModule)};
-for (let i = 0; i < 3000; i++) jsonLineLog({ i, text: i % 7 === 0 ? 'ünï ✓ 😀' : 'plain' });
+import { jsonLineLog, logLater, writeLogLine } from ${JSON.stringify(logModule)};
+const later = (entry) => JSON.stringify(entry);
+for (let i = 0; i < 3000; i++) {
+  const entry = { i, text: i % 7 === 0 ? 'ünï ✓ 😀' : 'plain' };
+  if (i % 3 === 0 || (i >= 1000 && i < 1500)) logLater(entry, later);
+  else jsonLineLog(entry);
+}
 await new Promise((r) => setTimeout(r, 120)); // the timer flushes what is pending
 writeLogLine(JSON.stringify({ i: 3000, big: 'x'.repeat(40000) })); // larger than the buffer's worst case
 for (let i = 3001; i < 3100; i++) writeLogLine(JSON.stringify({ i, text: 'é'.repeat(i % 50) }));
-// Pending at exit: written synchronously.
+for (let i = 3100; i < 3400; i++) logLater({ i, text: 'é'.repeat(i % 50) }, later);
+// Pending at exit, lines and entries not yet formatted: written synchronously.
 `;
 
-describe('jsonLineLog / writeLogLine', () => {
+describe('jsonLineLog / writeLogLine / logLater', () => {
   it('writes every line once, in order, intact, including at exit', async () => {
     const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { maxBuffer: 16 * 1024 * 1024 });
     const lines = stdout.split('\n');
     expect(lines.pop()).toBe('');
-    expect(lines).toHaveLength(3100);
+    expect(lines).toHaveLength(3400);
     lines.forEach((line, i) => {
       const entry = JSON.parse(line) as { i: number; text?: string; big?: string };
       expect(entry.i).toBe(i);
