@@ -8,10 +8,11 @@
 // resolve below a few microseconds. The baseline is the same path without a
 // filter; the floor it misses (Node's streams and the four syscalls) is what
 // http-hop adds.
+import { Buffer } from 'node:buffer';
 import { EventEmitter } from 'node:events';
 import { Registry } from 'prom-client';
 import { hopFilterBytes } from './lib/hop-policy.ts';
-import { accessLogLine, type AccessLogEntry } from '../runtime/access-log.ts';
+import { ACCESS_LOG_LINE, type AccessLogEntry } from '../runtime/access-log.ts';
 import { FilterChain } from '../runtime/chain.ts';
 import { UpstreamPool } from '../runtime/http1/client.ts';
 import { DEFAULT_LIMITS } from '../runtime/http1/parse.ts';
@@ -83,11 +84,12 @@ async function measure(chain: FilterChain | undefined, count: number): Promise<n
     ownVersion: () => '',
   };
   let logBytes = 0;
+  const logBuffer = Buffer.allocUnsafe(64 * 1024);
   const deps: ProxyDeps = {
     metrics: new SidecarMetrics(),
     log: () => {},
-    // The line is built as in production; only the write to stdout is left out.
-    accessLog: (entry: AccessLogEntry) => (logBytes += accessLogLine(entry).length),
+    // The line is written into a buffer as in production; only the write to stdout is left out.
+    accessLog: (entry: AccessLogEntry) => (logBytes += ACCESS_LOG_LINE.write(entry, logBuffer, 0)),
     upstreamTimeoutMs: 15_000,
     track: () => {},
   };

@@ -7,13 +7,13 @@
 // one string made a long chain that had to be flattened and encoded again at
 // every flush (a few percent of a busy proxy's CPU).
 //
-// Access-log entries are kept as objects and made into text only when the
-// lines before them are written out (logLater): at a low request rate each
-// request wakes a cold process, and formatting its line then ran with the
-// formatter's code and data out of cache; formatting the interval's entries
-// together runs it warm (docs/runtime.md, Ninth round).
+// Access-log entries are kept as objects and written into the buffer, as
+// bytes, only when the buffer is next written out (logLater): at a low
+// request rate each request wakes a cold process, and formatting its line
+// then ran with the formatter's code and data out of cache; the interval's
+// entries formatted together run it warm (docs/runtime.md, Ninth round).
 //
-// In:  log entries (events as objects, lines as text, access-log entries with their formatter).
+// In:  log entries (events as objects, lines as text, access-log entries with their LineFormat).
 // Out: JSON lines on fd 1, in the order they were given;
 //      whatever is pending is written synchronously when the process exits.
 //      logTime(): the current time as an ISO string, computed once per millisecond.
@@ -31,9 +31,17 @@ const LATER_MAX = 128;
 let buffer = Buffer.allocUnsafe(BUFFER_BYTES);
 let used = 0;
 let timer: NodeJS.Timeout | undefined;
-/** Entries given to logLater and not yet formatted, each with its formatter at the same index. */
+/** How an entry given to logLater becomes its line. */
+export interface LineFormat<T> {
+  /** At least the bytes write() will take for `entry` (its newline not counted). */
+  maxBytes(entry: T): number;
+  /** Writes the line into `buf` from `at` (room for maxBytes is there); returns where it ends. */
+  write(entry: T, buf: Buffer, at: number): number;
+}
+
+/** Entries given to logLater and not yet written, each with its format at the same index. */
 const laterEntries: unknown[] = [];
-const laterFormats: Array<(entry: unknown) => string> = [];
+const laterFormats: Array<LineFormat<unknown>> = [];
 
 /** Writes what the buffer holds (not the entries waiting to be formatted: see flushAll). */
 function flush(): void {
@@ -45,10 +53,25 @@ function flush(): void {
   process.stdout.write(out);
 }
 
-/** Formats the waiting entries into the buffer, in order. */
+/** Writes the waiting entries into the buffer, in order. */
 function formatLater(): void {
-  // appendLine may flush the buffer, never format: nothing joins these lists meanwhile.
-  for (let i = 0; i < laterEntries.length; i++) appendLine(laterFormats[i]!(laterEntries[i]));
+  // flush() only writes the buffer out: nothing joins these lists meanwhile.
+  for (let i = 0; i < laterEntries.length; i++) {
+    const entry = laterEntries[i];
+    const format = laterFormats[i]!;
+    const need = format.maxBytes(entry) + 1;
+    if (used + need > buffer.length) flush();
+    if (need > buffer.length) {
+      // Larger than the buffer: a buffer of its own.
+      const own = Buffer.allocUnsafe(need);
+      const end = format.write(entry, own, 0);
+      own[end] = 0x0a;
+      process.stdout.write(own.subarray(0, end + 1));
+      continue;
+    }
+    used = format.write(entry, buffer, used);
+    buffer[used++] = 0x0a;
+  }
   laterEntries.length = 0;
   laterFormats.length = 0;
 }
@@ -90,13 +113,12 @@ export function writeLogLine(line: string): void {
 }
 
 /**
- * Logs `entry` as the line `format(entry)` makes, formatted when the log is
- * next written out (or at once when LATER_MAX are waiting). `entry` must not
- * change afterwards, and `format` must not log.
+ * Logs `entry` as the line `format` writes, when the log is next written out
+ * (or at once when LATER_MAX are waiting). `entry` must not change afterwards.
  */
-export function logLater<T>(entry: T, format: (entry: T) => string): void {
+export function logLater<T>(entry: T, format: LineFormat<T>): void {
   laterEntries.push(entry);
-  laterFormats.push(format as (entry: unknown) => string);
+  laterFormats.push(format as LineFormat<unknown>);
   if (laterEntries.length >= LATER_MAX) formatLater();
   armTimer();
 }

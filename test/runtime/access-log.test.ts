@@ -1,8 +1,22 @@
 // The hand-written access-log serialiser must give exactly what JSON.stringify
 // gives for the same entry: field order, absent fields left out, escaping of
-// whatever a client put in the path or Host, non-ASCII and control characters.
+// whatever a client put in the path or Host, non-ASCII and control characters;
+// and it must stay within the bytes it said it needs.
+import { Buffer } from 'node:buffer';
 import { describe, expect, it } from 'vitest';
-import { accessLogLine, type AccessLogEntry } from '../../runtime/access-log.ts';
+import { ACCESS_LOG_LINE, type AccessLogEntry } from '../../runtime/access-log.ts';
+
+/** The entry's line as the log writes it: into a buffer, here after other bytes, which must stay as they were. */
+function accessLogLine(e: AccessLogEntry): string {
+  const at = 7;
+  const need = ACCESS_LOG_LINE.maxBytes(e);
+  const buf = Buffer.alloc(at + need + 16, 0xee);
+  const end = ACCESS_LOG_LINE.write(e, buf, at);
+  expect(end - at).toBeLessThanOrEqual(need);
+  expect(buf.subarray(0, at).every((b) => b === 0xee)).toBe(true);
+  expect(buf.subarray(end).every((b) => b === 0xee)).toBe(true);
+  return buf.toString('utf8', at, end);
+}
 
 function entry(over: Partial<AccessLogEntry> = {}): AccessLogEntry {
   return {
@@ -50,12 +64,13 @@ const full: Partial<AccessLogEntry> = {
   parent_span_id: 'b7ad6b7169203331',
 };
 
-describe('accessLogLine', () => {
+describe('ACCESS_LOG_LINE', () => {
   it.each([
     ['the common case (most fields absent)', {}],
     ['every field present', full],
     ['a path with quotes, backslashes and control characters', { path: '/a"b\\c\u0001\u001f\u007f\ttab' }],
     ['non-ASCII and lone surrogates in the authority and path', { authority: 'ünïcode.example', path: '/\ud800x/\u2028/😀' }],
+    ['values that escape to the most bytes', { path: '\u0001'.repeat(300), authority: '\udfff'.repeat(50), rule: '😀'.repeat(40), method: '"\\' }],
     ['an error message with newlines', { ...full, error: 'line one\nline "two"\r\n' }],
     ['numbers at the edges', { status: 0, duration_ms: 0.01, bytes_sent: 1e21, attempts: 2 }],
     ['a duration that is not a number', { duration_ms: Number.NaN }],

@@ -1,8 +1,8 @@
 // The stdout log sink in a real process: lines in order and intact across
 // buffer-full flushes, the 50 ms timer, a line larger than the buffer,
-// multi-byte characters, entries formatted later (logLater) among lines
-// written at once, more of them than wait unformatted, and the synchronous
-// write at exit.
+// multi-byte characters, entries written later (logLater) among lines
+// written at once, more of them than wait unwritten, one larger than the
+// buffer, and the synchronous write at exit.
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -12,7 +12,11 @@ const logModule = fileURLToPath(new URL('../../runtime/log.ts', import.meta.url)
 
 const script = `
 import { jsonLineLog, logLater, writeLogLine } from ${JSON.stringify(logModule)};
-const later = (entry) => JSON.stringify(entry);
+// Entries written later as their JSON text (at most 3 bytes of UTF-8 per UTF-16 unit).
+const later = {
+  maxBytes: (entry) => JSON.stringify(entry).length * 3,
+  write: (entry, buf, at) => at + buf.write(JSON.stringify(entry), at, 'utf8'),
+};
 for (let i = 0; i < 3000; i++) {
   const entry = { i, text: i % 7 === 0 ? 'ünï ✓ 😀' : 'plain' };
   if (i % 3 === 0 || (i >= 1000 && i < 1500)) logLater(entry, later);
@@ -21,7 +25,7 @@ for (let i = 0; i < 3000; i++) {
 await new Promise((r) => setTimeout(r, 120)); // the timer flushes what is pending
 writeLogLine(JSON.stringify({ i: 3000, big: 'x'.repeat(40000) })); // larger than the buffer's worst case
 for (let i = 3001; i < 3100; i++) writeLogLine(JSON.stringify({ i, text: 'é'.repeat(i % 50) }));
-for (let i = 3100; i < 3400; i++) logLater({ i, text: 'é'.repeat(i % 50) }, later);
+for (let i = 3100; i < 3400; i++) logLater({ i, text: i === 3200 ? 'y'.repeat(30000) : 'é'.repeat(i % 50) }, later); // 3200: more than the buffer holds
 // Pending at exit, lines and entries not yet formatted: written synchronously.
 `;
 
@@ -36,6 +40,7 @@ describe('jsonLineLog / writeLogLine / logLater', () => {
       expect(entry.i).toBe(i);
       if (i < 3000) expect(entry.text).toBe(i % 7 === 0 ? 'ünï ✓ 😀' : 'plain');
       else if (i === 3000) expect(entry.big).toHaveLength(40000);
+      else if (i === 3200) expect(entry.text).toBe('y'.repeat(30000));
       else expect(entry.text).toBe('é'.repeat(i % 50));
     });
   });
