@@ -4,8 +4,9 @@
 // JSON.stringify of the whole object (22 fields, most undefined) was the
 // largest single JavaScript cost per request (docs/runtime.md, Performance).
 //
-// In:  an AccessLogEntry. Out: the same JSON text JSON.stringify would give
-//      (same field order, absent fields left out; test/runtime/access-log.test.ts).
+// In:  an AccessLogEntry. Out: its line, written as UTF-8 bytes into the log's
+//      buffer: the JSON text JSON.stringify would give (same field order, absent
+//      fields left out; test/runtime/access-log.test.ts).
 import { Buffer } from 'node:buffer';
 import { logLater, type LineFormat } from './log.ts';
 
@@ -158,7 +159,7 @@ const FIXED_BYTES =
 /**
  * The access log's line format (runtime/log.ts): the entry's JSON, written
  * as bytes straight into the log's buffer. Building it as a string instead
- * made a rope of ~40 pieces that the buffer's write then flattened and
+ * made a rope of ~30 pieces that the buffer's write then flattened and
  * encoded again (docs/runtime.md, Ninth round).
  */
 export const ACCESS_LOG_LINE: LineFormat<AccessLogEntry> = {
