@@ -56,22 +56,7 @@ function flush(): void {
 /** Writes the waiting entries into the buffer, in order. */
 function formatLater(): void {
   // flush() only writes the buffer out: nothing joins these lists meanwhile.
-  for (let i = 0; i < laterEntries.length; i++) {
-    const entry = laterEntries[i];
-    const format = laterFormats[i]!;
-    const need = format.maxBytes(entry) + 1;
-    if (used + need > buffer.length) flush();
-    if (need > buffer.length) {
-      // Larger than the buffer: a buffer of its own.
-      const own = Buffer.allocUnsafe(need);
-      const end = format.write(entry, own, 0);
-      own[end] = 0x0a;
-      process.stdout.write(own.subarray(0, end + 1));
-      continue;
-    }
-    used = format.write(entry, buffer, used);
-    buffer[used++] = 0x0a;
-  }
+  for (let i = 0; i < laterEntries.length; i++) append(laterEntries[i], laterFormats[i]!);
   laterEntries.length = 0;
   laterFormats.length = 0;
 }
@@ -108,7 +93,7 @@ export function jsonLineLog(entry: Record<string, unknown>): void {
 /** Appends one line of JSON text (without its newline) to the log. */
 export function writeLogLine(line: string): void {
   if (laterEntries.length > 0) formatLater();
-  appendLine(line);
+  append(line, TEXT_LINE);
   armTimer();
 }
 
@@ -123,17 +108,25 @@ export function logLater<T>(entry: T, format: LineFormat<T>): void {
   armTimer();
 }
 
-function appendLine(line: string): void {
-  // UTF-8 takes at most 3 bytes per UTF-16 unit: room for the worst case, or flush first.
-  const worst = line.length * 3 + 1;
-  if (used + worst > buffer.length) {
-    flush();
-    if (worst > buffer.length) {
-      process.stdout.write(line + '\n');
-      return;
-    }
+/** A line given as text: UTF-8 takes at most 3 bytes per UTF-16 unit. */
+const TEXT_LINE: LineFormat<string> = {
+  maxBytes: (line) => line.length * 3,
+  write: (line, buf, at) => at + buf.write(line, at, 'utf8'),
+};
+
+/** Writes `entry`'s line and its newline into the buffer, flushing first when it might not fit. */
+function append<T>(entry: T, format: LineFormat<T>): void {
+  const need = format.maxBytes(entry) + 1;
+  if (used + need > buffer.length) flush();
+  if (need > buffer.length) {
+    // Larger than the buffer: a buffer of its own.
+    const own = Buffer.allocUnsafe(need);
+    const end = format.write(entry, own, 0);
+    own[end] = 0x0a;
+    process.stdout.write(own.subarray(0, end + 1));
+    return;
   }
-  used += buffer.write(line, used, 'utf8');
+  used = format.write(entry, buffer, used);
   buffer[used++] = 0x0a;
 }
 
