@@ -30,6 +30,7 @@ import type { RetryPolicy } from '../protocol/traffic.ts';
 import { backoffMs, retriable, type TryOutcome } from './traffic/retry.ts';
 import { Deadlines, Expiring } from './traffic/deadlines.ts';
 import { HOP_BY_HOP as CODEC_HOP_BY_HOP, keptHeadBytes, type RequestHead, type ResponseHead } from './http1/parse.ts';
+import { afterBatch, type AfterBatch } from './http1/write-batch.ts';
 import type { ConnectionInfo, ExchangeListener } from './http1/server.ts';
 import { HttpStream, getHeader, type HeaderList, type LocalResponse, type StreamFacts } from './wasm/stream.ts';
 
@@ -334,11 +335,13 @@ export function handleRequest(role: ListenerRole, deps: ProxyDeps, ex: Downstrea
   new ProxyRequest(role, deps, ex).start();
 }
 
-class ProxyRequest extends Expiring implements ExchangeListener, UpstreamHandler {
+class ProxyRequest extends Expiring implements ExchangeListener, UpstreamHandler, AfterBatch {
   private readonly role: ListenerRole;
   private readonly deps: ProxyDeps;
   private readonly ex: DownstreamExchange;
   private readonly started = performance.now();
+  /** From the request's start until its response was complete (set by finish). */
+  private durationMs = 0;
   private chain: FilterChain | undefined;
   private run: FilterRun | undefined;
   private stream: HttpStream | undefined;
@@ -948,11 +951,18 @@ class ProxyRequest extends Expiring implements ExchangeListener, UpstreamHandler
       this.releaseTry();
       this.route.done();
     }
+    this.durationMs = performance.now() - this.started;
+    // The filters' last callbacks, the metric and the log entry wait until the response has left.
+    afterBatch(this);
+  }
+
+  /** The end of a finished request that no peer waits for (write-batch.ts). */
+  afterBatch(): void {
     this.run?.finish();
     this.chain?.release();
     const ex = this.ex;
     const status = ex.status;
-    const durationMs = performance.now() - this.started;
+    const durationMs = this.durationMs;
     const stream = this.stream;
     const service = stream?.facts.destinationService ?? '';
     const role = this.role;

@@ -1,4 +1,4 @@
-// Writes leave in batches. A socket passed to holdUntilTurnEnd() is corked
+// Writes leave in batches. A socket passed to holdForBatch() is corked
 // and uncorked when its batch ends; each socket then gets one writev with
 // everything written to it meanwhile. When a batch ends follows the traffic:
 //
@@ -17,7 +17,16 @@
 // Gathering turns that each held one socket, QUIET_TURNS in a row, make the
 // batches prompt; in prompt mode every PROBE_EVERY batches one immediate
 // counts the batches of its turn, and two or more make them gather again.
+//
+// Work that need not delay a response (a finished request's log entry, metric
+// and filter callbacks) is passed to afterBatch and runs once the batch's
+// writes have left, so the peer is not kept waiting for it.
 import type { Socket } from 'node:net';
+
+/** Work to run after the writes of the pending batch. */
+export interface AfterBatch {
+  afterBatch(): void;
+}
 
 /** Consecutive one-socket gathering turns after which batches become prompt. */
 const QUIET_TURNS = 8;
@@ -28,6 +37,7 @@ const PROBE_EVERY = 16;
 const SETTLED = Promise.resolve();
 
 const held: Socket[] = [];
+let deferred: AfterBatch[] = [];
 let flushScheduled = false;
 let gathering = true;
 let quietTurns = 0;
@@ -41,7 +51,24 @@ function uncorkHeld(): number {
   // Uncorking may run write callbacks that hold sockets again: those join the next batch.
   const sockets = held.splice(0);
   for (let i = 0; i < sockets.length; i++) sockets[i]!.uncork();
+  if (deferred.length > 0) runDeferred();
   return sockets.length;
+}
+
+function runDeferred(): void {
+  // Work deferred while these tasks run belongs to the next batch (or runs at once when none is pending).
+  const tasks = deferred;
+  deferred = [];
+  for (let i = 0; i < tasks.length; i++) {
+    try {
+      tasks[i]!.afterBatch();
+    } catch (err) {
+      // One failing task must not cost the others theirs; the error still surfaces as uncaught.
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
 }
 
 function endGatheredBatch(): void {
@@ -81,6 +108,12 @@ export function holdForBatch(socket: Socket): void {
     if (gathering) setImmediate(endGatheredBatch);
     else void SETTLED.then(endPromptBatch);
   }
+}
+
+/** Runs `task` after the pending batch's writes have left, or now when no batch is pending. */
+export function afterBatch(task: AfterBatch): void {
+  if (flushScheduled) deferred.push(task);
+  else task.afterBatch();
 }
 
 /** Whether batches wait for the end of the turn (tests). */

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { StandaloneProxy } from '../../runtime/standalone.ts';
 import { parseProxyArgs } from '../../runtime/proxy-args.ts';
 import { buildFixture, buildSdkFilter } from './build-fixtures.ts';
@@ -148,7 +148,8 @@ describe('upstream timeout', () => {
       const res = await request(proxy.addresses().listen.port, { headers: { host: 'x' }, agent: false });
       expect(res.status).toBe(504);
       expect(res.headers['x-mesh-reason']).toBe('upstream-timeout');
-      expect(logs.entries.some((e) => e.reason === 'upstream-timeout' && e.status === 504)).toBe(true);
+      // The entry is made once the response has left (write-batch.ts afterBatch), possibly just after the client read it.
+      await vi.waitFor(() => expect(logs.entries.some((e) => e.reason === 'upstream-timeout' && e.status === 504)).toBe(true), { timeout: 2000 });
     } finally {
       await proxy.stop();
       for (const s of sockets) s.destroy();

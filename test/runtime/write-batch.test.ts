@@ -1,10 +1,11 @@
 // Write batches (runtime/http1/write-batch.ts): a busy proxy keeps corked
 // sockets until the end of the event-loop turn; after quiet turns (one socket
 // each) a batch ends right after the callback that wrote; a probed turn with
-// several batches makes them gather again.
+// several batches makes them gather again. Work passed to afterBatch runs once
+// the pending batch's sockets are uncorked.
 import type { Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { gatheringWrites, holdForBatch } from '../../runtime/http1/write-batch.ts';
+import { afterBatch, gatheringWrites, holdForBatch } from '../../runtime/http1/write-batch.ts';
 
 class FakeSocket {
   corked = 0;
@@ -56,5 +57,31 @@ describe('write batches', () => {
     }
     expect(gatheringWrites()).toBe(true);
     expect([a.corked, b.corked]).toEqual([0, 0]);
+  });
+});
+
+describe('work after a batch', () => {
+  it('runs after the pending batch is uncorked, or at once when none is pending; a failing task does not stop the others', async () => {
+    const s = new FakeSocket();
+    const seen: string[] = [];
+    const task = (name: string) => ({ afterBatch: () => seen.push(`${name}: socket corked ${s.corked}`) });
+
+    afterBatch(task('no batch'));
+    expect(seen).toEqual(['no batch: socket corked 0']);
+
+    hold(s);
+    afterBatch(task('first'));
+    afterBatch({
+      afterBatch: () => {
+        throw new Error('task failed');
+      },
+    });
+    afterBatch(task('after the failure'));
+    expect(seen).toHaveLength(1);
+    const uncaught = new Promise<unknown>((resolve) => process.once('uncaughtException', resolve));
+    await turnEnd();
+    expect(seen).toEqual(['no batch: socket corked 0', 'first: socket corked 0', 'after the failure: socket corked 0']);
+    // The failure is not swallowed: it surfaces as an uncaught error of its own.
+    expect(((await uncaught) as Error).message).toBe('task failed');
   });
 });
