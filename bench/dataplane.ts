@@ -1,7 +1,8 @@
 // The data plane in pairs, in one run: wrk straight to nginx (direct); a
-// haproxy pair and an nginx pair with mTLS between their two proxies; the
-// meshc sidecar pair (outbound + inbound over pooled mTLS) without filters
-// and with the compiled bench policy on both sides. Closed loop (wrk) for
+// haproxy pair and an nginx pair with mTLS between their two proxies; a bare
+// Node.js TLS relay pair (the floor: the sidecars' processes and sockets, no
+// HTTP); the meshc sidecar pair (outbound + inbound over pooled mTLS) without
+// filters and with the compiled bench policy on both sides. Closed loop (wrk) for
 // throughput and latency, then an open loop at a fixed 1,000 req/s for the
 // latency the proxies add (p50/p99/p99.9) and their CPU and memory.
 //
@@ -19,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { writeHopBundle } from './lib/hop-policy.ts';
-import { makePki, startHaproxyPair, startNginxPair, startSidecarPair, type RunningPair } from './lib/pairs.ts';
+import { makePki, startHaproxyPair, startNginxPair, startNodeRelayPair, startSidecarPair, type RunningPair } from './lib/pairs.ts';
 import { cpuSeconds, pssMiB, rssMiB } from './lib/procstat.ts';
 import { startNginx } from './lib/servers.ts';
 import { median, range } from './lib/stats.ts';
@@ -47,15 +48,15 @@ interface OpenRound extends OpenLoop {
 
 interface Target {
   label: string;
-  /** direct: nginx itself; native: the haproxy or nginx pair; sidecar: a meshc pair. */
-  kind: 'direct' | 'native' | 'sidecar';
+  /** direct: nginx itself; native: the haproxy or nginx pair; floor: the Node relay pair; sidecar: a meshc pair. */
+  kind: 'direct' | 'native' | 'floor' | 'sidecar';
   port: number;
   host: string;
   /** The proxies' pids; none for direct. */
   pids: () => number[];
   closed: WrkResult[];
   open: OpenRound[];
-  /** Sidecar pairs: rounds run at the same time as the haproxy pair's, [this pair's, haproxy's]. */
+  /** Node pairs (sidecars, floor): rounds run at the same time as the haproxy pair's, [this pair's, haproxy's]. */
   besideHaproxy: Array<[OpenRound, OpenRound]>;
   rssMiB: number;
   pssMiB: number;
@@ -64,7 +65,7 @@ interface Target {
 const OPEN_RPS = 1000;
 const ROUNDS = 5;
 const HAPROXY = 'haproxy pair';
-/** A fresh sidecar runs unoptimised JavaScript for its first seconds under load. */
+/** A fresh Node process (sidecar or relay) runs unoptimised JavaScript for its first seconds under load. */
 const WARM_UP_SECONDS = 5;
 
 async function openLoop(port: number, host: string, seconds: number): Promise<OpenLoop> {
@@ -103,6 +104,7 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
     for (const [kind, start] of [
       ['native', () => startHaproxyPair(upstream.port, pki)],
       ['native', () => startNginxPair(upstream.port, pki)],
+      ['floor', () => startNodeRelayPair(upstream.port, pki)],
       ['sidecar', () => startSidecarPair(upstream.port, pki, undefined, 'meshc pair, no filters')],
       ['sidecar', () => startSidecarPair(upstream.port, pki, bundleDir, 'meshc pair, compiled chain')],
     ] as const) {
@@ -110,7 +112,7 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
       pairs.push(p);
       add(p.name, kind, p.port, p.host, () => p.pids());
     }
-    for (const t of targets) await closedLoop(t, t.kind === 'sidecar' ? WARM_UP_SECONDS : 1);
+    for (const t of targets) await closedLoop(t, t.kind === 'sidecar' || t.kind === 'floor' ? WARM_UP_SECONDS : 1);
     for (let round = 0; round < ROUNDS; round++) {
       for (const t of targets) {
         const r = await closedLoop(t, closedSeconds);
@@ -126,9 +128,9 @@ export async function run(options: SuiteOptions): Promise<SuiteResult> {
       }
     }
     const haproxy = targets.find((t) => t.label === HAPROXY)!;
-    const sidecars = targets.filter((t) => t.kind === 'sidecar');
+    const nodePairs = targets.filter((t) => t.kind === 'sidecar' || t.kind === 'floor');
     for (let round = 0; round < ROUNDS; round++) {
-      for (const t of sidecars) {
+      for (const t of nodePairs) {
         const [mine, theirs] = await openRounds([t, haproxy], openSeconds);
         t.besideHaproxy.push([mine!, theirs!]);
         process.stderr.write(`  beside haproxy, round ${round + 1}, ${t.label}: p99 ${mine!.p99.toFixed(2)} / ${theirs!.p99.toFixed(2)} ms, CPU ${mine!.cpuPercent.toFixed(1)} / ${theirs!.cpuPercent.toFixed(1)}%\n`);
@@ -171,7 +173,8 @@ function closedTable(targets: Target[], options: SuiteOptions, seconds: number):
     }),
     notes: [
       'All processes share the same 2 cores with wrk and nginx; compare rows of one run with each other.',
-      'Every pair runs for the whole suite and is warmed up first (the sidecars 5 s, the native proxies 1 s). p50/p99 are from each target\'s median round.',
+      'Every pair runs for the whole suite and is warmed up first (the Node pairs 5 s, the native proxies 1 s). p50/p99 are from each target\'s median round.',
+      'The Node TLS relay pair (bench/lib/node-relay.ts) is the floor under the sidecars\' CPU: the same processes, sockets and mutual TLS in Node.js, bytes piped without any HTTP. Its latency is not a reference (a plain pipe() gets a new Buffer per read).',
       'The compiled chain is bench/policies/hop.meshpolicy, run by both sidecars (routes and fault on the outbound side, allow/deny and rate limit on the inbound side).',
     ],
   };
@@ -216,7 +219,7 @@ function openTable(targets: Target[], seconds: number): Table {
 
 function besideTable(targets: Target[], seconds: number): Table {
   return {
-    title: `Open loop at ${OPEN_RPS} req/s on a sidecar pair and on the haproxy pair at the same time, ${ROUNDS} rounds of ${seconds}s`,
+    title: `Open loop at ${OPEN_RPS} req/s on a Node pair (sidecars, relay floor) and on the haproxy pair at the same time, ${ROUNDS} rounds of ${seconds}s`,
     columns: ['target', 'p50 ms', 'p99 ms', 'CPU % (both)', 'haproxy pair beside it: p99 ms', 'CPU %', 'p99 × haproxy (median of rounds)', 'p99 × haproxy (rounds)', 'CPU × haproxy (median of rounds)', 'CPU × haproxy (rounds)'],
     rows: targets
       .filter((t) => t.besideHaproxy.length > 0)

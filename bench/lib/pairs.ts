@@ -139,6 +139,21 @@ export async function startNginxPair(upstreamPort: number, pki: Pki): Promise<Ru
   return runningPair('nginx pair', pa, a, b, dir, () => [...withChildren(a.pid), ...withChildren(b.pid)]);
 }
 
+/** The floor: a bare Node.js TLS relay pair (bench/lib/node-relay.ts), the sidecar pair's processes and sockets without HTTP. */
+export async function startNodeRelayPair(upstreamPort: number, pki: Pki): Promise<RunningPair> {
+  const dir = await mkdtemp(join(tmpdir(), 'meshc-bench-relaypair-'));
+  const [pa, pb] = [await freePort(), await freePort()];
+  const main = new URL('./node-relay.ts', import.meta.url).pathname;
+  const b = await startProcess(process.execPath, [main, 'back', String(pb), String(upstreamPort), pki.dir], pb);
+  try {
+    const a = await startProcess(process.execPath, [main, 'front', String(pa), String(pb), pki.dir], pa);
+    return runningPair('Node TLS relay pair (no HTTP)', pa, a, b, dir);
+  } catch (err) {
+    await b.stop();
+    throw err;
+  }
+}
+
 export interface SidecarPairSpec {
   /** The inbound sidecar's app. */
   appPort: number;
