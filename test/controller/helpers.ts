@@ -12,22 +12,31 @@ export async function tempDir(prefix: string): Promise<{ path: string; cleanup: 
   return { path, cleanup: () => rm(path, { recursive: true, force: true }) };
 }
 
+/** Ports freePort has returned (module state: one set per test file). */
+const handedOut = new Set<number>();
+
 /**
  * A port that was free a moment ago, for a process the test starts to bind.
  * Drawn below Linux's ephemeral range (32768-60999), where the OS picks the
  * local ports of every client connection: the tests that run beside this one
  * connect all the time, and one of those could take a port from that range
- * between this check and the bind.
+ * between this check and the bind. A port is handed out once per test file:
+ * a test that takes twenty at random would otherwise draw the same one twice
+ * in about one run out of sixty (`meshc up` then refuses the topology).
  */
 export async function freePort(): Promise<number> {
   for (;;) {
     const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (handedOut.has(port)) continue;
     const free = await new Promise<boolean>((resolve) => {
       const srv = createServer();
       srv.once('error', () => resolve(false));
       srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
     });
-    if (free) return port;
+    if (free) {
+      handedOut.add(port);
+      return port;
+    }
   }
 }
 
